@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages xlb needs to build and test, when missing.
+# Usage: scripts/deps.sh [build|bench]   (build is the default)
+#   build: clang, llvm, libbpf headers and the network tools the tests use
+#   bench: additionally the L7 peers and load generator (nginx, haproxy, caddy, wrk)
+set -euo pipefail
+
+want=(clang llvm libbpf-dev iproute2 ethtool iputils-ping util-linux)
+if [ "${1:-build}" = bench ]; then
+	want+=(nginx haproxy caddy wrk)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "missing packages: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2
+	exit 1
+fi
+echo "installing: ${missing[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts nginx and haproxy on install; the benchmarks run their own.
+for s in nginx haproxy caddy; do
+	if [[ " ${missing[*]} " == *" $s "* ]]; then
+		systemctl disable --now "$s" >/dev/null 2>&1 || service "$s" stop >/dev/null 2>&1 || true
+	fi
+done

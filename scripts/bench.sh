@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Runs every benchmark the README's performance section reports.
+# Runs every benchmark the README's performance section reports: each
+# scripts/bench.d/*.sh in name order. BENCH=NAME runs only the files whose
+# name contains NAME (e.g. BENCH=maglev make bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "== Maglev table build (vs github.com/kkdai/maglev in the same run)"
-go test -run '^$' -bench . -benchmem ./maglev/
+for f in scripts/bench.d/*.sh; do
+	[ -e "$f" ] || continue
+	case "$(basename "$f")" in *"${BENCH:-}"*) ;; *) continue ;; esac
+	echo "== $(basename "$f" .sh)"
+	bash "$f"
+done

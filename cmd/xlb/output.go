@@ -12,29 +12,50 @@ import (
 
 // output is the -o flag shared by every reading command: a table for people,
 // JSON for scripts. The JSON is the value passed to print, encoded as is, so
-// its field names are part of the CLI's stable interface.
+// its field names are part of the CLI's stable interface. The flag validates
+// while the command line is parsed, before the command does anything.
 type output struct {
-	format string
+	json bool
 }
 
 func (o *output) register(fs *pflag.FlagSet) {
-	fs.StringVarP(&o.format, "output", "o", "table", "output format: table or json")
+	fs.VarP((*outputFlag)(o), "output", "o", "output format: table or json")
 }
 
 func (o *output) print(w io.Writer, v any, fill func(t *table)) error {
-	switch o.format {
-	case "json":
+	if o.json {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
-	case "table", "":
-		t := &table{w: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
-		fill(t)
-		return t.w.Flush()
-	default:
-		return usageErrorf("invalid value %q for -o/--output: allowed are table, json", o.format)
 	}
+	t := &table{w: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
+	fill(t)
+	return t.w.Flush()
 }
+
+// outputFlag is the pflag.Value behind -o.
+type outputFlag output
+
+func (f *outputFlag) String() string {
+	if f.json {
+		return "json"
+	}
+	return "table"
+}
+
+func (f *outputFlag) Set(s string) error {
+	switch s {
+	case "table":
+		f.json = false
+	case "json":
+		f.json = true
+	default:
+		return fmt.Errorf("allowed are table, json")
+	}
+	return nil
+}
+
+func (f *outputFlag) Type() string { return "format" }
 
 // table writes aligned columns.
 type table struct {

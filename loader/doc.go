@@ -1,0 +1,162 @@
+// Package loader loads the XDP datapath (bpf/lb.c, bpf/decap.c), attaches it to
+// interfaces and gives the control plane typed access to its maps. It is the
+// only package of xlb that imports github.com/cilium/ebpf.
+//
+// # Objects
+//
+// Load creates every map and the xdp_lb program. With Options.PinDir set, the
+// maps are pinned under that bpffs directory (mounted when missing) and a later
+// Load adopts them, so a restarted or upgraded daemon keeps the flow table,
+// the VIPs, backends, tables and counters. Attach attaches xdp_lb through a
+// bpf_link; with a PinDir the link is pinned as link_IFNAME and a later Attach
+// replaces the program atomically through it (link update), which is how a
+// new binary takes over without dropping a packet. Close releases file
+// descriptors and keeps pins; Cleanup removes the pins, which detaches.
+//
+// # Maps written by the control plane
+//
+//   - VIPs: VIPKey (address, port or 0 for any port, protocol) → VIP (ID, mode,
+//     hashing option, table size). PutVIP, RemoveVIP.
+//   - Backends: backend ID → Backend (address, next-hop MAC, usable for new and
+//     for established flows). PutBackend, RemoveBackend. IDs run from 1 to
+//     MaxBackends-1; 0 marks an empty table slot.
+//   - Tables: one hash-of-maps per supported table size; VIP ID → a one-entry
+//     array whose value is the whole Maglev table (backend ID per slot).
+//     SetTable builds a new inner map and swaps it in, so a packet sees either
+//     the old table or the new one, never a mix.
+//   - Config: balancer MAC, outer source prefixes, flow hash seed, UDP flow
+//     timeout, MTU towards the backends. SetConfig.
+//
+// The datapath writes the flow table (5-tuple → backend) and the per-CPU
+// counters, read with VIPCounters, BackendCounters and Drops.
+//
+// Ordering rule (DESIGN.md, Backend lifecycle): put a backend before any table
+// slot names it; install a table without it before removing it.
+package loader
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Named errors a caller can act on.
+var (
+	// ErrInvalid wraps every rejection of bad input (the message names the
+	// field, the value and what is allowed); nothing was changed.
+	ErrInvalid = errors.New("invalid argument")
+	// ErrNotFound: the VIP, backend or pinned object does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrIncompatiblePin: a pinned map under PinDir does not match what this
+	// binary expects (e.g. another flow table size); Cleanup and load again,
+	// which loses the flow table.
+	ErrIncompatiblePin = errors.New("pinned map is incompatible")
+	// ErrVerifier: the kernel refused a program; with Options.Verbose the error
+	// text holds the full verifier log.
+	ErrVerifier = errors.New("program rejected by the verifier")
+	// ErrNotAttached: Detach or DetachDecap found nothing attached.
+	ErrNotAttached = errors.New("not attached")
+)
+
+// Limits of the maps. Backend and VIP IDs index arrays.
+const (
+	MaxVIPs     = 1024 // VIP IDs 0..MaxVIPs-1; also the number of VIP keys
+	MaxBackends = 4096 // backend IDs 1..MaxBackends-1; 0 marks an empty slot
+	// DefaultFlowTableSize is the number of flows the global LRU remembers.
+	DefaultFlowTableSize = 1 << 20
+	// DefaultHashSeed is the fixed flow hash seed. Every balancer of a fleet
+	// must use the same seed so that they pick the same slot for a flow.
+	DefaultHashSeed = 0x786c6221
+	// DefaultUDPTimeout: a UDP flow idle this long selects its backend again.
+	DefaultUDPTimeout = 30 * time.Second
+	// DefaultMTU is the largest IP packet, after encapsulation, sent towards
+	// the backends.
+	DefaultMTU = 1500
+)
+
+// SupportedTableSizes are the Maglev table sizes the datapath holds (primes).
+// All inner maps of one hash-of-maps share one value size, so there is one
+// outer map per size.
+var SupportedTableSizes = []uint32{251, 4093, 65537}
+
+// Options configure Load.
+type Options struct {
+	// PinDir is a bpffs directory for the maps and links, mounted when no
+	// bpffs is there. "" pins nothing: everything goes away on Close.
+	PinDir string
+	// Verbose puts the full verifier log into load errors.
+	Verbose bool
+	// FlowTableSize is the LRU flow table's capacity. Default
+	// DefaultFlowTableSize. Changing it for an existing pin gives
+	// ErrIncompatiblePin.
+	FlowTableSize uint32
+}
+
+// Mode is how a VIP's packets reach the backend.
+type Mode uint8
+
+const (
+	// ModeIPIP encapsulates in an outer IPv4 (or IPv6) header towards the
+	// backend's address.
+	ModeIPIP Mode = iota
+	// ModeL2DSR rewrites the Ethernet addresses only; the backend must be on
+	// the balancer's L2 segment.
+	ModeL2DSR
+)
+
+// VIPKey identifies a VIP. Port 0 matches every port of the address and
+// protocol that no port-specific VIP matches.
+type VIPKey struct {
+	Addr  netip.Addr
+	Port  uint16
+	Proto uint8 // 6 (TCP) or 17 (UDP)
+}
+
+// VIP is the datapath's view of one VIP.
+type VIP struct {
+	ID   uint32 // 0..MaxVIPs-1, chosen by the caller; indexes counters and tables
+	Mode Mode
+	// HashSrcIPOnly selects the backend by the client address alone, so a
+	// client sticks to one backend across its ports.
+	HashSrcIPOnly bool
+	// TableSize is one of SupportedTableSizes; SetTable must be given a table
+	// of this length.
+	TableSize uint32
+}
+
+// Backend is the datapath's view of one backend.
+type Backend struct {
+	Addr netip.Addr // same family as the VIPs that use it
+	// MAC is the next hop: the backend itself for L2 DSR, the next hop
+	// towards it for IPIP.
+	MAC               net.HardwareAddr
+	UsableNew         bool // may receive new flows
+	UsableEstablished bool // keeps its established flows
+}
+
+// Config is the datapath-wide configuration. Zero fields take their default.
+type Config struct {
+	// SourceMAC is written as source of every forwarded frame: the MAC of the
+	// interface xdp_lb is attached to. Required.
+	SourceMAC net.HardwareAddr
+	// OuterSource4 and OuterSource6 are the prefixes outer source addresses
+	// of IPIP packets are taken from, varied per flow by the flow hash (the
+	// low 32 bits at most for IPv6). Without one, IPIP packets of that
+	// family are dropped (reason no_source).
+	OuterSource4, OuterSource6 netip.Prefix
+	// HashSeed seeds the flow hash. Default DefaultHashSeed.
+	HashSeed uint32
+	// UDPTimeout: a UDP flow idle longer selects again. Default
+	// DefaultUDPTimeout.
+	UDPTimeout time.Duration
+	// MTU is the largest IP packet (outer header included) sent towards
+	// backends; larger ones are dropped (reason too_big). Default DefaultMTU.
+	MTU uint16
+}
+
+// Counters are packets and bytes summed over CPUs.
+type Counters struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}

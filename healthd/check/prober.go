@@ -1,0 +1,475 @@
+package check
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults of [Config].
+const (
+	DefaultConcurrency = 256
+	DefaultHistory     = 10
+	DefaultJitter      = 0.1
+	// NoJitter as Config.Jitter starts every check exactly at its slot.
+	NoJitter = -1.0
+	// MaxJitter is the largest Config.Jitter; larger values are clamped.
+	MaxJitter = 0.5
+)
+
+// Errors a caller can act on.
+var (
+	// ErrRunning is returned by Run while another Run is active.
+	ErrRunning = errors.New("prober already running")
+	// ErrInvalidID is returned by Set for an empty ID.
+	ErrInvalidID = errors.New("invalid target id")
+)
+
+// Config configures a [Prober]. Zero fields take their defaults.
+type Config struct {
+	// Concurrency bounds the checks in flight at once. Default 256.
+	Concurrency int
+	// History is how many recent results each target keeps. Default 10.
+	History int
+	// Jitter is the largest random shift of a check's start, as a fraction
+	// of its interval, either way. Default 0.1; NoJitter disables it;
+	// values above MaxJitter are clamped.
+	Jitter float64
+	// Clock schedules checks and stamps results. Default SystemClock.
+	Clock Clock
+	// Logger receives one line per state change. Default: discard.
+	Logger *slog.Logger
+	// OnEvent, if set, receives every event. Calls are made one target at a
+	// time in the order of its events, from the goroutine that ran the
+	// check; they must return quickly and must not call Set, Remove or Run
+	// (Status and Statuses are fine).
+	OnEvent func(Event)
+	// OnResult, if set, receives every check result, like OnEvent.
+	OnResult func(id string, r Result)
+}
+
+// Result is the outcome of one check.
+type Result struct {
+	Time    time.Time     `json:"time"`          // start, by the Prober's clock
+	Latency time.Duration `json:"latency"`       // real time the check took
+	Err     string        `json:"err,omitempty"` // "" when the check passed
+}
+
+// Status is a snapshot of one target.
+type Status struct {
+	ID      string    `json:"id"`
+	Spec    Spec      `json:"spec"` // with defaults applied
+	State   State     `json:"state"`
+	Damped  bool      `json:"damped"` // held down for flapping; State is Unhealthy
+	Since   time.Time `json:"since"`  // when State last changed
+	LastErr string    `json:"last_err,omitempty"`
+	Passes  int       `json:"passes"` // consecutive passes
+	Fails   int       `json:"fails"`  // consecutive failures
+	Checks  uint64    `json:"checks"` // results so far
+	Next    time.Time `json:"next"`   // when the next check is due
+	History []Result  `json:"history"`
+}
+
+// Stats counts the work of a [Prober].
+type Stats struct {
+	Targets  int    `json:"targets"`
+	InFlight int    `json:"in_flight"`
+	Checks   uint64 `json:"checks"`  // checks completed
+	Skipped  uint64 `json:"skipped"` // slots skipped: still running, or the checker fell behind
+}
+
+// Prober runs the health checks of a set of targets, each identified by an
+// ID chosen by the caller. Create it with [NewProber], add targets with Set
+// (before or during Run) and run it with Run. All methods are safe for
+// concurrent use.
+type Prober struct {
+	cfg    Config
+	clock  Clock
+	log    *slog.Logger
+	jitter float64
+	wake   chan struct{}
+
+	mu      sync.Mutex
+	targets map[string]*target
+	queue   schedule
+	running bool
+	stats   Stats
+}
+
+type target struct {
+	id       string
+	spec     Spec
+	probe    probe
+	machine  *Machine
+	history  []Result // ring, oldest at head once full
+	head     int
+	checks   uint64
+	lastErr  string
+	nominal  time.Time // current slot
+	due      time.Time // slot plus jitter
+	index    int       // in the schedule heap
+	inflight bool
+}
+
+// NewProber returns a Prober with cfg; out-of-range values in cfg are
+// replaced by their defaults.
+func NewProber(cfg Config) *Prober {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.History <= 0 {
+		cfg.History = DefaultHistory
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	jitter := cfg.Jitter
+	switch {
+	case jitter == 0:
+		jitter = DefaultJitter
+	case jitter < 0:
+		jitter = 0
+	case jitter > MaxJitter:
+		jitter = MaxJitter
+	}
+	return &Prober{
+		cfg:     cfg,
+		clock:   cfg.Clock,
+		log:     cfg.Logger,
+		jitter:  jitter,
+		wake:    make(chan struct{}, 1),
+		targets: make(map[string]*target),
+	}
+}
+
+// Set adds the target id with spec, or changes it. A changed target keeps
+// its state, counts and history; the new spec applies from its next check,
+// and its slot moves only if the interval changed. Others are not touched.
+// An invalid spec changes nothing and returns an error naming the field.
+func (p *Prober) Set(id string, spec Spec) error {
+	if id == "" {
+		return fmt.Errorf("set health check: %w: must not be empty", ErrInvalidID)
+	}
+	if err := spec.Validate(); err != nil {
+		return fmt.Errorf("set health check of %s: %w", id, err)
+	}
+	spec = spec.WithDefaults()
+	pr := newProbe(spec)
+	now := p.clock.Now()
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.targets[id]
+	if !ok {
+		t = &target{id: id, spec: spec, probe: pr, machine: NewMachine(spec, now),
+			history: make([]Result, 0, p.cfg.History)}
+		p.targets[id] = t
+		p.place(t, now)
+		heap.Push(&p.queue, t)
+	} else {
+		old := t.spec
+		t.spec, t.probe = spec, pr
+		t.machine.SetSpec(spec)
+		if old.Interval != spec.Interval {
+			p.place(t, now)
+			heap.Fix(&p.queue, t.index)
+		}
+	}
+	p.poke()
+	return nil
+}
+
+// Remove stops checking id and forgets it; a check in flight is discarded.
+// Removing an unknown id does nothing. No event is sent.
+func (p *Prober) Remove(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.targets[id]
+	if !ok {
+		return
+	}
+	delete(p.targets, id)
+	heap.Remove(&p.queue, t.index)
+	p.poke()
+}
+
+// Status returns a snapshot of id.
+func (p *Prober) Status(id string) (Status, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.targets[id]
+	if !ok {
+		return Status{}, false
+	}
+	return t.status(), true
+}
+
+// Statuses returns a snapshot of every target, sorted by ID.
+func (p *Prober) Statuses() []Status {
+	p.mu.Lock()
+	out := make([]Status, 0, len(p.targets))
+	for _, t := range p.targets {
+		out = append(out, t.status())
+	}
+	p.mu.Unlock()
+	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Stats returns the counters of the Prober.
+func (p *Prober) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stats
+	s.Targets = len(p.targets)
+	return s
+}
+
+func (t *target) status() Status {
+	passes, fails := t.machine.Counts()
+	h := make([]Result, 0, len(t.history))
+	h = append(h, t.history[t.head:]...)
+	h = append(h, t.history[:t.head]...)
+	return Status{
+		ID: t.id, Spec: t.spec, State: t.machine.State(), Damped: t.machine.Damped(),
+		Since: t.machine.Since(), LastErr: t.lastErr, Passes: passes, Fails: fails,
+		Checks: t.checks, Next: t.due, History: h,
+	}
+}
+
+func (t *target) record(r Result, max int) {
+	t.checks++
+	if r.Err != "" {
+		t.lastErr = r.Err
+	}
+	if len(t.history) < max {
+		t.history = append(t.history, r)
+		return
+	}
+	t.history[t.head] = r
+	t.head = (t.head + 1) % max
+}
+
+// Run checks the targets until ctx is done, then waits for the checks in
+// flight (which are cancelled) and returns nil. Targets added before Run
+// get their first slot after Run starts. Only one Run may be active.
+func (p *Prober) Run(ctx context.Context) error {
+	p.mu.Lock()
+	if p.running {
+		p.mu.Unlock()
+		return ErrRunning
+	}
+	p.running = true
+	now := p.clock.Now()
+	for _, t := range p.targets {
+		p.place(t, now)
+	}
+	heap.Init(&p.queue)
+	p.mu.Unlock()
+
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		p.mu.Lock()
+		p.running = false
+		p.mu.Unlock()
+	}()
+	sem := make(chan struct{}, p.cfg.Concurrency)
+	timer := p.clock.NewTimer(time.Hour)
+	defer timer.Stop()
+	var jobs []*target
+	for {
+		var next time.Time
+		jobs, next = p.collect(jobs[:0])
+		for i, t := range jobs {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				p.abandon(jobs[i:])
+				return nil
+			}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				p.check(ctx, t)
+			}()
+		}
+		if len(jobs) > 0 {
+			continue // time has moved on while dispatching
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = next.Sub(p.clock.Now())
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C():
+		case <-p.wake:
+		}
+	}
+}
+
+// collect takes every target that is due, marks it in flight and moves it to
+// its next slot. It returns them and when the next target is due.
+func (p *Prober) collect(jobs []*target) ([]*target, time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.clock.Now()
+	for len(p.queue) > 0 && !p.queue[0].due.After(now) {
+		t := p.queue[0]
+		if t.inflight {
+			p.stats.Skipped++
+		} else {
+			t.inflight = true
+			p.stats.InFlight++
+			jobs = append(jobs, t)
+		}
+		t.nominal = t.nominal.Add(t.spec.Interval)
+		if !t.nominal.After(now) { // fell behind: skip to the next slot
+			p.stats.Skipped++
+			t.nominal = nextSlot(now, phase(t.id, t.spec.Interval), t.spec.Interval)
+		}
+		t.due = t.nominal.Add(p.jitterFor(t.spec.Interval))
+		heap.Fix(&p.queue, 0)
+	}
+	if len(p.queue) == 0 {
+		return jobs, time.Time{}
+	}
+	return jobs, p.queue[0].due
+}
+
+// abandon clears the in-flight mark of jobs that were collected but never
+// started.
+func (p *Prober) abandon(jobs []*target) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range jobs {
+		if t.inflight {
+			t.inflight = false
+			p.stats.InFlight--
+		}
+	}
+}
+
+// check runs one check of t and records it.
+func (p *Prober) check(ctx context.Context, t *target) {
+	p.mu.Lock()
+	spec, pr := t.spec, t.probe
+	p.mu.Unlock()
+
+	start := p.clock.Now()
+	cctx, cancel := context.WithTimeout(ctx, spec.Timeout)
+	began := time.Now()
+	err := pr(cctx)
+	latency := time.Since(began)
+	r := Result{Time: start, Latency: latency, Err: describe(cctx, err, spec.Timeout)}
+	cancel()
+
+	var ev Event
+	changed := false
+	p.mu.Lock()
+	current := ctx.Err() == nil && p.targets[t.id] == t
+	if current {
+		t.record(r, p.cfg.History)
+		p.stats.Checks++
+		ev, changed = t.machine.Observe(start, r.Err)
+		ev.ID = t.id
+	}
+	p.mu.Unlock()
+
+	if current {
+		if p.cfg.OnResult != nil {
+			p.cfg.OnResult(t.id, r)
+		}
+		if changed {
+			p.log.Info("health state changed", "backend", t.id, "target", spec.Target,
+				"from", ev.From.String(), "to", ev.To.String(), "damped", ev.Damped,
+				"reason", ev.Reason, "err", ev.Err)
+			if p.cfg.OnEvent != nil {
+				p.cfg.OnEvent(ev)
+			}
+		}
+	}
+	p.mu.Lock()
+	t.inflight = false
+	p.stats.InFlight--
+	p.mu.Unlock()
+}
+
+// place puts t on the first slot of its phase after now.
+func (p *Prober) place(t *target, now time.Time) {
+	t.nominal = nextSlot(now, phase(t.id, t.spec.Interval), t.spec.Interval)
+	t.due = t.nominal.Add(p.jitterFor(t.spec.Interval))
+}
+
+func (p *Prober) jitterFor(interval time.Duration) time.Duration {
+	if p.jitter == 0 {
+		return 0
+	}
+	return time.Duration((rand.Float64()*2 - 1) * p.jitter * float64(interval))
+}
+
+// poke wakes the scheduler; the caller holds p.mu.
+func (p *Prober) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// phase returns the stable offset of id within interval: a hash of the ID,
+// so that targets spread evenly and never move when others come and go.
+func phase(id string, interval time.Duration) time.Duration {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(id))
+	return time.Duration(h.Sum64() % uint64(interval))
+}
+
+// nextSlot returns the first time after now that lies phase past a whole
+// multiple of interval (counted from the Unix epoch).
+func nextSlot(now time.Time, phase, interval time.Duration) time.Time {
+	n := now.UnixNano()
+	iv := int64(interval)
+	slot := (n-int64(phase))/iv*iv + int64(phase)
+	for slot <= n {
+		slot += iv
+	}
+	return now.Add(time.Duration(slot - n))
+}
+
+// schedule is a min-heap of targets by due time.
+type schedule []*target
+
+func (s schedule) Len() int           { return len(s) }
+func (s schedule) Less(i, j int) bool { return s[i].due.Before(s[j].due) }
+func (s schedule) Swap(i, j int) {
+	s[i], s[j] = s[j], s[i]
+	s[i].index, s[j].index = i, j
+}
+func (s *schedule) Push(x any) {
+	t := x.(*target)
+	t.index = len(*s)
+	*s = append(*s, t)
+}
+func (s *schedule) Pop() any {
+	old := *s
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*s = old[:len(old)-1]
+	t.index = -1
+	return t
+}

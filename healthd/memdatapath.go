@@ -1,0 +1,165 @@
+package healthd
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/xlb-project/xlb/loader"
+)
+
+// MemDatapath is an in-memory Datapath for tests and the control-plane
+// benchmark. It enforces the ordering rule: SetTable fails when a slot names
+// a backend that is not there, RemoveBackend fails while a table names it.
+type MemDatapath struct {
+	mu       sync.Mutex
+	VIPs     map[loader.VIPKey]loader.VIP
+	Backends map[uint32]loader.Backend
+	Tables   map[uint32][]uint32
+	// Counters are returned by VIPCounters (VIP ID) and BackendCounters.
+	VIPCount     map[uint32]loader.Counters
+	BackendCount map[uint32]loader.Counters
+	DropCount    map[string]uint64
+	// Ops counts calls by method name.
+	Ops map[string]int
+	// Fail, if set, is called first by every writing method; a non-nil
+	// result is returned and nothing changes.
+	Fail func(op string) error
+	// KeepTables: SetTable keeps a reference to the table slice (no copy),
+	// for benchmarks with thousands of tables.
+	KeepTables bool
+}
+
+// NewMemDatapath returns an empty in-memory datapath.
+func NewMemDatapath() *MemDatapath {
+	return &MemDatapath{
+		VIPs: map[loader.VIPKey]loader.VIP{}, Backends: map[uint32]loader.Backend{},
+		Tables: map[uint32][]uint32{}, VIPCount: map[uint32]loader.Counters{},
+		BackendCount: map[uint32]loader.Counters{}, DropCount: map[string]uint64{},
+		Ops: map[string]int{},
+	}
+}
+
+func (m *MemDatapath) op(name string) error {
+	m.Ops[name]++
+	if m.Fail != nil {
+		return m.Fail(name)
+	}
+	return nil
+}
+
+// PutVIP implements Datapath.
+func (m *MemDatapath) PutVIP(k loader.VIPKey, v loader.VIP) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.op("PutVIP"); err != nil {
+		return err
+	}
+	if !slices.Contains(loader.SupportedTableSizes, v.TableSize) {
+		return fmt.Errorf("put vip: table size %d: %w", v.TableSize, loader.ErrInvalid)
+	}
+	m.VIPs[k] = v
+	return nil
+}
+
+// RemoveVIP implements Datapath.
+func (m *MemDatapath) RemoveVIP(k loader.VIPKey) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.op("RemoveVIP"); err != nil {
+		return err
+	}
+	if _, ok := m.VIPs[k]; !ok {
+		return fmt.Errorf("remove vip: %w", loader.ErrNotFound)
+	}
+	delete(m.VIPs, k)
+	return nil
+}
+
+// PutBackend implements Datapath.
+func (m *MemDatapath) PutBackend(id uint32, b loader.Backend) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.op("PutBackend"); err != nil {
+		return err
+	}
+	if id == 0 || id >= loader.MaxBackends {
+		return fmt.Errorf("put backend: id %d: %w", id, loader.ErrInvalid)
+	}
+	m.Backends[id] = b
+	return nil
+}
+
+// RemoveBackend implements Datapath.
+func (m *MemDatapath) RemoveBackend(id uint32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.op("RemoveBackend"); err != nil {
+		return err
+	}
+	for vip, t := range m.Tables {
+		if slices.Contains(t, id) {
+			return fmt.Errorf("ordering rule broken: remove backend %d while the table of VIP %d names it", id, vip)
+		}
+	}
+	if _, ok := m.Backends[id]; !ok {
+		return fmt.Errorf("remove backend %d: %w", id, loader.ErrNotFound)
+	}
+	delete(m.Backends, id)
+	return nil
+}
+
+// SetTable implements Datapath.
+func (m *MemDatapath) SetTable(vipID uint32, table []uint32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.op("SetTable"); err != nil {
+		return err
+	}
+	if !slices.Contains(loader.SupportedTableSizes, uint32(len(table))) {
+		return fmt.Errorf("set table: length %d: %w", len(table), loader.ErrInvalid)
+	}
+	last := uint32(0)
+	for _, id := range table {
+		if id == 0 || id == last {
+			continue
+		}
+		if _, ok := m.Backends[id]; !ok {
+			return fmt.Errorf("ordering rule broken: table of VIP %d names backend %d, which is not there", vipID, id)
+		}
+		last = id
+	}
+	if !m.KeepTables {
+		table = slices.Clone(table)
+	}
+	m.Tables[vipID] = table
+	return nil
+}
+
+// VIPCounters implements Datapath.
+func (m *MemDatapath) VIPCounters(id uint32) (loader.Counters, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.VIPCount[id], nil
+}
+
+// BackendCounters implements Datapath.
+func (m *MemDatapath) BackendCounters(id uint32) (loader.Counters, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.BackendCount[id], nil
+}
+
+// Drops implements Datapath.
+func (m *MemDatapath) Drops() (map[string]uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.DropCount), nil
+}
+
+// Lock and Unlock let tests read the exported maps consistently.
+func (m *MemDatapath) Lock() { m.mu.Lock() }
+
+// Unlock releases Lock.
+func (m *MemDatapath) Unlock() { m.mu.Unlock() }

@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* xdp_lb: the balancer. Parse, look the VIP up, pick a backend (flow table,
+ * then Maglev table), forward with IPIP or L2 DSR out of the same interface.
+ * Anything that is not for a VIP goes to the kernel untouched. */
+#include "common.h"
+#include "maps.h"
+#include "parse.h"
+#include "select.h"
+#include "encap.h"
+
+static __always_inline __u32 encap_overhead(const struct packet *p)
+{
+	return p->key.family == FAMILY_V4 ? sizeof(struct iphdr)
+					  : sizeof(struct ipv6hdr);
+}
+
+/* forward sends p to be according to the VIP's mode. */
+static __always_inline int forward(struct xdp_md *ctx, const struct packet *p,
+				   const struct vip_meta *vip,
+				   const struct backend *be,
+				   const struct config *cfg, __u32 hash)
+{
+	if (be->family != p->key.family)
+		return count_exit(EXIT_BAD_BACKEND, XDP_DROP);
+	if (vip->mode == MODE_L2DSR) {
+		if (p->l3_len > cfg->mtu)
+			return count_exit(EXIT_TOO_BIG, XDP_DROP);
+		return rewrite_l2(ctx, p, be, cfg);
+	}
+	/* Too big to encapsulate: dropped and counted; clients' MSS must be
+	 * clamped or the path to the backends must carry larger frames. */
+	if (p->l3_len + encap_overhead(p) > cfg->mtu)
+		return count_exit(EXIT_TOO_BIG, XDP_DROP);
+	if (p->key.family == FAMILY_V4) {
+		if (!(cfg->flags & CONFIG_F_SRC4))
+			return count_exit(EXIT_NO_SOURCE, XDP_DROP);
+		return encap_ipv4(ctx, p, be, cfg, hash);
+	}
+	if (!(cfg->flags & CONFIG_F_SRC6))
+		return count_exit(EXIT_NO_SOURCE, XDP_DROP);
+	return encap_ipv6(ctx, p, be, cfg, hash);
+}
+
+SEC("xdp")
+int xdp_lb(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 bytes = end - data;
+	struct packet p = {};
+	struct vip_meta *vip;
+	struct config *cfg;
+	struct backend *be;
+	__u32 zero = 0, id = 0, hash = 0;
+	int ret;
+
+	ret = parse_packet(&p, data, end);
+	if (ret)
+		return count_exit(ret, XDP_PASS);
+	vip = lookup_vip(&p);
+	if (!vip)
+		return count_exit(EXIT_NO_VIP, XDP_PASS);
+	/* IPv4 options (source routing, ...) are not carried to backends. */
+	if (p.flags & PKT_IP_OPTIONS)
+		return count_exit(EXIT_IP_OPTIONS, XDP_DROP);
+	cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (!cfg)
+		return count_exit(EXIT_NO_BACKEND, XDP_DROP);
+	be = select_backend(&p, vip, cfg, &id, &hash);
+	if (!be)
+		return count_exit(EXIT_NO_BACKEND, XDP_DROP);
+	count(&vip_stats, vip->id, bytes);
+	count(&backend_stats, id, bytes);
+	return forward(ctx, &p, vip, be, cfg, hash);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The maps of xdp_lb. Each says key -> value and who writes it. */
+#ifndef XLB_MAPS_H
+#define XLB_MAPS_H
+
+#include "structs.h"
+
+/* vips: struct vip_key -> struct vip_meta; written by the loader (PutVIP). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, struct vip_key);
+	__type(value, struct vip_meta);
+} vips SEC(".maps");
+
+/* backends: backend ID -> struct backend; written by the loader
+ * (PutBackend). ID 0 stays empty: it marks an empty table slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend);
+} backends SEC(".maps");
+
+/* flows: struct flow_key -> struct flow; written by xdp_lb, which
+ * remembers the backend chosen for each flow. Global LRU (one table for all
+ * CPUs); the loader sets max_entries from Options.FlowTableSize. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 20);
+	__type(key, struct flow_key);
+	__type(value, struct flow);
+} flows SEC(".maps");
+
+/* settings: 0 -> struct config; written by the loader (SetConfig). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} settings SEC(".maps");
+
+/* tables_N: VIP ID -> one-entry array whose value is the VIP's whole Maglev
+ * table of N slots (a backend ID per slot); written by the loader
+ * (SetTable), which builds a new inner map and swaps it in. One outer map
+ * per supported size, since inner maps share one value size. The value
+ * size is declared with __uint: a struct used only here would reach BTF as
+ * a forward declaration. */
+#define TABLE_MAP(N)                                                    \
+	struct table_inner_##N {                                        \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                       \
+		__uint(max_entries, 1);                                 \
+		__type(key, __u32);                                     \
+		__uint(value_size, (N) * sizeof(__u32));                \
+	};                                                              \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);                \
+		__uint(max_entries, MAX_VIPS);                          \
+		__type(key, __u32);                                     \
+		__array(values, struct table_inner_##N);                \
+	} tables_##N SEC(".maps")
+
+TABLE_MAP(251);
+TABLE_MAP(4093);
+TABLE_MAP(65537);
+
+/* vip_stats: VIP ID -> struct counters per CPU; written by xdp_lb. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct counters);
+} vip_stats SEC(".maps");
+
+/* backend_stats: backend ID -> struct counters per CPU; written by xdp_lb. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct counters);
+} backend_stats SEC(".maps");
+
+/* exits: enum exit_reason -> packets per CPU; written by xdp_lb. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EXIT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} exits SEC(".maps");
+
+static __always_inline void count(void *map, __u32 idx, __u64 bytes)
+{
+	struct counters *c = bpf_map_lookup_elem(map, &idx);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline int count_exit(enum exit_reason reason, int verdict)
+{
+	__u32 idx = reason;
+	__u64 *n = bpf_map_lookup_elem(&exits, &idx);
+
+	if (n)
+		(*n)++;
+	return verdict;
+}
+
+#endif

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Structs shared with Go (bpf2go -type): fixed-width fields, padding spelled
+ * out, addresses and ports in network byte order. loader/structs_test.go
+ * checks their sizes. */
+#ifndef XLB_STRUCTS_H
+#define XLB_STRUCTS_H
+
+#include "common.h"
+
+#define FAMILY_V4 4
+#define FAMILY_V6 6
+
+/* vip_key: IPv4 addresses use addr[0..3], the rest is zero. port 0 is the
+ * port wildcard. */
+struct vip_key {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+enum vip_mode {
+	MODE_IPIP = 0,
+	MODE_L2DSR = 1,
+};
+
+#define VIP_F_HASH_SRC_ONLY 0x1
+
+struct vip_meta {
+	__u32 id;		/* indexes counters and the table maps */
+	__u32 table_size;	/* which tables_N map holds its table */
+	__u8 mode;		/* enum vip_mode */
+	__u8 flags;		/* VIP_F_* */
+	__u16 pad;
+};
+
+#define BACKEND_F_USABLE_NEW 0x1
+#define BACKEND_F_USABLE_ESTABLISHED 0x2
+
+struct backend {
+	__u8 addr[16];
+	__u8 mac[6];		/* next hop's Ethernet address */
+	__u8 family;		/* FAMILY_V4/V6; 0 = no backend */
+	__u8 flags;		/* BACKEND_F_* */
+};
+
+/* flow_key is the 5-tuple as the client sent it. */
+struct flow_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+};
+
+struct flow {
+	__u32 backend_id;
+	__u32 hash;		/* full 5-tuple hash: outer source, flow label */
+	__u64 last_seen;	/* bpf_ktime_get_ns() of the last UDP packet */
+};
+
+#define CONFIG_F_SRC4 0x1
+#define CONFIG_F_SRC6 0x2
+
+struct config {
+	__u8 src_mac[6];
+	__u16 pad;
+	__u32 mtu;		/* largest outer IP packet towards backends */
+	__u32 hash_seed;
+	__be32 src4;		/* outer IPv4 source prefix */
+	__be32 src4_mask;	/* its host bits */
+	__u8 src6[16];		/* outer IPv6 source prefix */
+	__be32 src6_mask;	/* host bits of its last 32 bits */
+	__u32 flags;		/* CONFIG_F_* */
+	__u64 udp_timeout_ns;
+};
+
+struct counters {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#endif

@@ -1,0 +1,102 @@
+package loader
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"time"
+)
+
+func (c Config) withDefaults() Config {
+	if c.HashSeed == 0 {
+		c.HashSeed = DefaultHashSeed
+	}
+	if c.UDPTimeout == 0 {
+		c.UDPTimeout = DefaultUDPTimeout
+	}
+	if c.MTU == 0 {
+		c.MTU = DefaultMTU
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if len(c.SourceMAC) != 6 {
+		return fmt.Errorf("%w: source mac %q: want a 6-byte Ethernet address", ErrInvalid, c.SourceMAC)
+	}
+	if c.OuterSource4.IsValid() && !c.OuterSource4.Addr().Is4() {
+		return fmt.Errorf("%w: outer source4 %s: want an IPv4 prefix", ErrInvalid, c.OuterSource4)
+	}
+	if c.OuterSource6.IsValid() && (!c.OuterSource6.Addr().Is6() || c.OuterSource6.Addr().Is4In6()) {
+		return fmt.Errorf("%w: outer source6 %s: want an IPv6 prefix", ErrInvalid, c.OuterSource6)
+	}
+	if c.UDPTimeout < 0 {
+		return fmt.Errorf("%w: udp timeout %s: want a positive duration", ErrInvalid, c.UDPTimeout)
+	}
+	if c.MTU != 0 && c.MTU < 68 {
+		return fmt.Errorf("%w: mtu %d: want 68..65535", ErrInvalid, c.MTU)
+	}
+	return nil
+}
+
+// hostMask32 returns the host bits of the last 32 bits of a prefix of
+// length bits out of total, as the uint32 whose bytes are the mask in
+// network order.
+func hostMask32(bits, total int) uint32 {
+	var m uint32 = math.MaxUint32
+	if net := bits - (total - 32); net > 0 {
+		m = math.MaxUint32 >> uint(net)
+	}
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], m)
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+// SetConfig sets the datapath-wide configuration; zero fields take their
+// defaults. Nothing changes when c is invalid.
+func (d *Datapath) SetConfig(c Config) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	c = c.withDefaults()
+	v := lbConfig{
+		Mtu:          uint32(c.MTU),
+		HashSeed:     c.HashSeed,
+		UdpTimeoutNs: uint64(c.UDPTimeout / time.Nanosecond),
+	}
+	copy(v.SrcMac[:], c.SourceMAC)
+	if p := c.OuterSource4; p.IsValid() {
+		a := p.Masked().Addr().As4()
+		v.Src4 = binary.NativeEndian.Uint32(a[:])
+		v.Src4Mask = hostMask32(p.Bits(), 32)
+		v.Flags |= configSrc4
+	}
+	if p := c.OuterSource6; p.IsValid() {
+		v.Src6 = p.Masked().Addr().As16()
+		v.Src6Mask = hostMask32(p.Bits(), 128)
+		v.Flags |= configSrc6
+	}
+	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("set datapath config: %w", err)
+	}
+	return nil
+}
+
+// initConfig gives a fresh config map its defaults (an adopted one keeps
+// what it holds). Until SetConfig names a source MAC, frames leave with
+// source 00:00:00:00:00:00.
+func (d *Datapath) initConfig() error {
+	var v lbConfig
+	if err := d.objs.Settings.Lookup(uint32(0), &v); err != nil {
+		return fmt.Errorf("read datapath config: %w", err)
+	}
+	if v.Mtu != 0 {
+		return nil
+	}
+	c := Config{}.withDefaults()
+	v = lbConfig{Mtu: uint32(c.MTU), HashSeed: c.HashSeed, UdpTimeoutNs: uint64(c.UDPTimeout)}
+	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("set default datapath config: %w", err)
+	}
+	return nil
+}

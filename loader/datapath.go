@@ -1,0 +1,181 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Datapath is a loaded xdp_lb program with its maps.
+type Datapath struct {
+	objs   lbObjects
+	inner  map[uint32]*ebpf.MapSpec // table size → inner map template
+	tables map[uint32]*ebpf.Map     // table size → outer hash-of-maps
+	pinDir string
+	links  map[string]link.Link // ifname → link
+	prog   *Program
+}
+
+func (o Options) validate() error {
+	if o.PinDir != "" && !filepath.IsAbs(o.PinDir) {
+		return fmt.Errorf("%w: pin dir %q: must be an absolute path", ErrInvalid, o.PinDir)
+	}
+	return nil
+}
+
+// Load loads xdp_lb and creates its maps, or adopts the maps pinned under
+// opts.PinDir by an earlier Load (keeping flows, VIPs, backends, tables,
+// configuration and counters).
+func Load(opts Options) (*Datapath, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if opts.FlowTableSize == 0 {
+		opts.FlowTableSize = DefaultFlowTableSize
+	}
+	spec, err := loadLb()
+	if err != nil {
+		return nil, fmt.Errorf("load xdp_lb spec: %w", err)
+	}
+	spec.Maps[lbMapFlows].MaxEntries = opts.FlowTableSize
+	colOpts := &ebpf.CollectionOptions{}
+	if opts.PinDir != "" {
+		if err := ensureBpffs(opts.PinDir); err != nil {
+			return nil, err
+		}
+		for _, m := range spec.Maps {
+			m.Pinning = ebpf.PinByName
+		}
+		colOpts.Maps.PinPath = opts.PinDir
+	}
+	d := &Datapath{
+		inner:  map[uint32]*ebpf.MapSpec{},
+		tables: map[uint32]*ebpf.Map{},
+		pinDir: opts.PinDir,
+		links:  map[string]link.Link{},
+	}
+	if err := spec.LoadAndAssign(&d.objs, colOpts); err != nil {
+		return nil, loadError("xdp_lb", err, opts.Verbose)
+	}
+	d.prog = &Program{prog: d.objs.XdpLb}
+	for _, size := range SupportedTableSizes {
+		name := fmt.Sprintf("tables_%d", size)
+		d.inner[size] = spec.Maps[name].InnerMap.Copy()
+	}
+	d.tables[251] = d.objs.Tables251
+	d.tables[4093] = d.objs.Tables4093
+	d.tables[65537] = d.objs.Tables65537
+	if err := d.initConfig(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// loadError names the object that failed and adds the verifier log when
+// asked.
+func loadError(what string, err error, verbose bool) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		if verbose {
+			return fmt.Errorf("load %s: %w: %+v", what, ErrVerifier, ve)
+		}
+		return fmt.Errorf("load %s: %w: %v (run with verbose for the full log)", what, ErrVerifier, ve)
+	}
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return fmt.Errorf("load %s: %w: %w", what, ErrIncompatiblePin, err)
+	}
+	return fmt.Errorf("load %s: %w", what, err)
+}
+
+// Program is the xdp_lb program, for running packets through it.
+func (d *Datapath) Program() *Program { return d.prog }
+
+// Close releases the file descriptors. Pinned maps and links stay, and so
+// does a pinned attachment; without a PinDir the program is detached.
+func (d *Datapath) Close() error {
+	var errs []error
+	for name, l := range d.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close link on %s: %w", name, err))
+		}
+		delete(d.links, name)
+	}
+	if err := d.objs.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close xdp_lb objects: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// ensureBpffs makes dir a directory on a bpf filesystem. When no bpffs is
+// there, one is mounted: at /sys/fs/bpf for a dir below it, else at dir.
+func ensureBpffs(dir string) error {
+	mountAt := dir
+	if strings.HasPrefix(dir, "/sys/fs/bpf/") || dir == "/sys/fs/bpf" {
+		mountAt = "/sys/fs/bpf"
+	}
+	if err := os.MkdirAll(mountAt, 0o700); err != nil {
+		return fmt.Errorf("create bpffs mount point %s: %w", mountAt, err)
+	}
+	if !isBpffs(mountAt) {
+		if err := unix.Mount("bpffs", mountAt, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("mount bpffs at %s: %w", mountAt, err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create pin dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+func isBpffs(path string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false
+	}
+	return st.Type == unix.BPF_FS_MAGIC
+}
+
+// Cleanup removes every pin under pinDir (maps and links; a pinned link
+// that nobody else holds detaches its program) and the directory. A bpffs
+// that Load mounted at pinDir itself is unmounted. A missing pinDir is no
+// error.
+func Cleanup(pinDir string) error {
+	if pinDir == "" || !filepath.IsAbs(pinDir) {
+		return fmt.Errorf("%w: pin dir %q: must be an absolute path", ErrInvalid, pinDir)
+	}
+	entries, err := os.ReadDir(pinDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("clean up %s: %w", pinDir, err)
+	}
+	if !isBpffs(pinDir) {
+		return fmt.Errorf("%w: clean up %s: not on a bpf filesystem", ErrInvalid, pinDir)
+	}
+	var errs []error
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(pinDir, e.Name())); err != nil {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", e.Name(), err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if !isBpffs(filepath.Dir(pinDir)) {
+		if err := unix.Unmount(pinDir, 0); err != nil {
+			return fmt.Errorf("unmount bpffs at %s: %w", pinDir, err)
+		}
+	}
+	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", pinDir, err)
+	}
+	return nil
+}

@@ -1,0 +1,365 @@
+package loader
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/cilium/ebpf"
+)
+
+const (
+	familyV4 = 4
+	familyV6 = 6
+
+	vipFlagHashSrcOnly = 0x1
+
+	backendUsableNew         = 0x1
+	backendUsableEstablished = 0x2
+
+	configSrc4 = 0x1
+	configSrc6 = 0x2
+)
+
+// ExitReasons names the datapath's non-forwarding exits, indexed like the
+// exits map (enum exit_reason in bpf/common.h). The first six pass the
+// packet to the kernel untouched, the others drop it.
+var ExitReasons = []string{
+	"not_ip",       // pass: neither IPv4 nor IPv6
+	"malformed",    // pass: truncated or invalid header
+	"other_proto",  // pass: not TCP, UDP or ICMP "too big"
+	"no_vip",       // pass: not for a VIP
+	"fragment",     // pass: IP fragment (ports unknown)
+	"ipv6_ext",     // pass: IPv6 extension header (not parsed)
+	"ip_options",   // drop: VIP packet with IPv4 options
+	"no_backend",   // drop: VIP without table or usable backend
+	"bad_backend",  // drop: backend's family differs from the VIP's
+	"too_big",      // drop: larger than the MTU after encapsulation
+	"no_source",    // drop: no outer source prefix for the family
+	"encap_failed", // drop: no room to add the outer header
+}
+
+func familyOf(a netip.Addr) uint8 {
+	if a.Is4() {
+		return familyV4
+	}
+	return familyV6
+}
+
+// be16 returns the uint16 whose in-memory bytes are v in network order.
+func be16(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+func addr16(a netip.Addr) [16]byte {
+	var out [16]byte
+	if a.Is4() {
+		v4 := a.As4()
+		copy(out[:], v4[:])
+		return out
+	}
+	return a.As16()
+}
+
+func (k VIPKey) validate() error {
+	if !k.Addr.IsValid() {
+		return fmt.Errorf("%w: vip address %q: want an IPv4 or IPv6 address", ErrInvalid, k.Addr)
+	}
+	if k.Proto != 6 && k.Proto != 17 {
+		return fmt.Errorf("%w: vip protocol %d: want 6 (tcp) or 17 (udp)", ErrInvalid, k.Proto)
+	}
+	return nil
+}
+
+func (k VIPKey) marshal() lbVipKey {
+	a := k.Addr.Unmap()
+	return lbVipKey{Addr: addr16(a), Port: be16(k.Port), Proto: k.Proto, Family: familyOf(a)}
+}
+
+func (v VIP) validate() error {
+	if v.ID >= MaxVIPs {
+		return fmt.Errorf("%w: vip id %d: want 0..%d", ErrInvalid, v.ID, MaxVIPs-1)
+	}
+	if v.Mode != ModeIPIP && v.Mode != ModeL2DSR {
+		return fmt.Errorf("%w: vip mode %d: want %d (ipip) or %d (l2dsr)", ErrInvalid, v.Mode, ModeIPIP, ModeL2DSR)
+	}
+	if !slices.Contains(SupportedTableSizes, v.TableSize) {
+		return fmt.Errorf("%w: vip table size %d: want one of %v", ErrInvalid, v.TableSize, SupportedTableSizes)
+	}
+	return nil
+}
+
+// PutVIP creates or replaces a VIP. Its counters start at zero when no
+// other VIP key uses its ID.
+func (d *Datapath) PutVIP(k VIPKey, v VIP) error {
+	if err := k.validate(); err != nil {
+		return err
+	}
+	if err := v.validate(); err != nil {
+		return err
+	}
+	used, err := d.vipIDUsed(v.ID, k)
+	if err != nil {
+		return err
+	}
+	if !used {
+		if err := d.resetCounters(d.objs.VipStats, v.ID); err != nil {
+			return err
+		}
+	}
+	meta := lbVipMeta{Id: v.ID, TableSize: v.TableSize, Mode: uint8(v.Mode)}
+	if v.HashSrcIPOnly {
+		meta.Flags |= vipFlagHashSrcOnly
+	}
+	key := k.marshal()
+	if err := d.objs.Vips.Put(&key, &meta); err != nil {
+		return fmt.Errorf("put vip %s port %d proto %d: %w", k.Addr, k.Port, k.Proto, err)
+	}
+	return nil
+}
+
+// vipIDUsed reports whether a VIP key other than except has the ID id.
+func (d *Datapath) vipIDUsed(id uint32, except VIPKey) (bool, error) {
+	var key lbVipKey
+	var meta lbVipMeta
+	ex := except.marshal()
+	it := d.objs.Vips.Iterate()
+	for it.Next(&key, &meta) {
+		if meta.Id == id && key != ex {
+			return true, nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return false, fmt.Errorf("list vips: %w", err)
+	}
+	return false, nil
+}
+
+// RemoveVIP removes a VIP. When no other VIP key uses its ID, its tables
+// go too.
+func (d *Datapath) RemoveVIP(k VIPKey) error {
+	if err := k.validate(); err != nil {
+		return err
+	}
+	key := k.marshal()
+	var meta lbVipMeta
+	if err := d.objs.Vips.Lookup(&key, &meta); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove vip %s port %d proto %d: %w", k.Addr, k.Port, k.Proto, ErrNotFound)
+		}
+		return fmt.Errorf("remove vip %s port %d proto %d: %w", k.Addr, k.Port, k.Proto, err)
+	}
+	if err := d.objs.Vips.Delete(&key); err != nil {
+		return fmt.Errorf("remove vip %s port %d proto %d: %w", k.Addr, k.Port, k.Proto, err)
+	}
+	used, err := d.vipIDUsed(meta.Id, k)
+	if err != nil || used {
+		return err
+	}
+	return d.RemoveTable(meta.Id)
+}
+
+// VIPs lists the VIPs in the datapath.
+func (d *Datapath) VIPs() (map[VIPKey]VIP, error) {
+	out := map[VIPKey]VIP{}
+	var key lbVipKey
+	var meta lbVipMeta
+	it := d.objs.Vips.Iterate()
+	for it.Next(&key, &meta) {
+		var a netip.Addr
+		if key.Family == familyV4 {
+			a = netip.AddrFrom4([4]byte(key.Addr[:4]))
+		} else {
+			a = netip.AddrFrom16(key.Addr)
+		}
+		k := VIPKey{Addr: a, Port: be16(key.Port), Proto: key.Proto}
+		out[k] = VIP{ID: meta.Id, Mode: Mode(meta.Mode), HashSrcIPOnly: meta.Flags&vipFlagHashSrcOnly != 0, TableSize: meta.TableSize}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list vips: %w", err)
+	}
+	return out, nil
+}
+
+func validBackendID(id uint32) error {
+	if id == 0 || id >= MaxBackends {
+		return fmt.Errorf("%w: backend id %d: want 1..%d", ErrInvalid, id, MaxBackends-1)
+	}
+	return nil
+}
+
+// PutBackend creates or replaces a backend. Its counters start at zero when
+// the ID was free.
+func (d *Datapath) PutBackend(id uint32, b Backend) error {
+	if err := validBackendID(id); err != nil {
+		return err
+	}
+	if !b.Addr.IsValid() {
+		return fmt.Errorf("%w: backend %d address %q: want an IPv4 or IPv6 address", ErrInvalid, id, b.Addr)
+	}
+	if len(b.MAC) != 6 {
+		return fmt.Errorf("%w: backend %d mac %q: want a 6-byte Ethernet address", ErrInvalid, id, b.MAC)
+	}
+	var old lbBackend
+	if err := d.objs.Backends.Lookup(id, &old); err != nil {
+		return fmt.Errorf("put backend %d: %w", id, err)
+	}
+	if old.Family == 0 {
+		if err := d.resetCounters(d.objs.BackendStats, id); err != nil {
+			return err
+		}
+	}
+	a := b.Addr.Unmap()
+	v := lbBackend{Addr: addr16(a), Family: familyOf(a)}
+	copy(v.Mac[:], b.MAC)
+	if b.UsableNew {
+		v.Flags |= backendUsableNew
+	}
+	if b.UsableEstablished || b.UsableNew {
+		v.Flags |= backendUsableEstablished
+	}
+	if err := d.objs.Backends.Put(id, &v); err != nil {
+		return fmt.Errorf("put backend %d: %w", id, err)
+	}
+	return nil
+}
+
+// RemoveBackend clears a backend. Flows on it are re-steered; table slots
+// still naming it drop their packets (reason no_backend), so install
+// tables without it first.
+func (d *Datapath) RemoveBackend(id uint32) error {
+	if err := validBackendID(id); err != nil {
+		return err
+	}
+	if err := d.objs.Backends.Put(id, &lbBackend{}); err != nil {
+		return fmt.Errorf("remove backend %d: %w", id, err)
+	}
+	return nil
+}
+
+// SetTable installs the Maglev table of a VIP ID: table[slot] is a backend
+// ID, 0 for an empty slot, and len(table) one of SupportedTableSizes (the
+// VIP's TableSize). A new inner map holding the whole table is created and
+// swapped into the hash-of-maps in one update, so a packet sees the old or
+// the new table, never a mix.
+func (d *Datapath) SetTable(vipID uint32, table []uint32) error {
+	if vipID >= MaxVIPs {
+		return fmt.Errorf("%w: vip id %d: want 0..%d", ErrInvalid, vipID, MaxVIPs-1)
+	}
+	size := uint32(len(table))
+	outer, ok := d.tables[size]
+	if !ok {
+		return fmt.Errorf("%w: table size %d: want one of %v", ErrInvalid, size, SupportedTableSizes)
+	}
+	buf := make([]byte, 4*len(table))
+	for i, id := range table {
+		if id >= MaxBackends {
+			return fmt.Errorf("%w: table slot %d: backend id %d: want 0..%d", ErrInvalid, i, id, MaxBackends-1)
+		}
+		binary.NativeEndian.PutUint32(buf[4*i:], id)
+	}
+	inner, err := ebpf.NewMap(d.inner[size])
+	if err != nil {
+		return fmt.Errorf("create table map for vip %d: %w", vipID, err)
+	}
+	defer inner.Close()
+	if err := inner.Put(uint32(0), buf); err != nil {
+		return fmt.Errorf("fill table map for vip %d: %w", vipID, err)
+	}
+	if err := outer.Put(vipID, inner); err != nil {
+		return fmt.Errorf("install table for vip %d: %w", vipID, err)
+	}
+	return nil
+}
+
+// Table reads the installed table of a VIP ID, or ErrNotFound.
+func (d *Datapath) Table(vipID uint32) ([]uint32, error) {
+	for _, size := range SupportedTableSizes {
+		var innerID ebpf.MapID
+		if err := d.tables[size].Lookup(vipID, &innerID); err != nil {
+			continue
+		}
+		inner, err := ebpf.NewMapFromID(innerID)
+		if err != nil {
+			return nil, fmt.Errorf("open table of vip %d: %w", vipID, err)
+		}
+		buf := make([]byte, 4*size)
+		err = inner.Lookup(uint32(0), buf)
+		inner.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read table of vip %d: %w", vipID, err)
+		}
+		out := make([]uint32, size)
+		for i := range out {
+			out[i] = binary.NativeEndian.Uint32(buf[4*i:])
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("table of vip %d: %w", vipID, ErrNotFound)
+}
+
+// RemoveTable removes a VIP ID's table of any size.
+func (d *Datapath) RemoveTable(vipID uint32) error {
+	for _, size := range SupportedTableSizes {
+		if err := d.tables[size].Delete(vipID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove table of vip %d: %w", vipID, err)
+		}
+	}
+	return nil
+}
+
+func (d *Datapath) resetCounters(m *ebpf.Map, id uint32) error {
+	zero := make([]lbCounters, ebpf.MustPossibleCPU())
+	if err := m.Put(id, zero); err != nil {
+		return fmt.Errorf("reset counters %d: %w", id, err)
+	}
+	return nil
+}
+
+func sumCounters(m *ebpf.Map, id uint32, max uint32, what string) (Counters, error) {
+	if id >= max {
+		return Counters{}, fmt.Errorf("%w: %s id %d: want 0..%d", ErrInvalid, what, id, max-1)
+	}
+	var per []lbCounters
+	if err := m.Lookup(id, &per); err != nil {
+		return Counters{}, fmt.Errorf("read %s %d counters: %w", what, id, err)
+	}
+	var c Counters
+	for _, p := range per {
+		c.Packets += p.Packets
+		c.Bytes += p.Bytes
+	}
+	return c, nil
+}
+
+// VIPCounters reads a VIP ID's packets and bytes, summed over CPUs.
+func (d *Datapath) VIPCounters(id uint32) (Counters, error) {
+	return sumCounters(d.objs.VipStats, id, MaxVIPs, "vip")
+}
+
+// BackendCounters reads a backend's packets and bytes, summed over CPUs.
+func (d *Datapath) BackendCounters(id uint32) (Counters, error) {
+	return sumCounters(d.objs.BackendStats, id, MaxBackends, "backend")
+}
+
+// Drops reads the packet count of every non-forwarding exit (ExitReasons),
+// summed over CPUs.
+func (d *Datapath) Drops() (map[string]uint64, error) {
+	out := make(map[string]uint64, len(ExitReasons))
+	for i, name := range ExitReasons {
+		var per []uint64
+		if err := d.objs.Exits.Lookup(uint32(i), &per); err != nil {
+			return nil, fmt.Errorf("read exit counter %s: %w", name, err)
+		}
+		var n uint64
+		for _, p := range per {
+			n += p
+		}
+		out[name] = n
+	}
+	return out, nil
+}

@@ -1,0 +1,724 @@
+// Package proxy is the L7 tier of xlb: an HTTP reverse proxy with listeners
+// (HTTP/1.1, HTTP/2 over TLS, optional h2c), a routing table, backend pools
+// balanced by proxy/balance, active health checks (healthd/check), graceful
+// drain, hot reload, Prometheus metrics and a JSON access log.
+//
+// A [Config] is read from strict YAML with [Load] or [Parse]; [New] builds a
+// [Proxy] from it and [Proxy.Run] serves until its context ends.
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/xlb-project/xlb/healthd/check"
+	"github.com/xlb-project/xlb/proxy/balance"
+)
+
+// ErrConfig is wrapped by every error that Parse, Load and Config.validate
+// return for a config the user has to fix.
+var ErrConfig = errors.New("invalid proxy config")
+
+// Config is the whole proxy configuration, one YAML document.
+type Config struct {
+	// Listeners accept client connections; at least one.
+	Listeners []ListenerConfig `yaml:"listeners"`
+	// Pools are named groups of backends; routes refer to them by name.
+	Pools []PoolConfig `yaml:"pools"`
+	// Routes are tried in file order; the first whose match holds serves the
+	// request. A request no route matches gets 404.
+	Routes []RouteConfig `yaml:"routes"`
+	// TrustedProxies lists the addresses (CIDR prefixes or single IPs) of
+	// front ends whose X-Forwarded-*/Forwarded headers are believed. Default
+	// none: the client is the socket's peer and its forwarding headers are
+	// replaced.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// RequestIDHeader is passed through when the client sends a valid one and
+	// generated otherwise. Default X-Request-Id.
+	RequestIDHeader string `yaml:"request_id_header"`
+	// Timeouts towards backends.
+	Timeouts TimeoutConfig `yaml:"timeouts"`
+	// DrainTimeout is how long upgraded connections (WebSocket) to a drained
+	// or removed backend, and all of them on shutdown, are given before they
+	// are closed. Default 30s.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+	// ShutdownTimeout bounds a graceful shutdown. Default 30s.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// Admin is the local control API.
+	Admin AdminConfig `yaml:"admin"`
+	// AccessLog configures the JSON access log.
+	AccessLog AccessLogConfig `yaml:"access_log"`
+}
+
+// ListenerConfig is one address the proxy accepts clients on.
+type ListenerConfig struct {
+	// Name identifies the listener in logs; default the address.
+	Name string `yaml:"name"`
+	// Address is host:port, e.g. ":8080" or "127.0.0.1:8443"; required.
+	Address string `yaml:"address"`
+	// TLS, when set, terminates TLS; HTTP/2 is then offered through ALPN.
+	TLS *TLSConfig `yaml:"tls"`
+	// H2C accepts HTTP/2 with prior knowledge on a plain listener. Default
+	// false. (The h2c Upgrade header is never honoured.)
+	H2C bool `yaml:"h2c"`
+	// ReadHeaderTimeout bounds reading a request's headers. Default 10s.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes a keep-alive client connection idle this long.
+	// Default 60s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes limits the request line plus headers. Default 16384.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+}
+
+// TLSConfig names the certificate files of a TLS listener. The files are
+// re-read when they change (checked every ReloadInterval) and on reload.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"` // PEM chain; required
+	KeyFile  string `yaml:"key_file"`  // PEM key; required
+	// ReloadInterval is how often the files' modification times are checked.
+	// Default 10s.
+	ReloadInterval Duration `yaml:"reload_interval"`
+}
+
+// TimeoutConfig holds the timeouts towards backends.
+type TimeoutConfig struct {
+	Connect        Duration `yaml:"connect"`         // TCP connect; default 5s
+	ResponseHeader Duration `yaml:"response_header"` // request sent to response headers; default 60s
+	Idle           Duration `yaml:"idle"`            // idle backend keep-alive connection; default 90s
+}
+
+// AdminConfig is the admin API (drain, undrain, list, reload, metrics).
+type AdminConfig struct {
+	// Socket is the Unix socket path of the admin API; default none. Mode
+	// 0660: whoever can open it can change the proxy.
+	Socket string `yaml:"socket"`
+	// MetricsAddress, when set, serves /metrics over TCP (host:port).
+	MetricsAddress string `yaml:"metrics_address"`
+}
+
+// AccessLogConfig configures the access log.
+type AccessLogConfig struct {
+	// Path is "stdout", "stderr" or a file path (appended to); default none
+	// (no access log).
+	Path string `yaml:"path"`
+}
+
+// PoolConfig is a named group of backends.
+type PoolConfig struct {
+	Name string `yaml:"name"` // required, unique
+	// Algorithm is one of balance.Algorithms; default round_robin.
+	Algorithm string `yaml:"algorithm"`
+	// LoadFactor bounds consistent_hash (see balance.Options); default 1.25.
+	LoadFactor float64 `yaml:"load_factor"`
+	// HashKey says what consistent_hash hashes: client_ip (default), path,
+	// header:NAME, cookie:NAME or query:NAME.
+	HashKey string `yaml:"hash_key"`
+	// Backends are the static members; at least one.
+	Backends []BackendConfig `yaml:"backends"`
+	// HealthCheck, when set, probes every backend actively. A backend added
+	// by a reload starts unknown (not usable) until its first check passes,
+	// unless start_healthy is set.
+	HealthCheck *HealthCheckConfig `yaml:"health_check"`
+}
+
+// BackendConfig is one backend of a pool.
+type BackendConfig struct {
+	Address string `yaml:"address"` // host:port; required
+	Weight  int    `yaml:"weight"`  // default 1
+}
+
+// HealthCheckConfig is a pool's active check, applied to each backend.
+type HealthCheckConfig struct {
+	Kind         string   `yaml:"kind"`          // tcp, http or https; default http
+	Port         int      `yaml:"port"`          // default the backend's port
+	Path         string   `yaml:"path"`          // default /
+	Host         string   `yaml:"host"`          // Host header; default the backend address
+	Interval     Duration `yaml:"interval"`      // default 2s
+	Timeout      Duration `yaml:"timeout"`       // default 1s
+	Rise         int      `yaml:"rise"`          // default 2
+	Fall         int      `yaml:"fall"`          // default 3
+	StartHealthy bool     `yaml:"start_healthy"` // new backends start healthy; default false
+}
+
+// RouteConfig is one entry of the routing table.
+type RouteConfig struct {
+	Name  string      `yaml:"name"` // required, unique; used in metrics and logs
+	Match MatchConfig `yaml:"match"`
+	// Exactly one of Pool, Redirect and Respond says what the route does.
+	Pool     string          `yaml:"pool"`
+	Redirect *RedirectConfig `yaml:"redirect"`
+	Respond  *RespondConfig  `yaml:"respond"`
+	// Rewrite changes the path sent to the backend.
+	Rewrite *RewriteConfig `yaml:"rewrite"`
+	// RequestHeaders are applied to the request sent to the backend,
+	// ResponseHeaders to the response sent to the client.
+	RequestHeaders  HeaderOps `yaml:"request_headers"`
+	ResponseHeaders HeaderOps `yaml:"response_headers"`
+	// Timeout bounds the whole exchange with the backend; default none.
+	Timeout Duration `yaml:"timeout"`
+	// Middleware is the route's chain of request handlers, outermost first.
+	// Each kind must be registered in Options.Middleware.
+	Middleware []MiddlewareConfig `yaml:"middleware"`
+}
+
+// MatchConfig holds a route's conditions; all that are set must hold.
+type MatchConfig struct {
+	// Hosts: any of them, exact ("api.example.com") or wildcard
+	// ("*.example.com": one or more labels before .example.com). Compared
+	// case-insensitively, without the port. Empty: any host.
+	Hosts []string `yaml:"hosts"`
+	// Path: at most one of exact, prefix and pattern.
+	Path *PathMatch `yaml:"path"`
+	// Methods: any of them. Empty: any method.
+	Methods []string `yaml:"methods"`
+	// Headers: each must hold.
+	Headers []ValueMatch `yaml:"headers"`
+	// Query: each must hold (on the first value of the parameter).
+	Query []ValueMatch `yaml:"query"`
+}
+
+// PathMatch matches the request path.
+type PathMatch struct {
+	Exact string `yaml:"exact"`
+	// Prefix matches on segment boundaries: "/api" matches /api and /api/x,
+	// not /apix. A prefix ending in "/" matches anything under it.
+	Prefix string `yaml:"prefix"`
+	// Pattern is segments where "{name}" matches any one segment and a final
+	// "{name...}" matches the rest, e.g. "/users/{id}/posts".
+	Pattern string `yaml:"pattern"`
+}
+
+// ValueMatch is a header or query parameter condition: Present alone asks
+// for the name to be there, Exact and Regex compare its value. With none of
+// them set, the name must be present.
+type ValueMatch struct {
+	Name    string `yaml:"name"`
+	Present bool   `yaml:"present"`
+	Absent  bool   `yaml:"absent"`
+	Exact   string `yaml:"exact"`
+	Regex   string `yaml:"regex"`
+}
+
+// RewriteConfig changes the path forwarded to the backend. StripPrefix
+// removes a prefix (it must match the route's path prefix), ReplacePrefix
+// puts another in its place; Regex with Replacement rewrites the whole path
+// (Go regexp syntax, $1 for groups). Regex is applied after the prefix.
+type RewriteConfig struct {
+	StripPrefix   string `yaml:"strip_prefix"`
+	ReplacePrefix string `yaml:"replace_prefix"`
+	Regex         string `yaml:"regex"`
+	Replacement   string `yaml:"replacement"`
+}
+
+// HeaderOps add (append a value), set (replace) and remove headers, applied
+// in that order: remove, set, add.
+type HeaderOps struct {
+	Add    map[string]string `yaml:"add"`
+	Set    map[string]string `yaml:"set"`
+	Remove []string          `yaml:"remove"`
+}
+
+// RedirectConfig answers with a redirect. Unset parts keep the request's.
+type RedirectConfig struct {
+	Scheme string `yaml:"scheme"` // http or https
+	Host   string `yaml:"host"`
+	Port   int    `yaml:"port"`
+	Path   string `yaml:"path"`
+	// StripQuery drops the query string.
+	StripQuery bool `yaml:"strip_query"`
+	// Code is 301, 302, 303, 307 or 308; default 302.
+	Code int `yaml:"code"`
+}
+
+// RespondConfig answers with a fixed response.
+type RespondConfig struct {
+	Status      int    `yaml:"status"`       // default 200
+	Body        string `yaml:"body"`         // default empty
+	ContentType string `yaml:"content_type"` // default text/plain; charset=utf-8
+}
+
+// MiddlewareConfig is one handler of a route's chain: Kind selects the
+// factory registered in Options.Middleware, Config is passed to it as is.
+type MiddlewareConfig struct {
+	Kind   string    `yaml:"kind"`
+	Config yaml.Node `yaml:"config"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("1.5s").
+type Duration time.Duration
+
+// UnmarshalYAML parses a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("line %d: duration %q: want a non-negative Go duration such as 500ms, 10s or 1m", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read proxy config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes one strict YAML document (unknown keys are errors, reported
+// with their line) and validates it.
+func Parse(data []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		msg := err.Error()
+		msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n  ")
+		msg = strings.TrimPrefix(msg, "yaml: ")
+		return nil, fmt.Errorf("%w: %s", ErrConfig, msg)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func bad(field string, value any, allowed string) error {
+	if s, ok := value.(string); ok {
+		value = strconv.Quote(s)
+	}
+	return fmt.Errorf("%w: %s %v: %s", ErrConfig, field, value, allowed)
+}
+
+var validMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
+
+// hopHeaders are the hop-by-hop headers (RFC 9110 7.6.1), plus the proxy
+// variants clients still send; route header ops may not touch them.
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// validate checks every field and fills defaults; it touches nothing outside c.
+func (c *Config) validate() error {
+	if len(c.Listeners) == 0 {
+		return bad("listeners", "[]", "at least one listener is required")
+	}
+	seenAddr := map[string]bool{}
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		f := fmt.Sprintf("listeners[%d]", i)
+		if _, port, err := net.SplitHostPort(l.Address); err != nil || port == "" {
+			return bad(f+".address", l.Address, "must be host:port, e.g. :8080 or 127.0.0.1:8443")
+		}
+		if seenAddr[l.Address] {
+			return bad(f+".address", l.Address, "is used by an earlier listener; addresses must be unique")
+		}
+		seenAddr[l.Address] = true
+		if l.Name == "" {
+			l.Name = l.Address
+		}
+		if l.TLS != nil {
+			if l.TLS.CertFile == "" || l.TLS.KeyFile == "" {
+				return bad(f+".tls", fmt.Sprintf("cert_file=%q key_file=%q", l.TLS.CertFile, l.TLS.KeyFile), "both cert_file and key_file are required")
+			}
+			if l.TLS.ReloadInterval == 0 {
+				l.TLS.ReloadInterval = Duration(10 * time.Second)
+			}
+			if l.H2C {
+				return bad(f+".h2c", true, "is only allowed on listeners without tls (TLS listeners offer h2 through ALPN)")
+			}
+		}
+		if l.ReadHeaderTimeout == 0 {
+			l.ReadHeaderTimeout = Duration(10 * time.Second)
+		}
+		if l.IdleTimeout == 0 {
+			l.IdleTimeout = Duration(60 * time.Second)
+		}
+		if l.MaxHeaderBytes == 0 {
+			l.MaxHeaderBytes = 16 << 10
+		}
+		if l.MaxHeaderBytes < 1024 || l.MaxHeaderBytes > 1<<20 {
+			return bad(f+".max_header_bytes", l.MaxHeaderBytes, "must be from 1024 to 1048576")
+		}
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := parsePrefix(p); err != nil {
+			return bad(fmt.Sprintf("trusted_proxies[%d]", i), p, "must be an IP address or CIDR prefix, e.g. 10.0.0.0/8")
+		}
+	}
+	if c.RequestIDHeader == "" {
+		c.RequestIDHeader = "X-Request-Id"
+	}
+	if !validHeaderName(c.RequestIDHeader) {
+		return bad("request_id_header", c.RequestIDHeader, "must be a valid header name")
+	}
+	c.RequestIDHeader = http.CanonicalHeaderKey(c.RequestIDHeader)
+	defDur(&c.Timeouts.Connect, 5*time.Second)
+	defDur(&c.Timeouts.ResponseHeader, 60*time.Second)
+	defDur(&c.Timeouts.Idle, 90*time.Second)
+	defDur(&c.DrainTimeout, 30*time.Second)
+	defDur(&c.ShutdownTimeout, 30*time.Second)
+	if c.Admin.MetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.MetricsAddress); err != nil {
+			return bad("admin.metrics_address", c.Admin.MetricsAddress, "must be host:port, e.g. 127.0.0.1:9180")
+		}
+	}
+
+	pools := map[string]bool{}
+	for i := range c.Pools {
+		if err := c.Pools[i].validate(fmt.Sprintf("pools[%d]", i), pools); err != nil {
+			return err
+		}
+	}
+	routes := map[string]bool{}
+	for i := range c.Routes {
+		if err := c.Routes[i].validate(fmt.Sprintf("routes[%d]", i), routes, pools); err != nil {
+			return err
+		}
+	}
+	if len(c.Routes) == 0 {
+		return bad("routes", "[]", "at least one route is required")
+	}
+	return nil
+}
+
+func defDur(d *Duration, v time.Duration) {
+	if *d == 0 {
+		*d = Duration(v)
+	}
+}
+
+func (p *PoolConfig) validate(f string, seen map[string]bool) error {
+	if p.Name == "" {
+		return bad(f+".name", "", "a pool needs a name")
+	}
+	f = fmt.Sprintf("pools[%s]", p.Name)
+	if seen[p.Name] {
+		return bad(f+".name", p.Name, "is used by an earlier pool; names must be unique")
+	}
+	seen[p.Name] = true
+	alg, err := balance.ParseAlgorithm(p.Algorithm)
+	if err != nil {
+		names := make([]string, len(balance.Algorithms))
+		for i, a := range balance.Algorithms {
+			names[i] = string(a)
+		}
+		return bad(f+".algorithm", p.Algorithm, "allowed: "+strings.Join(names, ", "))
+	}
+	p.Algorithm = string(alg)
+	if p.LoadFactor != 0 && p.LoadFactor < 1 {
+		return bad(f+".load_factor", p.LoadFactor, "must be at least 1")
+	}
+	if p.HashKey != "" {
+		if _, err := balance.ParseKeySource(p.HashKey); err != nil {
+			return bad(f+".hash_key", p.HashKey, "allowed: client_ip, path, header:NAME, cookie:NAME, query:NAME")
+		}
+		if alg != balance.ConsistentHash {
+			return bad(f+".hash_key", p.HashKey, "is only used by algorithm consistent_hash")
+		}
+	}
+	if len(p.Backends) == 0 {
+		return bad(f+".backends", "[]", "a pool needs at least one backend")
+	}
+	addrs := map[string]bool{}
+	for i := range p.Backends {
+		b := &p.Backends[i]
+		bf := fmt.Sprintf("%s.backends[%d]", f, i)
+		host, port, err := net.SplitHostPort(b.Address)
+		if err != nil || host == "" || port == "" {
+			return bad(bf+".address", b.Address, "must be host:port, e.g. 198.51.100.10:8080")
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return bad(bf+".address", b.Address, "port must be a number from 1 to 65535")
+		}
+		if addrs[b.Address] {
+			return bad(bf+".address", b.Address, "appears twice in the pool")
+		}
+		addrs[b.Address] = true
+		if b.Weight == 0 {
+			b.Weight = 1
+		}
+		if b.Weight < 1 || b.Weight > balance.MaxWeight {
+			return bad(bf+".weight", b.Weight, fmt.Sprintf("must be from 1 to %d", balance.MaxWeight))
+		}
+	}
+	if hc := p.HealthCheck; hc != nil {
+		if hc.Kind == "" {
+			hc.Kind = "http"
+		}
+		if hc.Kind != "tcp" && hc.Kind != "http" && hc.Kind != "https" {
+			return bad(f+".health_check.kind", hc.Kind, "allowed: tcp, http, https")
+		}
+		if hc.Port < 0 || hc.Port > 65535 {
+			return bad(f+".health_check.port", hc.Port, "must be from 1 to 65535 (0: the backend's port)")
+		}
+		spec := hc.spec(p.Backends[0].Address)
+		if err := spec.Validate(); err != nil {
+			return fmt.Errorf("%w: %s.health_check: %w", ErrConfig, f, err)
+		}
+	}
+	return nil
+}
+
+// spec returns the check.Spec of one backend.
+func (hc *HealthCheckConfig) spec(addr string) check.Spec {
+	target := addr
+	if hc.Port != 0 {
+		host, _, _ := net.SplitHostPort(addr)
+		target = net.JoinHostPort(host, strconv.Itoa(hc.Port))
+	}
+	s := check.Spec{
+		Kind:         check.Kind(hc.Kind),
+		Target:       target,
+		Interval:     hc.Interval.D(),
+		Timeout:      hc.Timeout.D(),
+		Rise:         hc.Rise,
+		Fall:         hc.Fall,
+		StartHealthy: hc.StartHealthy,
+	}
+	if hc.Kind != "tcp" {
+		s.Path = hc.Path
+		s.Host = hc.Host
+	}
+	return s.WithDefaults()
+}
+
+func (r *RouteConfig) validate(f string, seen, pools map[string]bool) error {
+	if r.Name == "" {
+		return bad(f+".name", "", "a route needs a name")
+	}
+	f = fmt.Sprintf("routes[%s]", r.Name)
+	if seen[r.Name] {
+		return bad(f+".name", r.Name, "is used by an earlier route; names must be unique")
+	}
+	seen[r.Name] = true
+	actions := 0
+	if r.Pool != "" {
+		actions++
+		if !pools[r.Pool] {
+			return bad(f+".pool", r.Pool, "names no pool defined under pools")
+		}
+	}
+	if r.Redirect != nil {
+		actions++
+		switch r.Redirect.Code {
+		case 0:
+			r.Redirect.Code = http.StatusFound
+		case 301, 302, 303, 307, 308:
+		default:
+			return bad(f+".redirect.code", r.Redirect.Code, "allowed: 301, 302, 303, 307, 308")
+		}
+		if s := r.Redirect.Scheme; s != "" && s != "http" && s != "https" {
+			return bad(f+".redirect.scheme", s, "allowed: http, https")
+		}
+		if r.Redirect.Port < 0 || r.Redirect.Port > 65535 {
+			return bad(f+".redirect.port", r.Redirect.Port, "must be from 1 to 65535")
+		}
+		if p := r.Redirect.Path; p != "" && !strings.HasPrefix(p, "/") {
+			return bad(f+".redirect.path", p, "must start with /")
+		}
+		if strings.ContainsAny(r.Redirect.Host, "/ \r\n") {
+			return bad(f+".redirect.host", r.Redirect.Host, "must be a host name")
+		}
+	}
+	if r.Respond != nil {
+		actions++
+		if r.Respond.Status == 0 {
+			r.Respond.Status = http.StatusOK
+		}
+		if r.Respond.Status < 200 || r.Respond.Status > 599 {
+			return bad(f+".respond.status", r.Respond.Status, "must be from 200 to 599")
+		}
+		if r.Respond.ContentType == "" {
+			r.Respond.ContentType = "text/plain; charset=utf-8"
+		}
+	}
+	if actions != 1 {
+		return bad(f, fmt.Sprintf("%d actions", actions), "exactly one of pool, redirect and respond is required")
+	}
+	if r.Pool == "" && (r.Rewrite != nil || len(r.RequestHeaders.Add)+len(r.RequestHeaders.Set)+len(r.RequestHeaders.Remove) > 0) {
+		return bad(f+".rewrite/request_headers", "set", "only apply to routes with a pool")
+	}
+	if err := r.Match.validate(f + ".match"); err != nil {
+		return err
+	}
+	if rw := r.Rewrite; rw != nil {
+		if rw.StripPrefix == "" && rw.ReplacePrefix != "" {
+			return bad(f+".rewrite.replace_prefix", rw.ReplacePrefix, "needs strip_prefix")
+		}
+		if rw.StripPrefix != "" {
+			if !strings.HasPrefix(rw.StripPrefix, "/") {
+				return bad(f+".rewrite.strip_prefix", rw.StripPrefix, "must start with /")
+			}
+			if r.Match.Path == nil || r.Match.Path.Prefix == "" || !strings.HasPrefix(r.Match.Path.Prefix, rw.StripPrefix) {
+				return bad(f+".rewrite.strip_prefix", rw.StripPrefix, "must be a prefix of the route's match.path.prefix")
+			}
+		}
+		if rw.Regex == "" && rw.Replacement != "" {
+			return bad(f+".rewrite.replacement", rw.Replacement, "needs regex")
+		}
+		if rw.Regex != "" {
+			if _, err := regexp.Compile(rw.Regex); err != nil {
+				return bad(f+".rewrite.regex", rw.Regex, "must be a Go regular expression: "+err.Error())
+			}
+		}
+	}
+	if err := r.RequestHeaders.validate(f + ".request_headers"); err != nil {
+		return err
+	}
+	if err := r.ResponseHeaders.validate(f + ".response_headers"); err != nil {
+		return err
+	}
+	for i, m := range r.Middleware {
+		if m.Kind == "" {
+			return bad(fmt.Sprintf("%s.middleware[%d].kind", f, i), "", "is required")
+		}
+	}
+	return nil
+}
+
+func (m *MatchConfig) validate(f string) error {
+	for i, h := range m.Hosts {
+		name := strings.TrimPrefix(h, "*.")
+		if name == "" || strings.ContainsAny(name, "*/: \r\n") {
+			return bad(fmt.Sprintf("%s.hosts[%d]", f, i), h, "must be a host name or *.domain")
+		}
+		m.Hosts[i] = strings.ToLower(h)
+	}
+	if p := m.Path; p != nil {
+		n := 0
+		for _, s := range []string{p.Exact, p.Prefix, p.Pattern} {
+			if s != "" {
+				n++
+				if !strings.HasPrefix(s, "/") {
+					return bad(f+".path", s, "must start with /")
+				}
+			}
+		}
+		if n != 1 {
+			return bad(f+".path", fmt.Sprintf("%d forms", n), "exactly one of exact, prefix and pattern is required")
+		}
+		if p.Pattern != "" {
+			if _, err := compilePattern(p.Pattern); err != nil {
+				return bad(f+".path.pattern", p.Pattern, err.Error())
+			}
+		}
+	}
+	for i, meth := range m.Methods {
+		u := strings.ToUpper(meth)
+		if !slices.Contains(validMethods, u) {
+			return bad(fmt.Sprintf("%s.methods[%d]", f, i), meth, "allowed: "+strings.Join(validMethods, ", "))
+		}
+		m.Methods[i] = u
+	}
+	for i := range m.Headers {
+		if err := m.Headers[i].validate(fmt.Sprintf("%s.headers[%d]", f, i), true); err != nil {
+			return err
+		}
+	}
+	for i := range m.Query {
+		if err := m.Query[i].validate(fmt.Sprintf("%s.query[%d]", f, i), false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *ValueMatch) validate(f string, header bool) error {
+	if v.Name == "" || (header && !validHeaderName(v.Name)) {
+		return bad(f+".name", v.Name, "must be a valid name")
+	}
+	n := 0
+	for _, set := range []bool{v.Present, v.Absent, v.Exact != "", v.Regex != ""} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return bad(f, v.Name, "at most one of present, absent, exact and regex")
+	}
+	if v.Regex != "" {
+		if _, err := regexp.Compile(v.Regex); err != nil {
+			return bad(f+".regex", v.Regex, "must be a Go regular expression: "+err.Error())
+		}
+	}
+	return nil
+}
+
+func (h *HeaderOps) validate(f string) error {
+	check := func(field, name, value string) error {
+		if !validHeaderName(name) {
+			return bad(f+"."+field, name, "must be a valid header name")
+		}
+		if slices.Contains(hopHeaders, http.CanonicalHeaderKey(name)) || http.CanonicalHeaderKey(name) == "Content-Length" {
+			return bad(f+"."+field, name, "hop-by-hop and framing headers cannot be changed")
+		}
+		if strings.ContainsAny(value, "\r\n\x00") {
+			return bad(f+"."+field+"["+name+"]", value, "must not contain line breaks or NUL")
+		}
+		return nil
+	}
+	for k, v := range h.Add {
+		if err := check("add", k, v); err != nil {
+			return err
+		}
+	}
+	for k, v := range h.Set {
+		if err := check("set", k, v); err != nil {
+			return err
+		}
+	}
+	for _, k := range h.Remove {
+		if err := check("remove", k, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}

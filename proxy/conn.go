@@ -1,0 +1,228 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+)
+
+// trackedConn wraps every accepted client connection. It lets the proxy
+// find connections that a WebSocket upgrade hijacked (Server.Shutdown does
+// not cover them) so drain, reload and shutdown can close them, and on plain
+// listeners it watches the request header blocks for Content-Length and
+// Transfer-Encoding together, which net/http accepts (it drops
+// Content-Length) but which the proxy rejects as a smuggling attempt.
+type trackedConn struct {
+	net.Conn
+	reg *connRegistry
+
+	// backend is the backend an upgraded connection is tunnelled to.
+	backend atomic.Pointer[backend]
+	closed  atomic.Bool
+
+	// Header sniffing (plain HTTP/1 listeners only); touched only by the
+	// connection's reading goroutine, except smuggled.
+	sniff    bool
+	lineBuf  [20]byte
+	lineLen  int // bytes of the current line in lineBuf (capped)
+	sawCL    bool
+	sawTE    bool
+	smuggled atomic.Bool
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.sniff && n > 0 {
+		c.scan(p[:n])
+	}
+	return n, err
+}
+
+func (c *trackedConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.reg.removeUpgraded(c)
+	}
+	return c.Conn.Close()
+}
+
+// scan looks at the start of every line. A header block is the lines after
+// a request line up to the first empty line; the proxy sees all bytes of the
+// connection, bodies included, so a body line that looks like a header can
+// at worst make the proxy refuse a chunked request whose body contains both
+// header names at line starts between two empty lines.
+func (c *trackedConn) scan(p []byte) {
+	for len(p) > 0 {
+		if c.lineLen < len(c.lineBuf) {
+			// Collect the start of the line.
+			i := bytes.IndexByte(p, '\n')
+			end := len(p)
+			if i >= 0 {
+				end = i
+			}
+			k := copy(c.lineBuf[c.lineLen:], p[:end])
+			c.lineLen += k
+			if i < 0 {
+				return // wait for the rest of the line
+			}
+			c.endLine()
+			p = p[i+1:]
+			continue
+		}
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			return
+		}
+		c.endLine()
+		p = p[i+1:]
+	}
+}
+
+func (c *trackedConn) endLine() {
+	line := c.lineBuf[:min(c.lineLen, len(c.lineBuf))]
+	c.lineLen = 0
+	if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
+		if c.sawCL && c.sawTE {
+			c.smuggled.Store(true)
+		}
+		c.sawCL, c.sawTE = false, false
+		return
+	}
+	if hasFoldPrefix(line, "content-length:") || hasFoldPrefix(line, "content-length ") {
+		c.sawCL = true
+	} else if hasFoldPrefix(line, "transfer-encoding:") || hasFoldPrefix(line, "transfer-encoding ") {
+		c.sawTE = true
+	}
+}
+
+func hasFoldPrefix(b []byte, prefix string) bool {
+	if len(b) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// trackingListener wraps accepted connections in trackedConn.
+type trackingListener struct {
+	net.Listener
+	reg   *connRegistry
+	sniff bool
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &trackedConn{Conn: c, reg: l.reg, sniff: l.sniff}, nil
+}
+
+// connRegistry holds the client connections that were hijacked for an
+// upgrade and are still open.
+type connRegistry struct {
+	mu       sync.Mutex
+	upgraded map[*trackedConn]struct{}
+	gauge    interface{ Set(float64) }
+}
+
+func newConnRegistry(gauge interface{ Set(float64) }) *connRegistry {
+	return &connRegistry{upgraded: map[*trackedConn]struct{}{}, gauge: gauge}
+}
+
+func (r *connRegistry) addUpgraded(c *trackedConn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c.closed.Load() {
+		return
+	}
+	r.upgraded[c] = struct{}{}
+	r.gauge.Set(float64(len(r.upgraded)))
+}
+
+func (r *connRegistry) removeUpgraded(c *trackedConn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.upgraded[c]; ok {
+		delete(r.upgraded, c)
+		r.gauge.Set(float64(len(r.upgraded)))
+	}
+}
+
+// closeUpgraded closes the upgraded connections for which match is true and
+// returns how many it closed.
+func (r *connRegistry) closeUpgraded(match func(*backend) bool) int {
+	r.mu.Lock()
+	var list []*trackedConn
+	for c := range r.upgraded {
+		if match(c.backend.Load()) {
+			list = append(list, c)
+		}
+	}
+	r.mu.Unlock()
+	for _, c := range list {
+		c.Close()
+	}
+	return len(list)
+}
+
+func (r *connRegistry) countUpgraded(match func(*backend) bool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for c := range r.upgraded {
+		if match(c.backend.Load()) {
+			n++
+		}
+	}
+	return n
+}
+
+type connKey struct{}
+
+// unwrapConn finds the trackedConn under c (a TLS connection wraps it).
+func unwrapConn(c net.Conn) *trackedConn {
+	for {
+		switch v := c.(type) {
+		case *trackedConn:
+			return v
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+}
+
+// connContext stores the trackedConn in the connection's base context.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if tc := unwrapConn(c); tc != nil {
+		return context.WithValue(ctx, connKey{}, tc)
+	}
+	return ctx
+}
+
+// connState registers a connection when net/http hands it to an upgrade.
+func (r *connRegistry) connState(c net.Conn, s http.ConnState) {
+	if s != http.StateHijacked {
+		return
+	}
+	if tc := unwrapConn(c); tc != nil && tc.backend.Load() != nil {
+		r.addUpgraded(tc)
+	}
+}
+
+func requestConn(r *http.Request) *trackedConn {
+	tc, _ := r.Context().Value(connKey{}).(*trackedConn)
+	return tc
+}

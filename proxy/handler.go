@@ -1,0 +1,465 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// exchange is the per-request state, pooled. It is also the ResponseWriter
+// the route's chain writes to, recording status and bytes; Unwrap gives
+// http.ResponseController (flush, hijack) the server's writer.
+type exchange struct {
+	w           http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+
+	st      *state
+	route   *route
+	backend *backend
+	start   time.Time
+	// respondedAt is when the backend's response headers arrived (or the
+	// exchange with it failed).
+	respondedAt time.Time
+	failed      bool
+	reqID       string
+	peer        netip.Addr // socket peer
+	client      netip.Addr // client by trusted forwarding headers, else peer
+	trusted     bool       // peer is a trusted proxy
+	tls         bool
+	origPath    string
+}
+
+var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
+
+func (e *exchange) Header() http.Header { return e.w.Header() }
+
+func (e *exchange) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		e.w.WriteHeader(code) // informational: not the final status
+		return
+	}
+	if e.wroteHeader {
+		return
+	}
+	e.wroteHeader = true
+	e.status = code
+	e.w.WriteHeader(code)
+}
+
+func (e *exchange) Write(p []byte) (int, error) {
+	if !e.wroteHeader {
+		e.WriteHeader(http.StatusOK)
+	}
+	n, err := e.w.Write(p)
+	e.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (e *exchange) Unwrap() http.ResponseWriter { return e.w }
+
+// Flush implements http.Flusher for middleware that asserts it.
+func (e *exchange) Flush() {
+	if !e.wroteHeader {
+		e.WriteHeader(http.StatusOK)
+	}
+	_ = http.NewResponseController(e.w).Flush()
+}
+
+type exchangeKey struct{}
+
+// exchangeOf returns the exchange of a request inside a route's chain.
+func exchangeOf(r *http.Request) *exchange {
+	e, _ := r.Context().Value(exchangeKey{}).(*exchange)
+	return e
+}
+
+// ServeHTTP is the entry point of every listener.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := p.state.Load()
+	e := exchangePool.Get().(*exchange)
+	*e = exchange{w: w, st: st, start: time.Now(), tls: r.TLS != nil, origPath: r.URL.Path}
+
+	tc := requestConn(r)
+	if tc != nil && tc.smuggled.Load() {
+		// Content-Length and Transfer-Encoding in one request: refuse it and
+		// everything after it on this connection.
+		w.Header().Set("Connection", "close")
+		http.Error(e, "request has both Content-Length and Transfer-Encoding", http.StatusBadRequest)
+		p.finish(e, r)
+		return
+	}
+
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		e.peer = ap.Addr().Unmap()
+	}
+	e.client = e.peer
+	if len(st.trusted) > 0 && st.isTrusted(e.peer) {
+		e.trusted = true
+		e.client = st.clientFromXFF(r.Header["X-Forwarded-For"], e.peer)
+	}
+
+	hdr := st.reqIDHeader
+	if v := r.Header[hdr]; len(v) == 1 && validRequestID(v[0]) {
+		e.reqID = v[0]
+	} else {
+		e.reqID = p.ids.next()
+		r.Header[hdr] = []string{e.reqID}
+	}
+	w.Header()[hdr] = []string{e.reqID}
+
+	// Only WebSocket upgrades pass; any other Upgrade (h2c in particular) is
+	// dropped so the request is forwarded as plain HTTP/1.1.
+	if up, ok := r.Header["Upgrade"]; ok && !(len(up) == 1 && strings.EqualFold(up[0], "websocket")) {
+		delete(r.Header, "Upgrade")
+		delete(r.Header, "Http2-Settings")
+	}
+
+	host := hostOnly(r.Host)
+	var q queryCache
+	for _, rt := range st.routes {
+		if rt.match(r, host, &q) {
+			e.route = rt
+			break
+		}
+	}
+	if e.route == nil {
+		http.Error(e, "no route matches the request", http.StatusNotFound)
+		p.finish(e, r)
+		return
+	}
+	if e.route.handler == nil {
+		e.route.serve(e, e, r)
+	} else {
+		e.route.handler.ServeHTTP(e, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, e)))
+	}
+	p.finish(e, r)
+}
+
+// finish records metrics and the access log line and recycles e.
+func (p *Proxy) finish(e *exchange, r *http.Request) {
+	if !e.wroteHeader {
+		e.status = http.StatusOK
+	}
+	end := time.Now()
+	ci := classIndex(e.status)
+	if rt := e.route; rt != nil && rt.metrics != nil {
+		rt.metrics.requests[ci].Inc()
+		rt.metrics.duration.Observe(end.Sub(e.start).Seconds())
+	}
+	if b := e.backend; b != nil && b.metrics != nil {
+		if e.failed {
+			b.metrics.requests[0].Inc()
+			b.metrics.failures.Inc()
+		} else {
+			b.metrics.requests[ci].Inc()
+		}
+	}
+	if al := e.st.accessLog; al != nil {
+		al.write(e, r, end)
+	}
+	*e = exchange{}
+	exchangePool.Put(e)
+}
+
+// serve is the last handler of a route's chain. It writes to w, which is e
+// or a middleware's writer that ends in e.
+func (rt *route) serve(w http.ResponseWriter, e *exchange, r *http.Request) {
+	switch {
+	case rt.respond != nil:
+		h := w.Header()
+		h["Content-Type"] = []string{rt.respond.ContentType}
+		rt.respOps.apply(h)
+		w.WriteHeader(rt.respond.Status)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write([]byte(rt.respond.Body))
+		}
+	case rt.redirect != nil:
+		h := w.Header()
+		h["Location"] = []string{redirectURL(rt.redirect, r, e.tls)}
+		rt.respOps.apply(h)
+		w.WriteHeader(rt.redirect.Code)
+	default:
+		rt.forward(w, e, r)
+	}
+}
+
+// finalHandler adapts route.serve to http.Handler for the end of a chain.
+type finalHandler struct{ rt *route }
+
+func (f finalHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e := exchangeOf(r)
+	if e == nil {
+		http.Error(w, "internal error: request has no exchange", http.StatusInternalServerError)
+		return
+	}
+	f.rt.serve(w, e, r)
+}
+
+func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
+	p := rt.pool
+	var key uint64
+	if p.hashed {
+		key = p.key.Key(r, e.client)
+	}
+	b := pickBackend(p, key)
+	if b == nil {
+		e.st.metrics.noBackend.WithLabelValues(p.name).Inc()
+		http.Error(w, "no backend available", http.StatusServiceUnavailable)
+		return
+	}
+	e.backend = b
+	if rt.rewrite != nil {
+		rt.rewrite.apply(r.URL)
+	}
+	if rt.reqOps.host != "" {
+		r.Host = rt.reqOps.host
+	}
+	if _, ok := r.Header["Upgrade"]; ok {
+		if tc := requestConn(r); tc != nil {
+			tc.backend.Store(b)
+		}
+	}
+	ctx := r.Context()
+	if ctx.Value(exchangeKey{}) == nil {
+		ctx = context.WithValue(ctx, exchangeKey{}, e)
+	}
+	if rt.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(rt.timeout))
+		defer cancel()
+	}
+	b.Acquire()
+	b.metrics.inFlight.Inc()
+	sent := time.Now()
+	e.st.rp.ServeHTTP(w, r.WithContext(ctx))
+	if e.respondedAt.IsZero() {
+		e.respondedAt = time.Now()
+	}
+	lat := e.respondedAt.Sub(sent)
+	b.metrics.inFlight.Dec()
+	b.metrics.duration.Observe(lat.Seconds())
+	b.Release(lat, e.failed)
+}
+
+// pickBackend asks the pool's picker for a usable backend.
+func pickBackend(p *pool, key uint64) *backend {
+	bb := p.picker.Pick(key, p.isUsable)
+	if bb == nil {
+		return nil
+	}
+	return p.byBal[bb]
+}
+
+// newReverseProxy builds the forwarding engine shared by all routes of a
+// state. Rewrite (never Director) runs after net/http/httputil removed the
+// hop-by-hop headers, including those the client named in Connection, and
+// the client's X-Forwarded-*/Forwarded headers.
+func newReverseProxy(st *state, transport http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:        st.rewrite,
+		Transport:      transport,
+		FlushInterval:  0, // net/http/httputil flushes at once for streams without a length and for SSE
+		BufferPool:     bufferPool{},
+		ModifyResponse: modifyResponse,
+		ErrorHandler:   errorHandler,
+		ErrorLog:       nil,
+	}
+}
+
+func (st *state) rewrite(pr *httputil.ProxyRequest) {
+	e := pr.In.Context().Value(exchangeKey{}).(*exchange)
+	out := pr.Out
+	out.URL.Scheme = "http"
+	out.URL.Host = e.backend.ID
+	h := out.Header
+	in := pr.In.Header
+
+	peer := e.peer.String()
+	proto := "http"
+	if e.tls {
+		proto = "https"
+	}
+	if e.trusted {
+		if prior := in["X-Forwarded-For"]; len(prior) > 0 {
+			h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + peer}
+		} else {
+			h["X-Forwarded-For"] = []string{peer}
+		}
+		if v := in["X-Forwarded-Proto"]; len(v) > 0 {
+			h["X-Forwarded-Proto"] = v
+		} else {
+			h["X-Forwarded-Proto"] = []string{proto}
+		}
+		if v := in["X-Forwarded-Host"]; len(v) > 0 {
+			h["X-Forwarded-Host"] = v
+		} else {
+			h["X-Forwarded-Host"] = []string{pr.In.Host}
+		}
+	} else {
+		h["X-Forwarded-For"] = []string{peer}
+		h["X-Forwarded-Proto"] = []string{proto}
+		h["X-Forwarded-Host"] = []string{pr.In.Host}
+	}
+	fwd := forwardedElement(e.peer, pr.In.Host, proto)
+	if prior := in["Forwarded"]; e.trusted && len(prior) > 0 {
+		fwd = strings.Join(prior, ", ") + ", " + fwd
+	}
+	h["Forwarded"] = []string{fwd}
+	e.route.reqOps.apply(h)
+}
+
+// forwardedElement is one RFC 7239 element: for=...;host="...";proto=...
+func forwardedElement(peer netip.Addr, host, proto string) string {
+	var b strings.Builder
+	b.Grow(48 + len(host))
+	b.WriteString("for=")
+	switch {
+	case peer.Is6():
+		b.WriteString(`"[`)
+		b.WriteString(peer.String())
+		b.WriteString(`]"`)
+	case peer.IsValid():
+		b.WriteString(peer.String())
+	default:
+		b.WriteString("unknown")
+	}
+	if host != "" && !strings.ContainsAny(host, "\"\\") {
+		b.WriteString(`;host="`)
+		b.WriteString(host)
+		b.WriteByte('"')
+	}
+	b.WriteString(";proto=")
+	b.WriteString(proto)
+	return b.String()
+}
+
+func modifyResponse(resp *http.Response) error {
+	e, _ := resp.Request.Context().Value(exchangeKey{}).(*exchange)
+	if e == nil {
+		return nil
+	}
+	e.respondedAt = time.Now()
+	e.route.respOps.apply(resp.Header)
+	return nil
+}
+
+func errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	e, _ := r.Context().Value(exchangeKey{}).(*exchange)
+	status := http.StatusBadGateway
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		status = http.StatusGatewayTimeout
+	}
+	if e != nil {
+		if e.respondedAt.IsZero() {
+			e.respondedAt = time.Now()
+			e.failed = true
+		}
+		if r.Context().Err() == context.Canceled && e.st != nil {
+			// The client went away: not the backend's fault.
+			e.failed = false
+			status = 499
+		}
+		if e.st != nil && e.st.log != nil && status != 499 {
+			e.st.log.Warn("proxy to backend failed", "route", e.route.name, "backend", e.backend.ID, "request_id", e.reqID, "err", err)
+		}
+	}
+	if status == 499 {
+		// Nobody reads the answer; record the status only.
+		if e != nil {
+			e.status, e.wroteHeader = status, true
+		}
+		return
+	}
+	w.WriteHeader(status)
+}
+
+// bufferPool lends 32 KiB copy buffers to net/http/httputil.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte { return *(copyBuffers.Get().(*[]byte)) }
+
+func (bufferPool) Put(b []byte) {
+	if cap(b) == 32<<10 {
+		copyBuffers.Put(&b)
+	}
+}
+
+// isTrusted reports whether a is one of the configured trusted proxies.
+func (st *state) isTrusted(a netip.Addr) bool {
+	for _, p := range st.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientFromXFF walks X-Forwarded-For from the right, skipping trusted
+// proxies, and returns the first address that is not one (the client as the
+// trusted front ends saw it); peer when there is none.
+func (st *state) clientFromXFF(xff []string, peer netip.Addr) netip.Addr {
+	client := peer
+	for i := len(xff) - 1; i >= 0; i-- {
+		list := xff[i]
+		for list != "" {
+			var item string
+			if j := strings.LastIndexByte(list, ','); j >= 0 {
+				item, list = list[j+1:], list[:j]
+			} else {
+				item, list = list, ""
+			}
+			a, err := netip.ParseAddr(strings.TrimSpace(item))
+			if err != nil {
+				return client
+			}
+			a = a.Unmap()
+			client = a
+			if !st.isTrusted(a) {
+				return a
+			}
+		}
+	}
+	return client
+}
+
+// validRequestID accepts 1-128 visible ASCII characters.
+func validRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == '"' || s[i] == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// idSource generates request ids: a random per-process prefix and a counter.
+type idSource struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func (s *idSource) next() string {
+	n := s.n.Add(1)
+	var buf [48]byte
+	b := append(buf[:0], s.prefix...)
+	b = append(b, '-')
+	b = strconv.AppendUint(b, n, 36)
+	return string(b)
+}

@@ -1,0 +1,407 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/xlb-project/xlb/healthd/check"
+)
+
+// Errors the admin API and its callers act on.
+var (
+	// ErrNoBackend: the pool has no backend with that address.
+	ErrNoBackend = errors.New("no such backend")
+	// ErrNoConfigPath: reload was asked but the proxy was not started from a file.
+	ErrNoConfigPath = errors.New("proxy has no config file to reload")
+)
+
+// Middleware wraps a route's next handler. Inside it, the request's exchange
+// state (route, chosen backend) is not yet decided beyond the route.
+type Middleware func(next http.Handler) http.Handler
+
+// MiddlewareFactory builds one Middleware from its config node (the
+// `config:` value of a route's middleware entry; zero Node when absent).
+// It is called on every load and reload; an error rejects the config.
+type MiddlewareFactory func(route string, cfg *yaml.Node) (Middleware, error)
+
+// Options are the proxy's dependencies; the zero value works.
+type Options struct {
+	// Logger receives operational logs (not the access log). Default: discard.
+	Logger *slog.Logger
+	// ConfigPath is re-read by Reload (SIGHUP, admin API).
+	ConfigPath string
+	// Middleware maps a route middleware kind to its factory.
+	Middleware map[string]MiddlewareFactory
+	// HealthClock drives the active checks; default the system clock.
+	HealthClock check.Clock
+}
+
+// Proxy is the L7 proxy: a compiled config (swapped atomically on reload),
+// its listeners, the backends' state and the health prober.
+type Proxy struct {
+	log     *slog.Logger
+	opts    Options
+	metrics *metrics
+	conns   *connRegistry
+	prober  *check.Prober
+	ids     idSource
+	state   atomic.Pointer[state]
+
+	mu        sync.Mutex // serialises Reload, Drain, listener changes
+	cfg       *Config
+	backends  map[string]*backend // "pool/address" -> backend, for reuse across reloads
+	listeners map[string]*listener
+	running   bool
+	runCtx    context.Context
+	wg        sync.WaitGroup
+	admin     *adminServer
+}
+
+// state is one compiled config; requests load it once and use it throughout.
+type state struct {
+	cfg         *Config
+	routes      []*route
+	pools       map[string]*pool
+	trusted     []netip.Prefix
+	reqIDHeader string
+	accessLog   *accessLog
+	rp          *httputil.ReverseProxy
+	transport   *http.Transport
+	metrics     *metrics
+	log         *slog.Logger
+}
+
+// New builds a proxy from cfg (already validated by Parse or Load). Nothing
+// listens until Run.
+func New(cfg *Config, opts Options) (*Proxy, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{
+		log:       opts.Logger,
+		opts:      opts,
+		metrics:   newMetrics(),
+		backends:  map[string]*backend{},
+		listeners: map[string]*listener{},
+	}
+	p.conns = newConnRegistry(p.metrics.upgraded)
+	var pfx [6]byte
+	_, _ = rand.Read(pfx[:])
+	p.ids.prefix = hex.EncodeToString(pfx[:])
+	p.prober = check.NewProber(check.Config{Logger: opts.Logger, Clock: opts.HealthClock, OnEvent: p.onHealthEvent})
+	st, err := p.compile(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	p.install(cfg, st)
+	return p, nil
+}
+
+// Metrics returns the handler serving the proxy's Prometheus metrics.
+func (p *Proxy) Metrics() http.Handler {
+	return promHandler(p.metrics)
+}
+
+// compile builds a state from cfg without changing anything running. old
+// is the running state (nil on the first load).
+func (p *Proxy) compile(cfg *Config, old *state) (*state, error) {
+	st := &state{
+		cfg:         cfg,
+		pools:       map[string]*pool{},
+		reqIDHeader: cfg.RequestIDHeader,
+		metrics:     p.metrics,
+		log:         p.log,
+	}
+	for _, s := range cfg.TrustedProxies {
+		pfx, err := parsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: trusted_proxies %q: %w", ErrConfig, s, err)
+		}
+		st.trusted = append(st.trusted, pfx)
+	}
+	for i := range cfg.Pools {
+		pl, err := buildPool(&cfg.Pools[i], p.backends, p.metrics)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		st.pools[pl.name] = pl
+	}
+	for i := range cfg.Routes {
+		rc := &cfg.Routes[i]
+		rt, err := compileRoute(rc, st.pools)
+		if err != nil {
+			return nil, fmt.Errorf("%w: route %s: %w", ErrConfig, rc.Name, err)
+		}
+		rt.metrics = p.metrics.route(rt.name)
+		var h http.Handler
+		for j := len(rc.Middleware) - 1; j >= 0; j-- {
+			mc := &rc.Middleware[j]
+			f := p.opts.Middleware[mc.Kind]
+			if f == nil {
+				return nil, bad(fmt.Sprintf("routes[%s].middleware[%d].kind", rc.Name, j), mc.Kind, "no such middleware is registered")
+			}
+			mw, err := f(rc.Name, &mc.Config)
+			if err != nil {
+				return nil, fmt.Errorf("%w: routes[%s].middleware[%d] (%s): %w", ErrConfig, rc.Name, j, mc.Kind, err)
+			}
+			if h == nil {
+				h = finalHandler{rt: rt}
+			}
+			h = mw(h)
+		}
+		rt.handler = h
+		st.routes = append(st.routes, rt)
+	}
+	if old != nil && old.cfg.Timeouts == cfg.Timeouts {
+		st.transport = old.transport // keep the idle backend connections
+	} else {
+		st.transport = newTransport(cfg.Timeouts)
+	}
+	if old != nil && old.cfg.AccessLog == cfg.AccessLog {
+		st.accessLog = old.accessLog
+	} else if cfg.AccessLog.Path != "" {
+		al, err := openAccessLog(cfg.AccessLog.Path)
+		if err != nil {
+			return nil, err
+		}
+		st.accessLog = al
+	}
+	st.rp = newReverseProxy(st, st.transport)
+	return st, nil
+}
+
+// newTransport is the backend-side HTTP/1.1 client, tuned for a proxy: many
+// idle connections per backend (the default of 2 makes every burst dial),
+// no compression negotiated on the client's behalf, no environment proxy.
+func newTransport(t TimeoutConfig) *http.Transport {
+	d := &net.Dialer{Timeout: t.Connect.D(), KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                  nil,
+		DialContext:            d.DialContext,
+		MaxIdleConns:           0,
+		MaxIdleConnsPerHost:    1024,
+		IdleConnTimeout:        t.Idle.D(),
+		ResponseHeaderTimeout:  t.ResponseHeader.D(),
+		ExpectContinueTimeout:  time.Second,
+		DisableCompression:     true,
+		ForceAttemptHTTP2:      false,
+		MaxResponseHeaderBytes: 64 << 10,
+		WriteBufferSize:        16 << 10,
+		ReadBufferSize:         16 << 10,
+	}
+}
+
+// install publishes st and updates the backend registry, the health checks
+// and the metrics of removed backends and routes. Called with p.mu held (or
+// before the proxy is shared).
+func (p *Proxy) install(cfg *Config, st *state) {
+	old := p.state.Load()
+	keep := map[string]*backend{}
+	for _, pl := range st.pools {
+		for _, b := range pl.backends {
+			keep[b.healthID()] = b
+			b.metrics.drained.Set(boolFloat(b.drained.Load()))
+			b.metrics.healthy.Set(boolFloat(b.healthState() == check.Healthy))
+		}
+	}
+	// Health checks first, so a new backend has its check before traffic;
+	// its state is already defined (unknown or start_healthy).
+	for id, b := range keep {
+		if b.spec != nil {
+			if err := p.prober.Set(id, *b.spec); err != nil {
+				p.log.Error("set health check", "backend", id, "err", err)
+			}
+		} else {
+			p.prober.Remove(id)
+		}
+	}
+	p.state.Store(st)
+	for id, b := range p.backends {
+		if keep[id] == nil || keep[id] != b {
+			if keep[id] == nil {
+				p.prober.Remove(id)
+				p.metrics.forgetBackend(b.pool, b.ID)
+				p.closeUpgradedLater(b, "backend removed")
+			}
+		}
+	}
+	p.backends = keep
+	if old != nil {
+		names := map[string]bool{}
+		for _, rt := range st.routes {
+			names[rt.name] = true
+		}
+		for _, rt := range old.routes {
+			if !names[rt.name] {
+				p.metrics.forgetRoute(rt.name)
+			}
+		}
+		if old.transport != st.transport {
+			go func(t *http.Transport) {
+				time.Sleep(cfg.DrainTimeout.D())
+				t.CloseIdleConnections()
+			}(old.transport)
+		}
+		if old.accessLog != nil && old.accessLog != st.accessLog {
+			go func(al *accessLog) {
+				time.Sleep(cfg.DrainTimeout.D())
+				al.close()
+			}(old.accessLog)
+		}
+	}
+	p.cfg = cfg
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// onHealthEvent applies a health change from the prober.
+func (p *Proxy) onHealthEvent(ev check.Event) {
+	p.mu.Lock()
+	b := p.backends[ev.ID]
+	p.mu.Unlock()
+	if b == nil {
+		return
+	}
+	b.health.Store(uint32(ev.To))
+	b.metrics.healthy.Set(boolFloat(ev.To == check.Healthy))
+	p.log.Info("backend health changed", "pool", b.pool, "backend", b.ID, "from", ev.From.String(), "to", ev.To.String(), "reason", ev.Reason)
+}
+
+// Reload reads the config file again and applies it. An invalid config is
+// rejected with its error and the running one stays.
+func (p *Proxy) Reload() error {
+	if p.opts.ConfigPath == "" {
+		return ErrNoConfigPath
+	}
+	cfg, err := Load(p.opts.ConfigPath)
+	if err != nil {
+		p.metrics.reloads.WithLabelValues("error").Inc()
+		return fmt.Errorf("reload: %w", err)
+	}
+	return p.Apply(cfg)
+}
+
+// Apply switches to cfg (validated by Parse or Load) without dropping
+// in-flight requests or open connections: requests already routed finish
+// on the old state, listeners whose settings are unchanged keep running,
+// and backends that stay keep their drain flag, health and counters.
+func (p *Proxy) Apply(cfg *Config) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st, err := p.compile(cfg, p.state.Load())
+	if err == nil && p.running {
+		err = p.checkListeners(cfg)
+	}
+	if err != nil {
+		p.metrics.reloads.WithLabelValues("error").Inc()
+		return fmt.Errorf("reload: %w", err)
+	}
+	p.install(cfg, st)
+	if p.running {
+		p.syncListeners()
+	}
+	p.metrics.reloads.WithLabelValues("ok").Inc()
+	p.log.Info("config applied", "routes", len(st.routes), "pools", len(st.pools), "listeners", len(cfg.Listeners))
+	return nil
+}
+
+// BackendInfo is one backend as the admin API lists it.
+type BackendInfo struct {
+	Pool     string `json:"pool"`
+	Address  string `json:"address"`
+	Weight   int    `json:"weight"`
+	Health   string `json:"health"`
+	Drained  bool   `json:"drained"`
+	InFlight int64  `json:"in_flight"`
+	Upgraded int    `json:"upgraded"`
+	Requests uint64 `json:"requests"`
+	Failures uint64 `json:"failures"`
+}
+
+// Backends lists every backend of every pool, in config order.
+func (p *Proxy) Backends() []BackendInfo {
+	st := p.state.Load()
+	var out []BackendInfo
+	for _, pc := range st.cfg.Pools {
+		for _, b := range st.pools[pc.Name].backends {
+			total, failed := b.Requests()
+			out = append(out, BackendInfo{
+				Pool: b.pool, Address: b.ID, Weight: b.Weight, Health: b.healthState().String(),
+				Drained: b.drained.Load(), InFlight: b.InFlight(), Requests: total, Failures: failed,
+				Upgraded: p.conns.countUpgraded(func(x *backend) bool { return x == b }),
+			})
+		}
+	}
+	return out
+}
+
+// Drain stops sending new requests to a backend; requests in flight finish
+// and its upgraded connections are closed after the drain timeout. The flag
+// survives reloads while the backend stays configured.
+func (p *Proxy) Drain(poolName, addr string) error {
+	return p.setDrained(poolName, addr, true)
+}
+
+// Undrain makes a drained backend take new requests again.
+func (p *Proxy) Undrain(poolName, addr string) error {
+	return p.setDrained(poolName, addr, false)
+}
+
+func (p *Proxy) setDrained(poolName, addr string, on bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pl := p.state.Load().pools[poolName]
+	if pl == nil {
+		return fmt.Errorf("%w: pool %q is not configured", ErrNoBackend, poolName)
+	}
+	b := pl.find(addr)
+	if b == nil {
+		return fmt.Errorf("%w: pool %q has no backend %q", ErrNoBackend, poolName, addr)
+	}
+	if b.drained.Swap(on) == on {
+		return nil
+	}
+	b.metrics.drained.Set(boolFloat(on))
+	if on {
+		p.log.Info("backend drained", "pool", poolName, "backend", addr)
+		p.closeUpgradedLater(b, "backend drained")
+	} else {
+		p.log.Info("backend undrained", "pool", poolName, "backend", addr)
+	}
+	return nil
+}
+
+// closeUpgradedLater closes b's upgraded connections after the drain
+// timeout, unless b was undrained (and is still configured) by then.
+func (p *Proxy) closeUpgradedLater(b *backend, why string) {
+	d := p.state.Load().cfg.DrainTimeout.D()
+	time.AfterFunc(d, func() {
+		p.mu.Lock()
+		still := p.backends[b.healthID()] == b
+		p.mu.Unlock()
+		if still && !b.drained.Load() {
+			return
+		}
+		if n := p.conns.closeUpgraded(func(x *backend) bool { return x == b }); n > 0 {
+			p.log.Info("closed upgraded connections", "pool", b.pool, "backend", b.ID, "count", n, "reason", why)
+		}
+	})
+}

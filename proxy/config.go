@@ -325,20 +325,24 @@ func (c *Config) validate() error {
 	if len(c.Listeners) == 0 {
 		return bad("listeners", "[]", "at least one listener is required")
 	}
-	seenAddr := map[string]bool{}
+	seenAddr, seenName := map[string]bool{}, map[string]bool{}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
 		f := fmt.Sprintf("listeners[%d]", i)
 		if _, port, err := net.SplitHostPort(l.Address); err != nil || port == "" {
 			return bad(f+".address", l.Address, "must be host:port, e.g. :8080 or 127.0.0.1:8443")
 		}
-		if seenAddr[l.Address] {
+		if _, port, _ := net.SplitHostPort(l.Address); port != "0" && seenAddr[l.Address] {
 			return bad(f+".address", l.Address, "is used by an earlier listener; addresses must be unique")
 		}
 		seenAddr[l.Address] = true
 		if l.Name == "" {
 			l.Name = l.Address
 		}
+		if seenName[l.Name] {
+			return bad(f+".name", l.Name, "is used by an earlier listener; names must be unique")
+		}
+		seenName[l.Name] = true
 		if l.TLS != nil {
 			if l.TLS.CertFile == "" || l.TLS.KeyFile == "" {
 				return bad(f+".tls", fmt.Sprintf("cert_file=%q key_file=%q", l.TLS.CertFile, l.TLS.KeyFile), "both cert_file and key_file are required")
@@ -572,8 +576,8 @@ func (r *RouteConfig) validate(f string, seen, pools map[string]bool) error {
 			if !strings.HasPrefix(rw.StripPrefix, "/") {
 				return bad(f+".rewrite.strip_prefix", rw.StripPrefix, "must start with /")
 			}
-			if r.Match.Path == nil || r.Match.Path.Prefix == "" || !strings.HasPrefix(r.Match.Path.Prefix, rw.StripPrefix) {
-				return bad(f+".rewrite.strip_prefix", rw.StripPrefix, "must be a prefix of the route's match.path.prefix")
+			if mp := r.Match.Path; mp == nil || !strings.HasPrefix(mp.Prefix+mp.Exact, rw.StripPrefix) {
+				return bad(f+".rewrite.strip_prefix", rw.StripPrefix, "must be a prefix of the route's match.path.prefix or exact")
 			}
 		}
 		if rw.Regex == "" && rw.Replacement != "" {

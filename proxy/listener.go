@@ -54,10 +54,10 @@ func (p *Proxy) checkListeners(cfg *Config) error {
 func (p *Proxy) syncListeners() {
 	want := map[string]ListenerConfig{}
 	for _, lc := range p.cfg.Listeners {
-		want[lc.Address] = lc
+		want[lc.Name] = lc
 	}
-	for addr, l := range p.listeners {
-		lc, ok := want[addr]
+	for name, l := range p.listeners {
+		lc, ok := want[name]
 		if ok && sameServer(l.cfg, lc) {
 			if lc.TLS != nil && *lc.TLS != *l.cfg.TLS {
 				l.certs.setFiles(lc.TLS.CertFile, lc.TLS.KeyFile, lc.TLS.ReloadInterval.D())
@@ -68,10 +68,10 @@ func (p *Proxy) syncListeners() {
 		// Stop taking connections here at once so a replacement can bind;
 		// connections already open finish gracefully.
 		p.stopListener(l)
-		delete(p.listeners, addr)
+		delete(p.listeners, name)
 	}
-	for addr, lc := range want {
-		if p.listeners[addr] != nil {
+	for name, lc := range want {
+		if p.listeners[name] != nil {
 			continue
 		}
 		l, err := p.startListener(lc)
@@ -79,7 +79,7 @@ func (p *Proxy) syncListeners() {
 			p.log.Error("start listener", "listener", lc.Name, "address", lc.Address, "err", err)
 			continue
 		}
-		p.listeners[addr] = l
+		p.listeners[name] = l
 	}
 }
 
@@ -148,14 +148,14 @@ func (p *Proxy) stopListener(l *listener) {
 	}()
 }
 
-// Addrs returns the bound address of each running listener by its
-// configured address (useful with port 0).
+// Addrs returns the bound address of each running listener by its name
+// (useful with port 0).
 func (p *Proxy) Addrs() map[string]net.Addr {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := map[string]net.Addr{}
-	for a, l := range p.listeners {
-		out[a] = l.ln.Addr()
+	for name, l := range p.listeners {
+		out[name] = l.ln.Addr()
 	}
 	return out
 }
@@ -214,9 +214,9 @@ func (p *Proxy) shutdown() error {
 	p.mu.Lock()
 	cfg := p.cfg
 	ls := make([]*listener, 0, len(p.listeners))
-	for addr, l := range p.listeners {
+	for name, l := range p.listeners {
 		ls = append(ls, l)
-		delete(p.listeners, addr)
+		delete(p.listeners, name)
 	}
 	adm := p.admin
 	p.admin = nil

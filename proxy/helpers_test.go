@@ -1,0 +1,147 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// echo is what echoBackend answers: the request as the backend saw it.
+type echo struct {
+	Name    string      `json:"name"`
+	Method  string      `json:"method"`
+	Host    string      `json:"host"`
+	Path    string      `json:"path"`
+	Query   string      `json:"query"`
+	Proto   string      `json:"proto"`
+	Header  http.Header `json:"header"`
+	BodyLen int         `json:"body_len"`
+	TE      []string    `json:"te"`
+}
+
+// echoBackend starts a loopback backend that answers every request with its
+// echo, and returns its host:port.
+func echoBackend(t *testing.T, name string) (*httptest.Server, string) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Backend", name)
+		_ = json.NewEncoder(w).Encode(echo{Name: name, Method: r.Method, Host: r.Host, Path: r.URL.Path,
+			Query: r.URL.RawQuery, Proto: r.Proto, Header: r.Header, BodyLen: int(n), TE: r.TransferEncoding})
+	}))
+	t.Cleanup(srv.Close)
+	return srv, strings.TrimPrefix(srv.URL, "http://")
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// startProxy parses cfg, runs a proxy and returns it with the base URL of
+// its listener named "web". It stops when the test ends.
+func startProxy(t *testing.T, cfg string, opts Options) (*Proxy, string) {
+	t.Helper()
+	c, err := Parse([]byte(cfg))
+	if err != nil {
+		t.Fatalf("parse config: %v\n%s", err, cfg)
+	}
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	p, err := New(c, opts)
+	if err != nil {
+		t.Fatalf("new proxy: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("proxy run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("proxy did not stop")
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if a := p.Addrs()["web"]; a != nil {
+			scheme := "http"
+			for _, l := range c.Listeners {
+				if l.Name == "web" && l.TLS != nil {
+					scheme = "https"
+				}
+			}
+			return p, scheme + "://" + a.String()
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("proxy run: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("proxy did not start listening")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// getEcho sends req through the client and decodes the backend's echo.
+func getEcho(t *testing.T, c *http.Client, req *http.Request) (*http.Response, echo) {
+	t.Helper()
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	var e echo
+	if resp.Header.Get("X-Backend") != "" {
+		if err := json.Unmarshal(body, &e); err != nil {
+			t.Fatalf("decode echo %q: %v", body, err)
+		}
+	}
+	resp.Body = io.NopCloser(strings.NewReader(string(body)))
+	return resp, e
+}
+
+func mustReq(t *testing.T, method, url string, body io.Reader) *http.Request {
+	t.Helper()
+	r, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -41,21 +41,22 @@ struct icmp_hdr {
 
 /* Every exit that does not forward has a reason and a counter (map exits).
  * The "pass" reasons hand the packet to the kernel untouched; the others
- * drop it. The Go side lists the same names in the same order. */
+ * drop it. The Go side lists the same names in the same order from 1. */
 enum exit_reason {
-	EXIT_NOT_IP = 0,	/* pass: neither IPv4 nor IPv6 (ARP, LLDP, ...) */
-	EXIT_MALFORMED = 1,	/* pass: truncated or invalid header */
-	EXIT_OTHER_PROTO = 2,	/* pass: not TCP, UDP or ICMP "too big" */
-	EXIT_NO_VIP = 3,	/* pass: destination is no VIP */
-	EXIT_FRAGMENT = 4,	/* pass: IP fragment, ports unknown */
-	EXIT_IPV6_EXT = 5,	/* pass: IPv6 extension header, not parsed */
-	EXIT_IP_OPTIONS = 6,	/* drop: VIP packet with IPv4 options */
-	EXIT_NO_BACKEND = 7,	/* drop: VIP without table or usable backend */
-	EXIT_BAD_BACKEND = 8,	/* drop: backend family differs from VIP's */
-	EXIT_TOO_BIG = 9,	/* drop: larger than the MTU after encapsulation */
-	EXIT_NO_SOURCE = 10,	/* drop: no outer source prefix configured */
-	EXIT_ENCAP_FAILED = 11,	/* drop: bpf_xdp_adjust_head refused */
-	EXIT_MAX = 12,
+	EXIT_NONE = 0,		/* no exit: parsing goes on; never counted */
+	EXIT_NOT_IP = 1,	/* pass: neither IPv4 nor IPv6 (ARP, LLDP, ...) */
+	EXIT_MALFORMED = 2,	/* pass: truncated or invalid header */
+	EXIT_OTHER_PROTO = 3,	/* pass: not TCP, UDP or ICMP "too big" */
+	EXIT_NO_VIP = 4,	/* pass: destination is no VIP */
+	EXIT_FRAGMENT = 5,	/* pass: IP fragment, ports unknown */
+	EXIT_IPV6_EXT = 6,	/* pass: IPv6 extension header, not parsed */
+	EXIT_IP_OPTIONS = 7,	/* drop: VIP packet with IPv4 options */
+	EXIT_NO_BACKEND = 8,	/* drop: VIP without table or usable backend */
+	EXIT_BAD_BACKEND = 9,	/* drop: backend family differs from VIP's */
+	EXIT_TOO_BIG = 10,	/* drop: larger than the MTU after encapsulation */
+	EXIT_NO_SOURCE = 11,	/* drop: no outer source prefix configured */
+	EXIT_ENCAP_FAILED = 12,	/* drop: bpf_xdp_adjust_head refused */
+	EXIT_MAX = 13,
 };
 
 #endif

@@ -15,29 +15,35 @@ static __always_inline __u32 encap_overhead(const struct packet *p)
 }
 
 /* forward sends p to be according to the VIP's mode. */
+/* forward_check returns why p cannot go to be, or EXIT_NONE. */
+static __always_inline enum exit_reason
+forward_check(const struct packet *p, const struct vip_meta *vip,
+	      const struct backend *be, const struct config *cfg)
+{
+	if (be->family != p->key.family)
+		return EXIT_BAD_BACKEND;
+	if (vip->mode == MODE_L2DSR)
+		return p->l3_len > cfg->mtu ? EXIT_TOO_BIG : EXIT_NONE;
+	/* Too big to encapsulate: dropped and counted; clients' MSS must be
+	 * clamped or the path to the backends must carry larger frames. */
+	if (p->l3_len + encap_overhead(p) > cfg->mtu)
+		return EXIT_TOO_BIG;
+	if (!(cfg->flags & (p->key.family == FAMILY_V4 ? CONFIG_F_SRC4
+						      : CONFIG_F_SRC6)))
+		return EXIT_NO_SOURCE;
+	return EXIT_NONE;
+}
+
+/* forward sends p to be according to the VIP's mode. */
 static __always_inline int forward(struct xdp_md *ctx, const struct packet *p,
 				   const struct vip_meta *vip,
 				   const struct backend *be,
 				   const struct config *cfg, __u32 hash)
 {
-	if (be->family != p->key.family)
-		return count_exit(EXIT_BAD_BACKEND, XDP_DROP);
-	if (vip->mode == MODE_L2DSR) {
-		if (p->l3_len > cfg->mtu)
-			return count_exit(EXIT_TOO_BIG, XDP_DROP);
+	if (vip->mode == MODE_L2DSR)
 		return rewrite_l2(ctx, p, be, cfg);
-	}
-	/* Too big to encapsulate: dropped and counted; clients' MSS must be
-	 * clamped or the path to the backends must carry larger frames. */
-	if (p->l3_len + encap_overhead(p) > cfg->mtu)
-		return count_exit(EXIT_TOO_BIG, XDP_DROP);
-	if (p->key.family == FAMILY_V4) {
-		if (!(cfg->flags & CONFIG_F_SRC4))
-			return count_exit(EXIT_NO_SOURCE, XDP_DROP);
+	if (p->key.family == FAMILY_V4)
 		return encap_ipv4(ctx, p, be, cfg, hash);
-	}
-	if (!(cfg->flags & CONFIG_F_SRC6))
-		return count_exit(EXIT_NO_SOURCE, XDP_DROP);
 	return encap_ipv6(ctx, p, be, cfg, hash);
 }
 
@@ -69,6 +75,9 @@ int xdp_lb(struct xdp_md *ctx)
 	be = select_backend(&p, vip, cfg, &id, &hash);
 	if (!be)
 		return count_exit(EXIT_NO_BACKEND, XDP_DROP);
+	ret = forward_check(&p, vip, be, cfg);
+	if (ret)
+		return count_exit(ret, XDP_DROP);
 	count(&vip_stats, vip->id, bytes);
 	count(&backend_stats, id, bytes);
 	return forward(ctx, &p, vip, be, cfg, hash);

@@ -23,9 +23,10 @@ const (
 	configSrc6 = 0x2
 )
 
-// ExitReasons names the datapath's non-forwarding exits, indexed like the
-// exits map (enum exit_reason in bpf/common.h). The first six pass the
-// packet to the kernel untouched, the others drop it.
+// ExitReasons names the datapath's non-forwarding exits; ExitReasons[i] is
+// entry i+1 of the exits map (enum exit_reason in bpf/common.h, where 0
+// means "no exit"). The first six pass the packet to the kernel untouched,
+// the others drop it.
 var ExitReasons = []string{
 	"not_ip",       // pass: neither IPv4 nor IPv6
 	"malformed",    // pass: truncated or invalid header
@@ -352,7 +353,7 @@ func (d *Datapath) Drops() (map[string]uint64, error) {
 	out := make(map[string]uint64, len(ExitReasons))
 	for i, name := range ExitReasons {
 		var per []uint64
-		if err := d.objs.Exits.Lookup(uint32(i), &per); err != nil {
+		if err := d.objs.Exits.Lookup(uint32(i+1), &per); err != nil {
 			return nil, fmt.Errorf("read exit counter %s: %w", name, err)
 		}
 		var n uint64

@@ -316,6 +316,9 @@ func (st *state) rewrite(pr *httputil.ProxyRequest) {
 		fwd = strings.Join(prior, ", ") + ", " + fwd
 	}
 	h["Forwarded"] = []string{fwd}
+	// Set again: a client naming it in Connection made net/http/httputil
+	// remove it from the outgoing request.
+	h[st.reqIDHeader] = []string{e.reqID}
 	e.route.reqOps.apply(h)
 }
 

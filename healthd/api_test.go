@@ -69,7 +69,9 @@ func TestAPIRoundTrip(t *testing.T) {
 		want string // "" for success, else a substring of the error
 	}{
 		{"add vip", func() error { return c.AddVIP(VIPConfig{Address: "203.0.113.20:*/udp", Mode: "l2dsr", TableSize: 251}) }, ""},
-		{"add backend", func() error { return c.AddBackend("203.0.113.20:*/udp", BackendConfig{Address: "198.51.100.21", Weight: 3}) }, ""},
+		{"add backend", func() error {
+			return c.AddBackend("203.0.113.20:*/udp", BackendConfig{Address: "198.51.100.21", Weight: 3})
+		}, ""},
 		{"weight", func() error { return c.SetWeight("203.0.113.20:*/udp", "198.51.100.21", 4) }, ""},
 		{"drain", func() error { return c.Drain("203.0.113.20:*/udp", "198.51.100.21", time.Minute) }, ""},
 		{"undrain", func() error { return c.Undrain("203.0.113.20:*/udp", "198.51.100.21") }, ""},

@@ -46,6 +46,7 @@ type Daemon struct {
 	dp      dpState
 	timer   func() bool // pending debounced reconcile
 	lastErr error       // of the last reconcile
+	adopted bool        // IDs of a previous daemon taken over
 	stats   reconcileStats
 }
 
@@ -122,6 +123,12 @@ func (d *Daemon) Apply(c *Config) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.adopted {
+		if err := d.adoptLocked(); err != nil {
+			return fmt.Errorf("adopt the running datapath: %w", err)
+		}
+		d.adopted = true
+	}
 	if err := d.commitLocked(base, cur); err != nil {
 		return fmt.Errorf("apply config: %w", err)
 	}

@@ -5,9 +5,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xlb-project/xlb/loader"
 )
 
 const threeBackends = `
@@ -423,10 +426,69 @@ func TestRemoveVIPFreesEverything(t *testing.T) {
 	}
 	r.dp.Lock()
 	defer r.dp.Unlock()
-	if len(r.dp.VIPs) != 0 || len(r.dp.Backends) != 0 {
-		t.Fatalf("left behind: %d VIPs, %d backends", len(r.dp.VIPs), len(r.dp.Backends))
+	if len(r.dp.VIPByKey) != 0 || len(r.dp.Backends) != 0 {
+		t.Fatalf("left behind: %d VIPs, %d backends", len(r.dp.VIPByKey), len(r.dp.Backends))
 	}
 	if len(r.prober.checks) != 0 {
 		t.Fatalf("checks left: %v", r.prober.checks)
+	}
+}
+
+func TestRestartKeepsIDsAndTables(t *testing.T) {
+	r := newRig(t, threeBackends)
+	k := mustKey(t, "203.0.113.10:80/tcp")
+	if err := r.d.AddVIP(VIPConfig{Address: "203.0.113.11:80/tcp", TableSize: 251, Backends: []BackendConfig{{Address: "198.51.100.30"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Churn IDs so that a fresh allocator would give different ones.
+	for _, a := range []string{"198.51.100.40", "198.51.100.41"} {
+		if err := r.d.AddBackend(k, BackendConfig{Address: a}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.d.RemoveBackend(k, netip.MustParseAddr("198.51.100.40")); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func() (map[string]uint32, map[uint32][]uint32) {
+		ids := map[string]uint32{}
+		for _, v := range r.d.Status().VIPs {
+			ids[v.Address] = v.ID
+			for _, b := range v.Backends {
+				ids[v.Address+" "+b.Address] = b.ID
+			}
+		}
+		r.dp.Lock()
+		defer r.dp.Unlock()
+		tables := map[uint32][]uint32{}
+		for id, tb := range r.dp.Tables {
+			tables[id] = append([]uint32(nil), tb...)
+		}
+		return ids, tables
+	}
+	ids, tables := snapshot()
+	// A VIP left in the datapath by nobody is removed on adoption.
+	r.dp.VIPByKey[toLoaderKey(mustKey(t, "203.0.113.99:80/tcp"))] = loader.VIP{ID: 900, TableSize: 251}
+
+	r.start(t, threeBackends)
+	ids2, tables2 := snapshot()
+	for name, id := range ids {
+		if ids2[name] != id {
+			t.Errorf("%s: ID %d after restart, was %d", name, ids2[name], id)
+		}
+	}
+	for id, tb := range tables {
+		if !slices.Equal(tables2[id], tb) {
+			t.Errorf("table of VIP %d changed across the restart", id)
+		}
+	}
+	if _, ok := r.dp.VIPByKey[toLoaderKey(mustKey(t, "203.0.113.99:80/tcp"))]; ok {
+		t.Error("stale VIP not removed")
+	}
+	// New IDs continue after the old ones rather than reusing freed ones.
+	if err := r.d.AddBackend(k, BackendConfig{Address: "198.51.100.42"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.backend(t, "203.0.113.10:80/tcp", "198.51.100.42").ID; got <= ids["203.0.113.10:80/tcp 198.51.100.41"] {
+		t.Errorf("new backend got ID %d, reusing a freed one", got)
 	}
 }

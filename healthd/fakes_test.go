@@ -144,7 +144,7 @@ func (r *rig) tableShare(t *testing.T, vip string) map[string]int {
 	t.Helper()
 	r.dp.Lock()
 	defer r.dp.Unlock()
-	v, ok := r.dp.VIPs[toLoaderKey(mustKey(t, vip))]
+	v, ok := r.dp.VIPByKey[toLoaderKey(mustKey(t, vip))]
 	if !ok {
 		t.Fatalf("vip %s not in the datapath", vip)
 	}

@@ -14,7 +14,7 @@ import (
 // a backend that is not there, RemoveBackend fails while a table names it.
 type MemDatapath struct {
 	mu       sync.Mutex
-	VIPs     map[loader.VIPKey]loader.VIP
+	VIPByKey map[loader.VIPKey]loader.VIP
 	Backends map[uint32]loader.Backend
 	Tables   map[uint32][]uint32
 	// Counters are returned by VIPCounters (VIP ID) and BackendCounters.
@@ -34,7 +34,7 @@ type MemDatapath struct {
 // NewMemDatapath returns an empty in-memory datapath.
 func NewMemDatapath() *MemDatapath {
 	return &MemDatapath{
-		VIPs: map[loader.VIPKey]loader.VIP{}, Backends: map[uint32]loader.Backend{},
+		VIPByKey: map[loader.VIPKey]loader.VIP{}, Backends: map[uint32]loader.Backend{},
 		Tables: map[uint32][]uint32{}, VIPCount: map[uint32]loader.Counters{},
 		BackendCount: map[uint32]loader.Counters{}, DropCount: map[string]uint64{},
 		Ops: map[string]int{},
@@ -59,7 +59,7 @@ func (m *MemDatapath) PutVIP(k loader.VIPKey, v loader.VIP) error {
 	if !slices.Contains(loader.SupportedTableSizes, v.TableSize) {
 		return fmt.Errorf("put vip: table size %d: %w", v.TableSize, loader.ErrInvalid)
 	}
-	m.VIPs[k] = v
+	m.VIPByKey[k] = v
 	return nil
 }
 
@@ -70,10 +70,17 @@ func (m *MemDatapath) RemoveVIP(k loader.VIPKey) error {
 	if err := m.op("RemoveVIP"); err != nil {
 		return err
 	}
-	if _, ok := m.VIPs[k]; !ok {
+	v, ok := m.VIPByKey[k]
+	if !ok {
 		return fmt.Errorf("remove vip: %w", loader.ErrNotFound)
 	}
-	delete(m.VIPs, k)
+	delete(m.VIPByKey, k)
+	for _, o := range m.VIPByKey {
+		if o.ID == v.ID {
+			return nil
+		}
+	}
+	delete(m.Tables, v.ID) // as the loader does: the table goes with its last VIP
 	return nil
 }
 
@@ -135,6 +142,13 @@ func (m *MemDatapath) SetTable(vipID uint32, table []uint32) error {
 	}
 	m.Tables[vipID] = table
 	return nil
+}
+
+// VIPs lists the VIPs, like loader.Datapath.VIPs.
+func (m *MemDatapath) VIPs() (map[loader.VIPKey]loader.VIP, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.VIPByKey), nil
 }
 
 // VIPCounters implements Datapath.

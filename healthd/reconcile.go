@@ -78,6 +78,7 @@ func (s *dpState) sampleOf(k VIPKey, a netip.Addr) *sample {
 type idAlloc struct {
 	first, limit, next uint32
 	used               map[uint32]bool
+	changed            bool // since the ID file was written
 }
 
 var errNoIDs = errors.New("no free ID")
@@ -94,13 +95,17 @@ func (a *idAlloc) get() (uint32, error) {
 		}
 		if !a.used[id] {
 			a.used[id] = true
+			a.changed = true
 			return id, nil
 		}
 	}
 	return 0, fmt.Errorf("%w: all %d in use", errNoIDs, a.limit-a.first)
 }
 
-func (a *idAlloc) put(id uint32) { delete(a.used, id) }
+func (a *idAlloc) put(id uint32) {
+	delete(a.used, id)
+	a.changed = true
+}
 
 func maglevBuild(keys []string, weights []uint32, size uint32) ([]uint32, error) {
 	bs := make([]maglev.Backend, len(keys))
@@ -229,6 +234,9 @@ func (d *Daemon) reconcileLocked() error {
 		if len(d.stats.durations) < 1024 {
 			d.stats.durations = append(d.stats.durations, d.stats.lastDuration.Seconds())
 		}
+	}
+	if err := d.saveIDsLocked(); err != nil {
+		errs = append(errs, err)
 	}
 	d.lastErr = errors.Join(errs...)
 	return d.lastErr
@@ -396,20 +404,15 @@ func backendEqual(a, b loader.Backend) bool {
 	return a.Addr == b.Addr && bytes.Equal(a.MAC, b.MAC) && a.UsableNew == b.UsableNew && a.UsableEstablished == b.UsableEstablished
 }
 
-// removeVIP removes a VIP from the datapath: the VIP entry first (no new
-// packet reaches its table), then an empty table, then its backends.
+// removeVIP removes a VIP from the datapath: the VIP entry first, which
+// takes its table with it (no packet reaches the table any more), then its
+// backends.
 func (d *Daemon) removeVIP(k VIPKey, dv *dpVIP) error {
-	if dv.written {
+	if dv.written || dv.table {
 		if err := d.opts.Datapath.RemoveVIP(toLoaderKey(k)); err != nil && !errors.Is(err, loader.ErrNotFound) {
 			return err
 		}
-		dv.written = false
-	}
-	if dv.table {
-		if err := d.opts.Datapath.SetTable(dv.id, make([]uint32, dv.vip.TableSize)); err != nil {
-			return err
-		}
-		dv.table = false
+		dv.written, dv.table = false, false
 	}
 	for a, db := range dv.backends {
 		if db.written {

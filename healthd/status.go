@@ -7,6 +7,7 @@ import (
 // Status is the whole running state, as `xlb status` shows it. The JSON
 // field names are part of the CLI's stable interface.
 type Status struct {
+	Time  time.Time   `json:"time"` // of the snapshot, by the daemon's clock
 	VIPs  []VIPStatus `json:"vips"`
 	Error string      `json:"error,omitempty"` // of the last reconcile
 }
@@ -81,7 +82,7 @@ type TableStats struct {
 func (d *Daemon) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var st Status
+	st := Status{Time: d.opts.Clock.Now()}
 	if d.lastErr != nil {
 		st.Error = d.lastErr.Error()
 	}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/spf13/pflag"
+	"github.com/xlb-project/xlb/healthd"
+)
+
+func statusCommand() *command {
+	var (
+		sock socketFlag
+		out  output
+	)
+	return &command{
+		name:     "status",
+		summary:  "show every VIP (with panic state) and its backends: weight, admin state, health, table share, traffic",
+		usage:    "[-o table|json]",
+		examples: "  xlb status\n  xlb status -o json | jq '.vips[].backends[] | select(.health != \"healthy\")'",
+		flags:    func(fs *pflag.FlagSet) { out.register(fs); sock.register(fs) },
+		run: func(io *stdio, args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			st, err := sock.client().Status()
+			if err != nil {
+				return err
+			}
+			return out.print(io.out, st, func(t *table) { statusTable(t, st) })
+		},
+	}
+}
+
+// statusTable prints one line per VIP followed by its backends. A line
+// without tabs ends tabwriter's column blocks, so each VIP aligns its own.
+func statusTable(t *table, st healthd.Status) {
+	if st.Error != "" {
+		fmt.Fprintf(t.w, "error: %s\n", st.Error)
+	}
+	if len(st.VIPs) == 0 {
+		fmt.Fprintln(t.w, "no VIPs")
+	}
+	for i, v := range st.VIPs {
+		if i > 0 {
+			fmt.Fprintln(t.w)
+		}
+		p := "no"
+		if v.Panic {
+			p = "YES"
+		}
+		fmt.Fprintf(t.w, "VIP %s  mode %s  hash %s  table %d  healthy %d/%d  panic %s (threshold %d%%)  packets %d  bytes %d\n",
+			v.Address, v.Mode, v.Hash, v.TableSize, v.Healthy, v.Active, p, v.PanicThreshold, v.Packets, v.Bytes)
+		if v.Error != "" {
+			fmt.Fprintf(t.w, "  error: %s\n", v.Error)
+		}
+		if len(v.Backends) == 0 {
+			fmt.Fprintln(t.w, "  no backends")
+			continue
+		}
+		t.row("  BACKEND", "WEIGHT", "ADMIN", "HEALTH", "SINCE", "SHARE", "PACKETS", "BYTES", "PPS", "BPS", "LAST ERROR")
+		for _, b := range v.Backends {
+			admin := b.Admin
+			if b.Admin == string(healthd.Draining) {
+				admin += " (" + ago(b.DrainUntil, st.Time) + " left)"
+			}
+			t.row("  "+b.Address, strconv.Itoa(int(b.Weight)), admin, b.Health, ago(st.Time, b.HealthSince),
+				percent(b.Share), strconv.FormatUint(b.Packets, 10), strconv.FormatUint(b.Bytes, 10),
+				rate(b.PacketRate), rate(b.ByteRate*8), orDash(firstOf(b.NextHopErr, b.LastError)))
+		}
+	}
+}

@@ -19,8 +19,10 @@ type backend struct {
 	// with start_healthy) before it is published, so its health is defined
 	// before the first check completes.
 	health  atomic.Uint32
-	spec    *check.Spec // active check; nil: none
-	metrics *backendMetrics
+	// spec is the active check; nil: none. Atomic: a reload sets it on a
+	// backend that serves requests.
+	spec    atomic.Pointer[check.Spec]
+	metrics *backendMetrics // set before the backend is published
 }
 
 // healthID is the check.Prober target ID of a backend.
@@ -94,7 +96,7 @@ func buildPool(pc *PoolConfig, old map[string]*backend, m *metrics) (*pool, erro
 		if b == nil || b.Weight != bc.Weight {
 			nb := &backend{Backend: balance.NewBackend(bc.Address, bc.Weight), pool: pc.Name}
 			switch {
-			case b != nil && (spec != nil) == (b.spec != nil):
+			case b != nil && (spec != nil) == (b.spec.Load() != nil):
 				nb.health.Store(b.health.Load())
 				nb.drained.Store(b.drained.Load())
 			case spec == nil || spec.StartHealthy:
@@ -103,7 +105,7 @@ func buildPool(pc *PoolConfig, old map[string]*backend, m *metrics) (*pool, erro
 				nb.health.Store(uint32(check.Unknown))
 			}
 			b = nb
-		} else if (spec != nil) != (b.spec != nil) {
+		} else if (spec != nil) != (b.spec.Load() != nil) {
 			// Checks switched on or off: the health starts over, on a copy
 			// so the running config is not changed before the swap.
 			nb := &backend{Backend: b.Backend, pool: pc.Name}
@@ -115,8 +117,10 @@ func buildPool(pc *PoolConfig, old map[string]*backend, m *metrics) (*pool, erro
 			}
 			b = nb
 		}
-		b.spec = spec
-		b.metrics = m.backend(pc.Name, bc.Address)
+		b.spec.Store(spec)
+		if b.metrics == nil {
+			b.metrics = m.backend(pc.Name, bc.Address)
+		}
 		p.backends = append(p.backends, b)
 		p.byBal[b.Backend] = b
 		list = append(list, b.Backend)

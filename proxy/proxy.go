@@ -220,8 +220,8 @@ func (p *Proxy) install(cfg *Config, st *state) {
 	// Health checks first, so a new backend has its check before traffic;
 	// its state is already defined (unknown or start_healthy).
 	for id, b := range keep {
-		if b.spec != nil {
-			if err := p.prober.Set(id, *b.spec); err != nil {
+		if spec := b.spec.Load(); spec != nil {
+			if err := p.prober.Set(id, *spec); err != nil {
 				p.log.Error("set health check", "backend", id, "err", err)
 			}
 		} else {

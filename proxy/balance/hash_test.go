@@ -131,3 +131,18 @@ func TestHashWeightedBound(t *testing.T) {
 		t.Errorf("in flight %d/%d, want 300/100", a, b)
 	}
 }
+
+// TestHashOrderIndependent: which backend a key lands on depends on the
+// backends' IDs, not on their order in the pool, so proxies that list the
+// same pool differently agree.
+func TestHashOrderIndependent(t *testing.T) {
+	list := pool(1, 2, 1, 3)
+	reversed := []*Backend{list[3], list[2], list[1], list[0]}
+	a := mustNew(t, ConsistentHash, list, Options{TableSize: 4099})
+	b := mustNew(t, ConsistentHash, reversed, Options{TableSize: 4099})
+	for i := range 2000 {
+		if x, y := a.Pick(keyOf(i), nil), b.Pick(keyOf(i), nil); x != y {
+			t.Fatalf("key %d: %s in one order, %s in the other", i, x.ID, y.ID)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/loader"
 	"gopkg.in/yaml.v3"
 )
@@ -244,6 +245,9 @@ func (v *VIPConfig) validate(field string) (VIPKey, error) {
 		if err := v.Check.validate(field+".check", false); err != nil {
 			return VIPKey{}, err
 		}
+		if k.Port == 0 && v.Check.Port == 0 {
+			return VIPKey{}, fieldErr(field+".check.port", "missing: a port-wildcard VIP's check needs a port")
+		}
 	}
 	seen := map[netip.Addr]int{}
 	for i := range v.Backends {
@@ -309,6 +313,16 @@ func (c *CheckConfig) validate(field string, partial bool) error {
 	}
 	if c.Timeout != 0 && c.Interval != 0 && c.Timeout > c.Interval {
 		return fieldErr(field+".timeout", "%s: must not exceed the interval (%s)", c.Timeout, c.Interval)
+	}
+	if c.Kind != "" {
+		s := check.Spec{Kind: check.Kind(c.Kind), Target: "192.0.2.1:1", Interval: time.Duration(c.Interval),
+			Timeout: time.Duration(c.Timeout), Rise: c.Rise, Fall: c.Fall, Path: c.Path, Host: c.Host}
+		if s.Timeout == 0 && s.Interval != 0 && s.Interval < check.DefaultTimeout {
+			s.Timeout = s.Interval
+		}
+		if err := s.Validate(); err != nil {
+			return fieldErr(field, "%v", err)
+		}
 	}
 	return nil
 }

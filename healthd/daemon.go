@@ -48,6 +48,7 @@ type Daemon struct {
 	lastErr error       // of the last reconcile
 	adopted bool        // IDs of a previous daemon taken over
 	stats   reconcileStats
+	metrics *metrics
 }
 
 type healthInfo struct {
@@ -60,7 +61,6 @@ type reconcileStats struct {
 	rebuilds     uint64        // tables computed
 	installs     uint64        // tables written
 	lastDuration time.Duration // of the last reconcile that changed a table
-	durations    []float64     // seconds, drained by the metrics collector
 }
 
 // New returns a daemon with an empty desired state; call Apply with the
@@ -86,14 +86,15 @@ func New(o Options) (*Daemon, error) {
 	}
 	empty := &State{VIPs: map[VIPKey]*VIP{}}
 	return &Daemon{
-		opts:   o,
-		log:    o.Log,
-		cfg:    &Config{},
-		base:   empty,
-		cur:    empty.Clone(),
-		health: map[string]*healthInfo{},
-		checks: map[string]HealthCheck{},
-		dp:     newDPState(),
+		opts:    o,
+		log:     o.Log,
+		cfg:     &Config{},
+		base:    empty,
+		cur:     empty.Clone(),
+		health:  map[string]*healthInfo{},
+		checks:  map[string]HealthCheck{},
+		dp:      newDPState(),
+		metrics: newMetrics(),
 	}, nil
 }
 
@@ -272,6 +273,11 @@ func (d *Daemon) Tick() {
 		}
 	}
 	if len(done) == 0 {
+		if d.unresolvedLocked() {
+			if err := d.reconcileLocked(); err != nil {
+				d.log.Error("reconcile", "err", err)
+			}
+		}
 		return
 	}
 	next := d.cur.Clone()
@@ -288,4 +294,16 @@ func (d *Daemon) Config() *Config {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.cfg
+}
+
+// unresolvedLocked reports whether a backend waits for its next hop.
+func (d *Daemon) unresolvedLocked() bool {
+	for _, dv := range d.dp.vips {
+		for _, db := range dv.backends {
+			if db.err != "" {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -231,9 +231,7 @@ func (d *Daemon) reconcileLocked() error {
 	}
 	if changedTable {
 		d.stats.lastDuration = time.Since(start)
-		if len(d.stats.durations) < 1024 {
-			d.stats.durations = append(d.stats.durations, d.stats.lastDuration.Seconds())
-		}
+		d.metrics.reconcile.WithLabelValues().Observe(d.stats.lastDuration.Seconds())
 	}
 	if err := d.saveIDsLocked(); err != nil {
 		errs = append(errs, err)

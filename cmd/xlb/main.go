@@ -49,7 +49,15 @@ func root() *command {
 		name:    "xlb",
 		summary: "XDP load balancer with a Maglev datapath and an L7 proxy",
 		sub: []*command{
+			daemonCommand(),
+			vipCommand(),
+			backendCommand(),
+			statusCommand(),
+			statsCommand(),
 			versionCommand(),
+			proxyCommand(),
+			backendHostCommand(),
+			labCommand(),
 		},
 	}
 }

@@ -22,7 +22,7 @@ func statsCommand() *command {
 	)
 	return &command{
 		name:    "stats",
-		summary: "show the datapath counters: packets and bytes per VIP, drop reasons, table rebuilds",
+		summary: "show the datapath counters and drop reasons",
 		usage:   "[--watch [--interval D]] [-o table|json]",
 		examples: "  xlb stats\n  xlb stats --watch --interval 2s\n" +
 			"  xlb stats -o json | jq .drops",

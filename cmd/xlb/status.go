@@ -15,7 +15,7 @@ func statusCommand() *command {
 	)
 	return &command{
 		name:     "status",
-		summary:  "show every VIP (with panic state) and its backends: weight, admin state, health, table share, traffic",
+		summary:  "show every VIP (with panic state) and its backends",
 		usage:    "[-o table|json]",
 		examples: "  xlb status\n  xlb status -o json | jq '.vips[].backends[] | select(.health != \"healthy\")'",
 		flags:    func(fs *pflag.FlagSet) { out.register(fs); sock.register(fs) },

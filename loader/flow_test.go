@@ -1,0 +1,318 @@
+package loader
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/xlb-project/xlb/internal/testutil"
+	"github.com/xlb-project/xlb/maglev"
+)
+
+// backendOf runs pkt and returns the backend it was sent to, by the outer
+// destination (IPIP) or the destination MAC.
+func backendOf(t *testing.T, d *Datapath, pkt testutil.Packet) uint32 {
+	t.Helper()
+	act, out, err := d.Program().Run(pkt.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if act != ActionTX {
+		t.Fatalf("verdict %s, want XDP_TX", act)
+	}
+	return uint32(binary.BigEndian.Uint16(out[4:6]))
+}
+
+// tableWithout returns a table of the given size where the flow's slot
+// holds id and every other slot other.
+func tableFor(f Flow, id, other uint32) []uint32 {
+	t := roundRobin(tableSize, other)
+	t[FlowHash(f, DefaultHashSeed, false)%tableSize] = id
+	return t
+}
+
+func TestFlowStickiness(t *testing.T) {
+	d := newTestDatapath(t)
+	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
+	ack := syn
+	ack.TCPFlags = testutil.TCPAck
+	f := flowOf(syn)
+
+	must(t, d.SetTable(1, tableFor(f, 1, 2)))
+	if got := backendOf(t, d, syn); got != 1 {
+		t.Fatalf("syn went to backend %d, want 1", got)
+	}
+	// The backend set changes: the flow's slot now names backend 3.
+	must(t, d.SetTable(1, tableFor(f, 3, 2)))
+	if got := backendOf(t, d, ack); got != 1 {
+		t.Errorf("established flow moved to backend %d after a table change, want 1", got)
+	}
+	other := syn
+	other.SrcPort = 50001
+	if got, want := backendOf(t, d, other), uint32(2); got != want {
+		t.Errorf("new flow went to %d, want %d from the new table", got, want)
+	}
+	// Draining: established flows stay, new ones (a SYN) follow the table.
+	b1 := testBackend(1)
+	b1.UsableNew = false
+	must(t, d.PutBackend(1, b1))
+	if got := backendOf(t, d, ack); got != 1 {
+		t.Errorf("flow left its draining backend for %d", got)
+	}
+	if got := backendOf(t, d, syn); got != 3 {
+		t.Errorf("syn went to %d, want 3: a SYN selects again", got)
+	}
+	// The flow is on 3 now; 3 is removed: re-steered by the table.
+	must(t, d.SetTable(1, tableFor(f, 4, 2)))
+	if got := backendOf(t, d, ack); got != 3 {
+		t.Errorf("flow moved to %d before its backend was removed", got)
+	}
+	must(t, d.RemoveBackend(3))
+	if got := backendOf(t, d, ack); got != 4 {
+		t.Errorf("flow of a removed backend went to %d, want 4", got)
+	}
+	// And sticks there.
+	must(t, d.PutBackend(3, testBackend(3)))
+	must(t, d.SetTable(1, tableFor(f, 3, 2)))
+	if got := backendOf(t, d, ack); got != 4 {
+		t.Errorf("re-steered flow moved again to %d", got)
+	}
+}
+
+func TestUDPTimeout(t *testing.T) {
+	d := newTestDatapath(t)
+	pkt := udpTo(vip4, client4, 53)
+	f := flowOf(pkt)
+	cfg := Config{SourceMAC: balancerMAC, OuterSource4: outer4, OuterSource6: outer6}
+	must(t, d.SetTable(2, tableFor(f, 1, 2)))
+	if got := backendOf(t, d, pkt); got != 1 {
+		t.Fatalf("udp flow went to %d, want 1", got)
+	}
+	must(t, d.SetTable(2, tableFor(f, 3, 2)))
+	if got := backendOf(t, d, pkt); got != 1 {
+		t.Errorf("udp flow within its timeout moved to %d", got)
+	}
+	// Every flow is idle for longer than a nanosecond: reselects.
+	cfg.UDPTimeout = time.Nanosecond
+	must(t, d.SetConfig(cfg))
+	if got := backendOf(t, d, pkt); got != 3 {
+		t.Errorf("idle udp flow stayed on %d, want 3", got)
+	}
+}
+
+// TestDistribution sends 100k random flows through Maglev tables built
+// with weights 1:2:3:4 and checks each backend's share.
+func TestDistribution(t *testing.T) {
+	d := newTestDatapath(t)
+	set := []maglev.Backend{{Key: "198.51.100.11", Weight: 1}, {Key: "198.51.100.12", Weight: 2}, {Key: "198.51.100.13", Weight: 3}, {Key: "198.51.100.14", Weight: 4}}
+	ids := []uint32{1, 2, 3, 4}
+	const size = 65537
+	pos, err := maglev.Build(set, size)
+	must(t, err)
+	table := make([]uint32, size)
+	for i, p := range pos {
+		table[i] = ids[p]
+	}
+	must(t, d.PutVIP(VIPKey{vip4, 443, 6}, VIP{ID: 20, TableSize: size}))
+	must(t, d.SetTable(20, table))
+	got, err := d.Table(20)
+	must(t, err)
+	if !slicesEqual(got, table) {
+		t.Fatal("Table does not read back what SetTable installed")
+	}
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	const flows = 100000
+	counts := map[uint32]int{}
+	for range flows {
+		var src [4]byte
+		binary.BigEndian.PutUint32(src[:], 0xc6336400|rng.Uint32()&0xff) // 198.51.100.0/24
+		pkt := tcpTo(vip4, netip.AddrFrom4(src), 443, testutil.TCPSyn)
+		pkt.SrcPort = uint16(1024 + rng.IntN(64511))
+		counts[backendOf(t, d, pkt)]++
+	}
+	total := 0
+	for _, b := range set {
+		total += int(b.Weight)
+	}
+	for i, b := range set {
+		want := float64(b.Weight) / float64(total)
+		share := float64(counts[ids[i]]) / flows
+		if diff := share - want; diff > 0.02 || diff < -0.02 {
+			t.Errorf("backend %s: %.2f%% of flows, want %.2f%% ± 2", b.Key, 100*share, 100*want)
+		}
+	}
+}
+
+func slicesEqual(a, b []uint32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestDecapRoundTrip: xdp_decap(xdp_lb(p)) is p with the balancer's
+// Ethernet addresses.
+func TestDecapRoundTrip(t *testing.T) {
+	d := newTestDatapath(t)
+	decap, err := LoadDecap()
+	must(t, err)
+	t.Cleanup(func() { decap.Close() })
+	vlan := tcpTo(vip4, client4, 80, testutil.TCPSyn)
+	vlan.VLAN = 100
+	for name, p := range map[string]testutil.Packet{
+		"ipv4 tcp": tcpTo(vip4, client4, 80, testutil.TCPSyn),
+		"ipv6 tcp": tcpTo(vip6, client6, 80, testutil.TCPSyn),
+		"ipv4 udp": udpTo(vip4, client4, 53),
+		"ipv6 udp": udpTo(vip6, client6, 53),
+		"vlan":     vlan,
+	} {
+		act, enc, err := d.Program().Run(p.Bytes())
+		must(t, err)
+		if act != ActionTX {
+			t.Fatalf("%s: xdp_lb verdict %s", name, act)
+		}
+		act, out, err := decap.Run(enc)
+		must(t, err)
+		if act != ActionPass {
+			t.Errorf("%s: xdp_decap verdict %s, want XDP_PASS", name, act)
+		}
+		want := p
+		want.DstMAC = enc[0:6]
+		want.SrcMAC = balancerMAC
+		if !bytes.Equal(out, want.Bytes()) {
+			t.Errorf("%s: decapsulated packet differs\n got %x\nwant %x", name, out, want.Bytes())
+		}
+	}
+	// Not a tunnel packet: untouched.
+	plain := tcpTo(vip4, client4, 80, testutil.TCPSyn).Bytes()
+	act, out, err := decap.Run(plain)
+	must(t, err)
+	if act != ActionPass || !bytes.Equal(out, plain) {
+		t.Errorf("xdp_decap changed a plain packet: %s", act)
+	}
+}
+
+// FuzzXDPLB: random bytes, or random changes to a VIP packet, never give
+// XDP_ABORTED; a packet that is not for a VIP is passed untouched.
+func FuzzXDPLB(f *testing.F) {
+	f.Add(tcpTo(vip4, client4, 80, testutil.TCPSyn).Bytes())
+	f.Add(tcpTo(vip6, client6, 80, testutil.TCPSyn).Bytes())
+	f.Add(udpTo(vip4DSR, client4, 53).Bytes())
+	f.Add(ptb4(tcpTo(vip4, client4, 80, 0)).Bytes())
+	f.Add(ptb6(tcpTo(vip6, client6, 80, 0)).Bytes())
+	f.Add(make([]byte, 14))
+	d := newTestDatapath(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) < 14 {
+			return
+		}
+		act, out, err := d.Program().Run(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch act {
+		case ActionAborted:
+			t.Fatalf("XDP_ABORTED for %x", in)
+		case ActionPass, ActionDrop:
+			if !bytes.Equal(out, in) {
+				t.Fatalf("%s changed the packet %x", act, in)
+			}
+		case ActionTX:
+			if !forVIP(in) {
+				t.Fatalf("forwarded a packet that is not for a VIP: %x", in)
+			}
+		}
+	})
+}
+
+// forVIP reports whether the frame is addressed to one of the test VIPs
+// (or quotes a packet from one, for ICMP errors).
+func forVIP(b []byte) bool {
+	off := 14
+	if binary.BigEndian.Uint16(b[12:]) == 0x8100 || binary.BigEndian.Uint16(b[12:]) == 0x88a8 {
+		off = 18
+	}
+	vips := map[netip.Addr]bool{}
+	for _, v := range testVIPs {
+		vips[v.key.Addr] = true
+	}
+	has := func(a netip.Addr) bool { return vips[a] }
+	if len(b) >= off+40 && b[off]>>4 == 6 {
+		dst := netip.AddrFrom16([16]byte(b[off+24 : off+40]))
+		if has(dst) {
+			return true
+		}
+		if len(b) >= off+48+24 {
+			return has(netip.AddrFrom16([16]byte(b[off+48+8 : off+48+24]))) // quoted source
+		}
+		return false
+	}
+	if len(b) >= off+20 {
+		if has(netip.AddrFrom4([4]byte(b[off+16 : off+20]))) {
+			return true
+		}
+		if len(b) >= off+20+8+16 {
+			return has(netip.AddrFrom4([4]byte(b[off+28+12 : off+28+16])))
+		}
+	}
+	return false
+}
+
+// TestStructSizes: the Go structs match the C layout.
+func TestStructSizes(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		got  uintptr
+		want uintptr
+	}{
+		{"vip_key", unsafe.Sizeof(lbVipKey{}), 20},
+		{"vip_meta", unsafe.Sizeof(lbVipMeta{}), 12},
+		{"backend", unsafe.Sizeof(lbBackend{}), 24},
+		{"flow_key", unsafe.Sizeof(lbFlowKey{}), 40},
+		{"flow", unsafe.Sizeof(lbFlow{}), 16},
+		{"config", unsafe.Sizeof(lbConfig{}), 56},
+		{"counters", unsafe.Sizeof(lbCounters{}), 16},
+	} {
+		if c.got != c.want {
+			t.Errorf("struct %s: %d bytes in Go, want %d", c.name, c.got, c.want)
+		}
+	}
+}
+
+// TestStructSizesMatchMaps: the maps loaded from the object have the
+// value and key sizes of the Go structs, and one exit counter per reason.
+func TestStructSizesMatchMaps(t *testing.T) {
+	spec, err := loadLb()
+	must(t, err)
+	for name, want := range map[string][2]uintptr{
+		"vips":      {unsafe.Sizeof(lbVipKey{}), unsafe.Sizeof(lbVipMeta{})},
+		"backends":  {4, unsafe.Sizeof(lbBackend{})},
+		"flows":     {unsafe.Sizeof(lbFlowKey{}), unsafe.Sizeof(lbFlow{})},
+		"settings":  {4, unsafe.Sizeof(lbConfig{})},
+		"vip_stats": {4, unsafe.Sizeof(lbCounters{})},
+	} {
+		m := spec.Maps[name]
+		if uintptr(m.KeySize) != want[0] || uintptr(m.ValueSize) != want[1] {
+			t.Errorf("map %s: key %d value %d, want %d %d", name, m.KeySize, m.ValueSize, want[0], want[1])
+		}
+	}
+	if got := spec.Maps["exits"].MaxEntries; int(got) != len(ExitReasons)+1 {
+		t.Errorf("exits map has %d entries, want %d (ExitReasons + none)", got, len(ExitReasons)+1)
+	}
+	for _, size := range SupportedTableSizes {
+		inner := spec.Maps["tables_"+itoa(size)].InnerMap
+		if inner.ValueSize != 4*size {
+			t.Errorf("tables_%d: inner value size %d, want %d", size, inner.ValueSize, 4*size)
+		}
+	}
+}

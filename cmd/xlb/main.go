@@ -55,9 +55,6 @@ func root() *command {
 			statusCommand(),
 			statsCommand(),
 			versionCommand(),
-			proxyCommand(),
-			backendHostCommand(),
-			labCommand(),
 		},
 	}
 }

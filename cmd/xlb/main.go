@@ -55,6 +55,7 @@ func root() *command {
 			statusCommand(),
 			statsCommand(),
 			versionCommand(),
+			proxyCommand(),
 		},
 	}
 }

@@ -26,6 +26,10 @@ LISTEN=127.0.0.1:39180
 B1=127.0.0.1:39181
 B2=127.0.0.1:39182
 
+echo "backend selection, sticky cookie and outlier checks (Go benchmarks: ns and allocations per call)"
+go test -run '^$' -bench . -benchmem -benchtime 200ms ./proxy/balance/ ./proxy/sticky/ ./proxy/outlier/ |
+	grep -E '^(Benchmark|ok|FAIL)'
+
 scripts/deps.sh bench
 
 tmp=$(mktemp -d /tmp/xlb-l7.XXXXXX)

@@ -142,13 +142,13 @@ func isBpffs(path string) bool {
 	return st.Type == unix.BPF_FS_MAGIC
 }
 
-// Cleanup removes every pin under pinDir (maps and links; a pinned link
-// that nobody else holds detaches its program) and the directory. A bpffs
-// that Load mounted at pinDir itself is unmounted. A missing pinDir is no
-// error.
+// Cleanup removes the pins Load and Attach made under pinDir (maps and
+// links; a pinned link that no process holds detaches its program) and the
+// directory when nothing else is left in it. A bpffs that Load mounted at
+// pinDir itself is unmounted. A missing pinDir is no error.
 func Cleanup(pinDir string) error {
-	if pinDir == "" || !filepath.IsAbs(pinDir) {
-		return fmt.Errorf("%w: pin dir %q: must be an absolute path", ErrInvalid, pinDir)
+	if pinDir == "" || !filepath.IsAbs(pinDir) || filepath.Clean(pinDir) == "/sys/fs/bpf" {
+		return fmt.Errorf("%w: pin dir %q: want an absolute path below a bpffs mount", ErrInvalid, pinDir)
 	}
 	entries, err := os.ReadDir(pinDir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -160,9 +160,17 @@ func Cleanup(pinDir string) error {
 	if !isBpffs(pinDir) {
 		return fmt.Errorf("%w: clean up %s: not on a bpf filesystem", ErrInvalid, pinDir)
 	}
+	spec, err := loadLb()
+	if err != nil {
+		return fmt.Errorf("clean up %s: %w", pinDir, err)
+	}
 	var errs []error
 	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(pinDir, e.Name())); err != nil {
+		_, ours := spec.Maps[e.Name()]
+		if !ours && !strings.HasPrefix(e.Name(), "link_") {
+			continue
+		}
+		if err := os.Remove(filepath.Join(pinDir, e.Name())); err != nil {
 			errs = append(errs, fmt.Errorf("unpin %s: %w", e.Name(), err))
 		}
 	}
@@ -174,7 +182,7 @@ func Cleanup(pinDir string) error {
 			return fmt.Errorf("unmount bpffs at %s: %w", pinDir, err)
 		}
 	}
-	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
 		return fmt.Errorf("remove %s: %w", pinDir, err)
 	}
 	return nil

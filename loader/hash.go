@@ -36,7 +36,7 @@ func FlowHash(f Flow, seed uint32, srcOnly bool) uint32 {
 			b += le.Uint32(dst[0:])
 			c += ports
 		}
-		a, b, c = hashFinal(a, b, c)
+		_, _, c = hashFinal(a, b, c)
 		return c
 	}
 	a += le.Uint32(src[0:])
@@ -45,7 +45,7 @@ func FlowHash(f Flow, seed uint32, srcOnly bool) uint32 {
 	a, b, c = hashMix(a, b, c)
 	a += le.Uint32(src[12:])
 	if srcOnly {
-		a, b, c = hashFinal(a, b, c)
+		_, _, c = hashFinal(a, b, c)
 		return c
 	}
 	b += le.Uint32(dst[0:])
@@ -54,7 +54,7 @@ func FlowHash(f Flow, seed uint32, srcOnly bool) uint32 {
 	a += le.Uint32(dst[8:])
 	b += le.Uint32(dst[12:])
 	c += ports
-	a, b, c = hashFinal(a, b, c)
+	_, _, c = hashFinal(a, b, c)
 	return c
 }
 

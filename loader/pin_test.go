@@ -1,0 +1,229 @@
+package loader
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xlb-project/xlb/internal/hostnet"
+	"github.com/xlb-project/xlb/internal/testutil"
+)
+
+// pinDir returns a directory for pins that Load will mount a bpffs on; it
+// is unpinned and unmounted when the test ends, whatever happened.
+func pinDir(t *testing.T) string {
+	t.Helper()
+	testutil.RequirePrivileged(t)
+	dir := filepath.Join(t.TempDir(), "pins")
+	t.Cleanup(func() {
+		if err := Cleanup(dir); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		_ = unix.Unmount(dir, unix.MNT_DETACH) // only if Cleanup failed
+	})
+	return dir
+}
+
+func TestPinAdopt(t *testing.T) {
+	dir := pinDir(t)
+	d1, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
+	must(t, err)
+	must(t, d1.SetConfig(Config{SourceMAC: balancerMAC, OuterSource4: outer4}))
+	for _, id := range []uint32{1, 2} {
+		must(t, d1.PutBackend(id, testBackend(id)))
+	}
+	k := VIPKey{vip4, 80, 6}
+	must(t, d1.PutVIP(k, VIP{ID: 1, TableSize: tableSize}))
+	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
+	ack := syn
+	ack.TCPFlags = testutil.TCPAck
+	must(t, d1.SetTable(1, tableFor(flowOf(syn), 1, 2)))
+	if got := backendOf(t, d1, syn); got != 1 {
+		t.Fatalf("syn to %d, want 1", got)
+	}
+	must(t, d1.Close())
+	if !isBpffs(dir) {
+		t.Fatalf("%s is not on a bpffs after Load", dir)
+	}
+
+	// A new process adopts the pins: VIPs, config, counters, flows stay.
+	d2, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
+	must(t, err)
+	defer d2.Close()
+	vips, err := d2.VIPs()
+	must(t, err)
+	if v, ok := vips[k]; !ok || v.ID != 1 {
+		t.Errorf("adopted vips %v, want %v id 1", vips, k)
+	}
+	if c, err := d2.VIPCounters(1); err != nil || c.Packets != 1 {
+		t.Errorf("adopted vip counters %+v %v, want 1 packet", c, err)
+	}
+	must(t, d2.SetTable(1, tableFor(flowOf(syn), 2, 2)))
+	if got := backendOf(t, d2, ack); got != 1 {
+		t.Errorf("flow went to %d after the restart, want 1: flow table lost", got)
+	}
+
+	// Another flow table size cannot adopt the pinned one.
+	_, err = Load(Options{PinDir: dir, FlowTableSize: 8192})
+	if !errors.Is(err, ErrIncompatiblePin) {
+		t.Errorf("load with another flow table size: %v, want ErrIncompatiblePin", err)
+	}
+}
+
+func progID(t *testing.T, p *ebpf.Program) ebpf.ProgramID {
+	t.Helper()
+	info, err := p.Info()
+	must(t, err)
+	id, _ := info.ID()
+	return id
+}
+
+// xdpProg returns the ID of the XDP program attached to ifname, 0 if none.
+func xdpProg(t *testing.T, ifname string) uint32 {
+	t.Helper()
+	l, err := netlink.LinkByName(ifname)
+	must(t, err)
+	if x := l.Attrs().Xdp; x != nil && x.Attached {
+		return x.ProgId
+	}
+	return 0
+}
+
+func testVeth(t *testing.T) hostnet.Netns {
+	ns := testutil.Netns(t)
+	other := testutil.Netns(t)
+	testutil.Veth(t, hostnet.VethEnd{Netns: ns, Name: "xlb0"}, hostnet.VethEnd{Netns: other, Name: "xlb1"})
+	return ns
+}
+
+func TestAttachReplace(t *testing.T) {
+	dir := pinDir(t)
+	ns := testVeth(t)
+	err := ns.Do(func() error {
+		d1, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
+		must(t, err)
+		must(t, d1.Attach("xlb0", false))
+		if got, want := xdpProg(t, "xlb0"), progID(t, d1.objs.XdpLb); got != uint32(want) {
+			t.Fatalf("attached program %d, want %d", got, want)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "link_xlb0")); err != nil {
+			t.Errorf("link not pinned: %v", err)
+		}
+		must(t, d1.Close())
+		if xdpProg(t, "xlb0") == 0 {
+			t.Fatal("program detached when the loading process closed: the pinned link should keep it")
+		}
+
+		// Upgrade: a new Load replaces the program through the pinned link.
+		d2, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
+		must(t, err)
+		defer d2.Close()
+		must(t, d2.Attach("xlb0", false))
+		if got, want := xdpProg(t, "xlb0"), progID(t, d2.objs.XdpLb); got != uint32(want) {
+			t.Errorf("after replace attached program %d, want the new %d", got, want)
+		}
+		must(t, d2.Detach())
+		if got := xdpProg(t, "xlb0"); got != 0 {
+			t.Errorf("program %d still attached after Detach", got)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "link_xlb0")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("link pin left after Detach: %v", err)
+		}
+		if err := d2.Detach(); !errors.Is(err, ErrNotAttached) {
+			t.Errorf("second Detach: %v, want ErrNotAttached", err)
+		}
+		return nil
+	})
+	must(t, err)
+}
+
+func TestAttachUnpinned(t *testing.T) {
+	ns := testVeth(t)
+	must(t, ns.Do(func() error {
+		d, err := Load(Options{FlowTableSize: 4096})
+		must(t, err)
+		if err := d.Attach("nonexistent0", false); err == nil {
+			t.Error("attach to a missing interface succeeded")
+		}
+		must(t, d.Attach("xlb0", false))
+		if xdpProg(t, "xlb0") == 0 {
+			t.Fatal("not attached")
+		}
+		must(t, d.Close())
+		if got := xdpProg(t, "xlb0"); got != 0 {
+			t.Errorf("program %d still attached after Close without pins", got)
+		}
+		return nil
+	}))
+}
+
+func TestAttachDecap(t *testing.T) {
+	ns := testVeth(t)
+	must(t, ns.Do(func() error {
+		must(t, AttachDecap("xlb0", false))
+		// The attachment outlives every file descriptor of this process.
+		if ok, err := DecapAttached("xlb0"); err != nil || !ok {
+			t.Fatalf("DecapAttached = %v, %v after AttachDecap", ok, err)
+		}
+		must(t, AttachDecap("xlb0", false)) // idempotent
+		must(t, DetachDecap("xlb0"))
+		if ok, err := DecapAttached("xlb0"); err != nil || ok {
+			t.Errorf("DecapAttached = %v, %v after DetachDecap", ok, err)
+		}
+		if err := DetachDecap("xlb0"); !errors.Is(err, ErrNotAttached) {
+			t.Errorf("second DetachDecap: %v, want ErrNotAttached", err)
+		}
+		// Another program is not removed.
+		d, err := Load(Options{FlowTableSize: 4096})
+		must(t, err)
+		defer d.Close()
+		must(t, d.Attach("xlb0", false))
+		if err := DetachDecap("xlb0"); !errors.Is(err, ErrInvalid) {
+			t.Errorf("DetachDecap over xdp_lb: %v, want ErrInvalid", err)
+		}
+		return nil
+	}))
+}
+
+func TestInvalidInput(t *testing.T) {
+	d := newTestDatapath(t)
+	for name, err := range map[string]error{
+		"vip proto":         d.PutVIP(VIPKey{vip4, 80, 1}, VIP{ID: 1, TableSize: tableSize}),
+		"vip addr":          d.PutVIP(VIPKey{Port: 80, Proto: 6}, VIP{ID: 1, TableSize: tableSize}),
+		"vip id":            d.PutVIP(VIPKey{vip4, 80, 6}, VIP{ID: MaxVIPs, TableSize: tableSize}),
+		"vip table size":    d.PutVIP(VIPKey{vip4, 80, 6}, VIP{ID: 1, TableSize: 1000}),
+		"vip mode":          d.PutVIP(VIPKey{vip4, 80, 6}, VIP{ID: 1, Mode: 9, TableSize: tableSize}),
+		"backend id 0":      d.PutBackend(0, testBackend(1)),
+		"backend id max":    d.PutBackend(MaxBackends, testBackend(1)),
+		"backend mac":       d.PutBackend(1, Backend{Addr: client4}),
+		"table size":        d.SetTable(1, make([]uint32, 100)),
+		"table backend id":  d.SetTable(1, roundRobin(tableSize, MaxBackends)),
+		"config mac":        d.SetConfig(Config{}),
+		"config source4":    d.SetConfig(Config{SourceMAC: balancerMAC, OuterSource4: outer6}),
+		"config mtu":        d.SetConfig(Config{SourceMAC: balancerMAC, MTU: 10}),
+		"remove vip absent": d.RemoveVIP(VIPKey{vip4, 9999, 6}),
+	} {
+		want := ErrInvalid
+		if name == "remove vip absent" {
+			want = ErrNotFound
+		}
+		if !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", name, err, want)
+		}
+	}
+	// Nothing changed: the VIP still forwards as before.
+	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
+	if got, want := backendOf(t, d, syn), expectedBackend(roundRobin(tableSize, 1, 2, 3, 4), flowOf(syn), false); got != want {
+		t.Errorf("after rejected changes syn went to %d, want %d", got, want)
+	}
+	// RemoveVIP removes its tables once no key uses the ID.
+	must(t, d.RemoveVIP(VIPKey{vip4, 80, 6}))
+	if _, err := d.Table(1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("table of a removed vip: %v, want ErrNotFound", err)
+	}
+}

@@ -10,13 +10,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -61,11 +62,8 @@ func main() {
 				}
 				ok := false
 				if _, err := c.Write(request); err == nil {
-					if resp, err := http.ReadResponse(br, nil); err == nil {
-						_, err = io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-						ok = err == nil && resp.StatusCode == 200 && !resp.Close
-					}
+					status, keep, err := readResponse(br)
+					ok = err == nil && status == 200 && keep
 				}
 				if !ok {
 					r.errors++
@@ -115,4 +113,72 @@ func main() {
 	}
 	fmt.Printf("rate=%.0f sent=%d ok=%d errors=%d p50_us=%d p90_us=%d p99_us=%d p999_us=%d max_us=%d\n",
 		float64(len(all))/elapsed.Seconds(), total, len(all), errors, q(0.5), q(0.9), q(0.99), q(0.999), q(1))
+}
+
+var errResponse = errors.New("malformed response")
+
+// readResponse reads one HTTP/1.1 response (Content-Length or chunked body)
+// without allocating, and returns its status and whether the connection
+// stays open.
+func readResponse(br *bufio.Reader) (status int, keep bool, err error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return 0, false, err
+	}
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
+		return 0, false, errResponse
+	}
+	status = int(line[9]-'0')*100 + int(line[10]-'0')*10 + int(line[11]-'0')
+	keep = line[7] == '1'
+	length, chunked := -1, false
+	for {
+		line, err = br.ReadSlice('\n')
+		if err != nil {
+			return 0, false, err
+		}
+		if len(line) <= 2 {
+			break
+		}
+		name, value, found := bytes.Cut(line, []byte(":"))
+		if !found {
+			return 0, false, errResponse
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			n, err := strconv.Atoi(string(value))
+			if err != nil {
+				return 0, false, errResponse
+			}
+			length = n
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			chunked = bytes.EqualFold(value, []byte("chunked"))
+		case bytes.EqualFold(name, []byte("Connection")):
+			keep = !bytes.EqualFold(value, []byte("close"))
+		}
+	}
+	switch {
+	case chunked:
+		for {
+			line, err = br.ReadSlice('\n')
+			if err != nil {
+				return 0, false, err
+			}
+			size, _, _ := bytes.Cut(bytes.TrimSpace(line), []byte(";"))
+			n, err := strconv.ParseInt(string(size), 16, 64)
+			if err != nil {
+				return 0, false, errResponse
+			}
+			if _, err := br.Discard(int(n) + 2); err != nil { // chunk and its CRLF
+				return 0, false, err
+			}
+			if n == 0 {
+				return status, keep, nil // no trailers expected
+			}
+		}
+	case length >= 0:
+		_, err = br.Discard(length)
+		return status, keep, err
+	}
+	return status, false, errResponse // body to the end of the connection
 }

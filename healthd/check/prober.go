@@ -263,8 +263,9 @@ func (t *target) record(r Result, max int) {
 }
 
 // Run checks the targets until ctx is done, then waits for the checks in
-// flight (which are cancelled) and returns nil. Targets added before Run
-// get their first slot after Run starts. Only one Run may be active.
+// flight (which are cancelled) and returns nil. A target whose first slot
+// passed before Run started moves to its next slot. Only one Run may be
+// active.
 func (p *Prober) Run(ctx context.Context) error {
 	p.mu.Lock()
 	if p.running {
@@ -274,7 +275,9 @@ func (p *Prober) Run(ctx context.Context) error {
 	p.running = true
 	now := p.clock.Now()
 	for _, t := range p.targets {
-		p.place(t, now)
+		if t.due.Before(now) { // set long before Run: no burst at the start
+			p.place(t, now)
+		}
 	}
 	heap.Init(&p.queue)
 	p.mu.Unlock()

@@ -1,0 +1,167 @@
+package check_test
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xlb-project/xlb/healthd/check"
+)
+
+// httpBackend serves the paths the HTTP check tests probe. /slow answers
+// only when the request is abandoned or the test ends.
+func httpBackend(t *testing.T, tls bool) *httptest.Server {
+	t.Helper()
+	stop := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("status: all good\n")) })
+	mux.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "broken", http.StatusInternalServerError) })
+	mux.HandleFunc("/redirect", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/elsewhere", http.StatusFound) })
+	mux.HandleFunc("/elsewhere", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "followed", http.StatusTeapot) })
+	mux.HandleFunc("/empty", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	mux.HandleFunc("/host", func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "svc.example" || r.UserAgent() != "xlb-health-check/1" {
+			http.Error(w, "wrong host "+r.Host, http.StatusMisdirectedRequest)
+		}
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	})
+	var srv *httptest.Server
+	if tls {
+		srv = httptest.NewTLSServer(mux)
+	} else {
+		srv = httptest.NewServer(mux)
+	}
+	t.Cleanup(func() { close(stop); srv.Close() })
+	return srv
+}
+
+// udpEcho answers every datagram with "pong:" and the datagram, except
+// "mute", which it ignores.
+func udpEcho(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen udp: %v", err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if string(buf[:n]) == "mute" {
+				continue
+			}
+			_, _ = pc.WriteTo(append([]byte("pong:"), buf[:n]...), from)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+// unansweredSYN returns a loopback address whose listener has a full accept
+// queue, so the kernel drops new SYNs and a connect hangs.
+func unansweredSYN(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("socket: %v", err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("bind: %v", err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("getsockname: %v", err)
+	}
+	addr := (&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*syscall.SockaddrInet4).Port}).String()
+	// Fill the queue: connect until a connect is not answered.
+	for range 16 {
+		c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatalf("accept queue of %s never filled", addr)
+	return ""
+}
+
+func TestProbes(t *testing.T) {
+	web := httpBackend(t, false)
+	webTLS := httpBackend(t, true)
+	webAddr := web.Listener.Addr().String()
+	tlsAddr := webTLS.Listener.Addr().String()
+	hung, _ := hangListener(t)
+	closed := closedPort(t)
+	echo := udpEcho(t)
+	short := 200 * time.Millisecond
+
+	tests := []struct {
+		name    string
+		spec    check.Spec
+		wantErr string // "" for a pass, else a substring of Result.Err
+	}{
+		{"tcp up", check.Spec{Kind: check.TCP, Target: webAddr}, ""},
+		{"tcp refused", check.Spec{Kind: check.TCP, Target: closed}, "connection refused"},
+		{"tcp syn unanswered", check.Spec{Kind: check.TCP, Target: unansweredSYN(t), Timeout: short}, "timeout after 200ms"},
+		{"tcp accept and hang passes", check.Spec{Kind: check.TCP, Target: hung}, ""},
+
+		{"http 200", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/ok"}, ""},
+		{"http 500", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/fail"}, "status 500, want 200-399"},
+		{"http 404", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/nothing"}, "status 404, want 200-399"},
+		{"http redirect not followed", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/redirect"}, ""},
+		{"http redirect outside range", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/redirect", StatusMax: 299}, "status 302, want 200-299"},
+		{"http exact status", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/empty", StatusMin: 204, StatusMax: 204}, ""},
+		{"http status range excludes", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/ok", StatusMin: 204, StatusMax: 204}, "status 200, want 204-204"},
+		{"http 500 accepted by range", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/fail", StatusMin: 200, StatusMax: 599}, ""},
+		{"http body contains", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/ok", BodyContains: "all good"}, ""},
+		{"http body lacks", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/ok", BodyContains: "degraded"}, `body does not contain "degraded"`},
+		{"http host header", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/host", Host: "svc.example"}, ""},
+		{"http wrong host header", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/host"}, "status 421"},
+		{"http slow answer", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/slow", Timeout: short}, "timeout after 200ms"},
+		{"http accept and hang", check.Spec{Kind: check.HTTP, Target: hung, Timeout: short}, "timeout after 200ms"},
+		{"http refused", check.Spec{Kind: check.HTTP, Target: closed}, "connection refused"},
+		{"http to a tls server", check.Spec{Kind: check.HTTP, Target: tlsAddr, Path: "/ok"}, "status 400"},
+
+		{"https unverified certificate", check.Spec{Kind: check.HTTPS, Target: tlsAddr, Path: "/ok"}, "certificate"},
+		{"https insecure", check.Spec{Kind: check.HTTPS, Target: tlsAddr, Path: "/ok", InsecureSkipVerify: true}, ""},
+		{"https insecure 500", check.Spec{Kind: check.HTTPS, Target: tlsAddr, Path: "/fail", InsecureSkipVerify: true}, "status 500"},
+		{"https host header", check.Spec{Kind: check.HTTPS, Target: tlsAddr, Path: "/host", Host: "svc.example", InsecureSkipVerify: true}, ""},
+		{"https to a plain server", check.Spec{Kind: check.HTTPS, Target: webAddr, Path: "/ok", InsecureSkipVerify: true}, "http: server gave HTTP response to HTTPS client"},
+
+		{"udp reply", check.Spec{Kind: check.UDP, Target: echo, Payload: []byte("ping")}, ""},
+		{"udp expected reply", check.Spec{Kind: check.UDP, Target: echo, Payload: []byte("ping"), Expect: []byte("pong:ping")}, ""},
+		{"udp wrong reply", check.Spec{Kind: check.UDP, Target: echo, Payload: []byte("ping"), Expect: []byte("hello"), Timeout: short}, "timeout after 200ms"},
+		{"udp no reply", check.Spec{Kind: check.UDP, Target: echo, Payload: []byte("mute"), Timeout: short}, "timeout after 200ms"},
+		{"udp port unreachable", check.Spec{Kind: check.UDP, Target: closed, Payload: []byte("ping")}, "port unreachable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := probeOnce(t, tt.spec)
+			switch {
+			case tt.wantErr == "" && r.Err != "":
+				t.Fatalf("check failed: %s", r.Err)
+			case tt.wantErr != "" && !strings.Contains(r.Err, tt.wantErr):
+				t.Fatalf("check error = %q, want it to contain %q", r.Err, tt.wantErr)
+			}
+			if r.Latency <= 0 {
+				t.Errorf("latency = %v, want > 0", r.Latency)
+			}
+		})
+	}
+}

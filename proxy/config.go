@@ -25,6 +25,9 @@ import (
 
 	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/proxy/balance"
+	"github.com/xlb-project/xlb/proxy/discovery"
+	"github.com/xlb-project/xlb/proxy/outlier"
+	"github.com/xlb-project/xlb/proxy/sticky"
 )
 
 // ErrConfig is wrapped by every error that Parse, Load and Config.validate
@@ -131,6 +134,56 @@ type PoolConfig struct {
 	// by a reload starts unknown (not usable) until its first check passes,
 	// unless start_healthy is set.
 	HealthCheck *HealthCheckConfig `yaml:"health_check"`
+	// Outlier, when set, ejects backends whose requests fail repeatedly
+	// (passive health; see proxy/outlier).
+	Outlier *OutlierConfig `yaml:"outlier"`
+	// Sticky, when set, keeps a client on its backend with a signed cookie.
+	Sticky *StickyConfig `yaml:"sticky"`
+	// Discovery, when set, reads the backends from a file or DNS instead of
+	// (or, until its first answer, in addition to nothing but) Backends;
+	// Backends must then be empty.
+	Discovery *DiscoveryConfig `yaml:"discovery"`
+}
+
+// OutlierConfig is passive ejection; a failure is a request that got no
+// response (connect error, reset, timeout) or a 5xx response.
+type OutlierConfig struct {
+	ConsecutiveFailures int      `yaml:"consecutive_failures"` // default 5
+	BaseEjection        Duration `yaml:"base_ejection"`        // default 30s; the n-th ejection lasts n times this
+	MaxEjection         Duration `yaml:"max_ejection"`         // default 5m
+	MaxEjectedPercent   int      `yaml:"max_ejected_percent"`  // default 50
+}
+
+// StickyConfig is cookie affinity. The cookie names the backend, signed
+// with HMAC-SHA256 under Keys[0]; every key verifies, so a key is rotated by
+// putting the new one first and dropping the old one after TTL.
+type StickyConfig struct {
+	// Keys are secrets of at least 32 bytes; required.
+	Keys     []string `yaml:"keys"`
+	Name     string   `yaml:"name"`      // default xlb_sticky
+	TTL      Duration `yaml:"ttl"`       // default 1h
+	Path     string   `yaml:"path"`      // default /
+	Secure   bool     `yaml:"secure"`    // default false
+	HTTPOnly bool     `yaml:"http_only"` // default false
+	SameSite string   `yaml:"same_site"` // lax, strict, none or empty (default)
+}
+
+// DiscoveryConfig reads a pool's backends from outside the config. Exactly
+// one of File and DNS.
+type DiscoveryConfig struct {
+	// File lists "host:port [weight]" lines; re-read when it changes.
+	File string `yaml:"file"`
+	// DNS resolves a name: A, AAAA, A+AAAA (default; needs port) or SRV.
+	DNS *DNSConfig `yaml:"dns"`
+	// Interval between refreshes; default 5s.
+	Interval Duration `yaml:"interval"`
+}
+
+// DNSConfig is a DNS discovery source.
+type DNSConfig struct {
+	Name string `yaml:"name"`
+	Type string `yaml:"type"`
+	Port int    `yaml:"port"`
 }
 
 // BackendConfig is one backend of a pool.
@@ -443,8 +496,37 @@ func (p *PoolConfig) validate(f string, seen map[string]bool) error {
 			return bad(f+".hash_key", p.HashKey, "is only used by algorithm consistent_hash")
 		}
 	}
-	if len(p.Backends) == 0 {
-		return bad(f+".backends", "[]", "a pool needs at least one backend")
+	if d := p.Discovery; d != nil {
+		if len(p.Backends) > 0 {
+			return bad(f+".backends", fmt.Sprintf("%d backends", len(p.Backends)), "must be empty when discovery is set")
+		}
+		if (d.File == "") == (d.DNS == nil) {
+			return bad(f+".discovery", "", "exactly one of file and dns is required")
+		}
+		if d.DNS != nil {
+			if d.DNS.Port < 0 || d.DNS.Port > 65535 {
+				return bad(f+".discovery.dns.port", d.DNS.Port, "must be from 1 to 65535")
+			}
+			if err := d.DNS.source().Validate(); err != nil {
+				return fmt.Errorf("%w: %s.discovery: %w", ErrConfig, f, err)
+			}
+		}
+		defDur(&d.Interval, discovery.DefaultInterval)
+	} else if len(p.Backends) == 0 {
+		return bad(f+".backends", "[]", "a pool needs at least one backend (or discovery)")
+	}
+	if o := p.Outlier; o != nil {
+		if _, err := outlier.New(o.config(nil), nil); err != nil {
+			return fmt.Errorf("%w: %s.outlier: %w", ErrConfig, f, err)
+		}
+	}
+	if sc := p.Sticky; sc != nil {
+		if _, err := sc.codec(); err != nil {
+			return fmt.Errorf("%w: %s.sticky: %w", ErrConfig, f, err)
+		}
+		if err := sc.cookie().Validate(); err != nil {
+			return fmt.Errorf("%w: %s.sticky: %w", ErrConfig, f, err)
+		}
 	}
 	addrs := map[string]bool{}
 	for i := range p.Backends {
@@ -478,12 +560,42 @@ func (p *PoolConfig) validate(f string, seen map[string]bool) error {
 		if hc.Port < 0 || hc.Port > 65535 {
 			return bad(f+".health_check.port", hc.Port, "must be from 1 to 65535 (0: the backend's port)")
 		}
-		spec := hc.spec(p.Backends[0].Address)
+		spec := hc.spec("192.0.2.1:80")
+		if len(p.Backends) > 0 {
+			spec = hc.spec(p.Backends[0].Address)
+		}
 		if err := spec.Validate(); err != nil {
 			return fmt.Errorf("%w: %s.health_check: %w", ErrConfig, f, err)
 		}
 	}
 	return nil
+}
+
+func (o *OutlierConfig) config(onEvent func(outlier.Event)) outlier.Config {
+	return outlier.Config{
+		ConsecutiveFailures: o.ConsecutiveFailures,
+		BaseEjection:        o.BaseEjection.D(),
+		MaxEjection:         o.MaxEjection.D(),
+		MaxEjectedPercent:   o.MaxEjectedPercent,
+		OnEvent:             onEvent,
+	}
+}
+
+func (sc *StickyConfig) codec() (*sticky.Codec, error) {
+	keys := make([][]byte, len(sc.Keys))
+	for i, k := range sc.Keys {
+		keys[i] = []byte(k)
+	}
+	return sticky.NewCodec(keys, sc.cookie().TTL)
+}
+
+func (sc *StickyConfig) cookie() sticky.Config {
+	return sticky.Config{Name: sc.Name, TTL: sc.TTL.D(), Path: sc.Path, Secure: sc.Secure,
+		HTTPOnly: sc.HTTPOnly, SameSite: sc.SameSite}.WithDefaults()
+}
+
+func (d *DNSConfig) source() *discovery.DNS {
+	return &discovery.DNS{Name: d.Name, Type: d.Type, Port: uint16(d.Port)}
 }
 
 // spec returns the check.Spec of one backend.

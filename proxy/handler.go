@@ -208,11 +208,7 @@ func (f finalHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 	p := rt.pool
-	var key uint64
-	if p.hashed {
-		key = p.key.Key(r, e.client)
-	}
-	b := pickBackend(p, key)
+	b := p.pick(w, r, e)
 	if b == nil {
 		e.st.metrics.noBackend.WithLabelValues(p.name).Inc()
 		http.Error(w, "no backend available", http.StatusServiceUnavailable)
@@ -250,15 +246,7 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 	b.metrics.inFlight.Dec()
 	b.metrics.duration.Observe(lat.Seconds())
 	b.Release(lat, e.failed)
-}
-
-// pickBackend asks the pool's picker for a usable backend.
-func pickBackend(p *pool, key uint64) *backend {
-	bb := p.picker.Pick(key, p.isUsable)
-	if bb == nil {
-		return nil
-	}
-	return p.byBal[bb]
+	p.report(b, e.failed || e.status >= 500)
 }
 
 // newReverseProxy builds the forwarding engine shared by all routes of a

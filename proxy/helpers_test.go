@@ -28,7 +28,7 @@ type echo struct {
 
 // echoBackend starts a loopback backend that answers every request with its
 // echo, and returns its host:port.
-func echoBackend(t *testing.T, name string) (*httptest.Server, string) {
+func echoBackend(t testing.TB, name string) (*httptest.Server, string) {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
@@ -41,7 +41,7 @@ func echoBackend(t *testing.T, name string) (*httptest.Server, string) {
 	return srv, strings.TrimPrefix(srv.URL, "http://")
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -50,7 +50,7 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // startProxy parses cfg, runs a proxy and returns it with the base URL of
 // its listener named "web". It stops when the test ends.
-func startProxy(t *testing.T, cfg string, opts Options) (*Proxy, string) {
+func startProxy(t testing.TB, cfg string, opts Options) (*Proxy, string) {
 	t.Helper()
 	c, err := Parse([]byte(cfg))
 	if err != nil {

@@ -177,6 +177,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return err
 	}
 	p.syncListeners()
+	p.syncDiscovery()
 	if len(p.listeners) != len(p.cfg.Listeners) {
 		for _, l := range p.listeners {
 			p.stopListener(l)
@@ -204,6 +205,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	p.log.Info("shutting down")
+	p.stopDiscovery()
 	err = p.shutdown()
 	stopProber()
 	<-proberDone

@@ -2,10 +2,15 @@ package proxy
 
 import (
 	"fmt"
+	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/proxy/balance"
+	"github.com/xlb-project/xlb/proxy/discovery"
+	"github.com/xlb-project/xlb/proxy/outlier"
+	"github.com/xlb-project/xlb/proxy/sticky"
 )
 
 // backend is one member of a pool with the state that survives reloads:
@@ -18,7 +23,7 @@ type backend struct {
 	// is Healthy from the start; one with checks starts Unknown (or Healthy
 	// with start_healthy) before it is published, so its health is defined
 	// before the first check completes.
-	health  atomic.Uint32
+	health atomic.Uint32
 	// spec is the active check; nil: none. Atomic: a reload sets it on a
 	// backend that serves requests.
 	spec    atomic.Pointer[check.Spec]
@@ -28,46 +33,101 @@ type backend struct {
 // healthID is the check.Prober target ID of a backend.
 func (b *backend) healthID() string { return b.pool + "/" + b.ID }
 
-// usable reports whether the backend may take a new request.
-func (b *backend) usable() bool {
-	return !b.drained.Load() && check.State(b.health.Load()) == check.Healthy
-}
-
 func (b *backend) healthState() check.State { return check.State(b.health.Load()) }
 
-// pool is a compiled PoolConfig: its backends and the picker over them.
+// pool is a compiled PoolConfig. Its members change on reload and, for
+// discovered pools, whenever the source answers with a different list.
 type pool struct {
 	name     string
-	alg      balance.Algorithm
+	cfg      PoolConfig
 	key      balance.KeySource
 	hashed   bool // the picker uses the key
-	picker   balance.Picker
+	members  atomic.Pointer[members]
+	detector *outlier.Detector // nil: no passive ejection
+	sticky   *stickyPolicy     // nil: no cookie affinity
+}
+
+// members is one membership of a pool and the picker over it.
+type members struct {
+	pool     *pool
 	backends []*backend
 	byBal    map[*balance.Backend]*backend
-	// isUsable is p.usable as a method value, made once so Pick gets no
+	byID     map[string]*backend
+	picker   balance.Picker
+	// isUsable is m.usable as a method value, made once so Pick gets no
 	// per-request closure.
 	isUsable func(*balance.Backend) bool
 }
 
-func (p *pool) usable(b *balance.Backend) bool {
-	be := p.byBal[b]
-	return be != nil && be.usable()
+type stickyPolicy struct {
+	codec  *sticky.Codec
+	cookie sticky.Config
+}
+
+// usable reports whether a backend may take a new request: not drained,
+// healthy, and not ejected by outlier detection.
+func (m *members) usable(bb *balance.Backend) bool {
+	b := m.byBal[bb]
+	if b == nil || b.drained.Load() || check.State(b.health.Load()) != check.Healthy {
+		return false
+	}
+	if d := m.pool.detector; d != nil && d.Ejected(b.ID, time.Now()) {
+		return false
+	}
+	return true
 }
 
 // find returns the backend with the address, or nil.
 func (p *pool) find(addr string) *backend {
-	for _, b := range p.backends {
-		if b.ID == addr {
-			return b
-		}
-	}
-	return nil
+	return p.members.Load().byID[addr]
 }
 
-// buildPool compiles pc, taking the backends that already exist (same pool,
-// address and weight) from old so their accounting, drain flag and health
-// carry over. New backends are added to old.
-func buildPool(pc *PoolConfig, old map[string]*backend, m *metrics) (*pool, error) {
+// pick chooses a backend for r: the one its valid sticky cookie names if
+// usable, else the picker's choice (and then the cookie is set).
+func (p *pool) pick(w http.ResponseWriter, r *http.Request, e *exchange) *backend {
+	m := p.members.Load()
+	if sp := p.sticky; sp != nil {
+		now := time.Now()
+		if v := sp.cookie.Value(r); v != "" {
+			if id, ok := sp.codec.Decode(v, now); ok {
+				if b := m.byID[id]; b != nil && m.usable(b.Backend) {
+					return b
+				}
+			}
+		}
+		b := p.pickFrom(m, r, e)
+		if b != nil {
+			http.SetCookie(w, sp.cookie.Cookie(sp.codec.Encode(b.ID, now)))
+		}
+		return b
+	}
+	return p.pickFrom(m, r, e)
+}
+
+func (p *pool) pickFrom(m *members, r *http.Request, e *exchange) *backend {
+	var key uint64
+	if p.hashed {
+		key = p.key.Key(r, e.client)
+	}
+	bb := m.picker.Pick(key, m.isUsable)
+	if bb == nil {
+		return nil
+	}
+	return m.byBal[bb]
+}
+
+// report tells outlier detection how a request to b went.
+func (p *pool) report(b *backend, failed bool) {
+	if p.detector != nil {
+		p.detector.Report(b.ID, failed, time.Now())
+	}
+}
+
+// buildPool compiles pc. targets are the backends to use (from pc.Backends
+// or discovery). Backends that already exist in reg (same pool, address and
+// weight) are reused so their accounting, drain flag and health carry over.
+// old is the pool of the same name in the running state, or nil.
+func (p *Proxy) buildPool(pc *PoolConfig, targets []discovery.Target, old *pool) (*pool, error) {
 	alg, err := balance.ParseAlgorithm(pc.Algorithm)
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
@@ -76,58 +136,112 @@ func buildPool(pc *PoolConfig, old map[string]*backend, m *metrics) (*pool, erro
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 	}
-	p := &pool{
-		name:   pc.Name,
-		alg:    alg,
-		key:    key,
-		hashed: alg == balance.ConsistentHash,
-		byBal:  make(map[*balance.Backend]*backend, len(pc.Backends)),
+	pl := &pool{name: pc.Name, cfg: *pc, key: key, hashed: alg == balance.ConsistentHash}
+	if pc.Outlier != nil {
+		if old != nil && old.detector != nil && *old.cfg.Outlier == *pc.Outlier {
+			pl.detector = old.detector
+		} else {
+			name := pc.Name
+			pl.detector, err = outlier.New(pc.Outlier.config(func(ev outlier.Event) { p.onOutlierEvent(name, ev) }), nil)
+			if err != nil {
+				return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
+			}
+		}
 	}
-	p.isUsable = p.usable
-	list := make([]*balance.Backend, 0, len(pc.Backends))
-	for _, bc := range pc.Backends {
-		id := pc.Name + "/" + bc.Address
+	if pc.Sticky != nil {
+		codec, err := pc.Sticky.codec()
+		if err != nil {
+			return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
+		}
+		pl.sticky = &stickyPolicy{codec: codec, cookie: pc.Sticky.cookie()}
+	}
+	m, err := p.buildMembers(pl, alg, targets)
+	if err != nil {
+		return nil, err
+	}
+	pl.members.Store(m)
+	return pl, nil
+}
+
+func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discovery.Target) (*members, error) {
+	pc := &pl.cfg
+	m := &members{
+		pool:  pl,
+		byBal: make(map[*balance.Backend]*backend, len(targets)),
+		byID:  make(map[string]*backend, len(targets)),
+	}
+	m.isUsable = m.usable
+	list := make([]*balance.Backend, 0, len(targets))
+	ids := make([]string, 0, len(targets))
+	for _, t := range targets {
 		var spec *check.Spec
 		if pc.HealthCheck != nil {
-			s := pc.HealthCheck.spec(bc.Address)
+			s := pc.HealthCheck.spec(t.Addr)
 			spec = &s
 		}
-		b := old[id]
-		if b == nil || b.Weight != bc.Weight {
-			nb := &backend{Backend: balance.NewBackend(bc.Address, bc.Weight), pool: pc.Name}
+		b := p.backends[pc.Name+"/"+t.Addr]
+		checksChanged := b != nil && (spec != nil) != (b.spec.Load() != nil)
+		if b == nil || b.Weight != t.Weight || checksChanged {
+			nb := &backend{Backend: balance.NewBackend(t.Addr, t.Weight), pool: pc.Name}
+			if b != nil && b.Weight == t.Weight {
+				nb.Backend = b.Backend // keep the accounting
+			}
 			switch {
-			case b != nil && (spec != nil) == (b.spec.Load() != nil):
+			case b != nil && !checksChanged:
 				nb.health.Store(b.health.Load())
 				nb.drained.Store(b.drained.Load())
-			case spec == nil || spec.StartHealthy:
-				nb.health.Store(uint32(check.Healthy))
+				nb.metrics = b.metrics
+			case b != nil:
+				nb.drained.Store(b.drained.Load())
+				nb.metrics = b.metrics
+				fallthrough
 			default:
-				nb.health.Store(uint32(check.Unknown))
-			}
-			b = nb
-		} else if (spec != nil) != (b.spec.Load() != nil) {
-			// Checks switched on or off: the health starts over, on a copy
-			// so the running config is not changed before the swap.
-			nb := &backend{Backend: b.Backend, pool: pc.Name}
-			nb.drained.Store(b.drained.Load())
-			if spec == nil || spec.StartHealthy {
-				nb.health.Store(uint32(check.Healthy))
-			} else {
-				nb.health.Store(uint32(check.Unknown))
+				if spec == nil || spec.StartHealthy {
+					nb.health.Store(uint32(check.Healthy))
+				} else {
+					nb.health.Store(uint32(check.Unknown))
+				}
 			}
 			b = nb
 		}
 		b.spec.Store(spec)
 		if b.metrics == nil {
-			b.metrics = m.backend(pc.Name, bc.Address)
+			b.metrics = p.metrics.backend(pc.Name, t.Addr)
 		}
-		p.backends = append(p.backends, b)
-		p.byBal[b.Backend] = b
+		m.backends = append(m.backends, b)
+		m.byBal[b.Backend] = b
+		m.byID[b.ID] = b
 		list = append(list, b.Backend)
+		ids = append(ids, b.ID)
 	}
-	p.picker, err = balance.New(alg, list, balance.Options{LoadFactor: pc.LoadFactor})
+	var err error
+	m.picker, err = balance.New(alg, list, balance.Options{LoadFactor: pc.LoadFactor})
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 	}
-	return p, nil
+	if pl.detector != nil {
+		pl.detector.SetBackends(ids)
+	}
+	return m, nil
+}
+
+func (p *Proxy) onOutlierEvent(poolName string, ev outlier.Event) {
+	switch ev.Kind {
+	case outlier.Ejected:
+		p.metrics.beEjections.WithLabelValues(poolName, ev.Backend).Inc()
+		p.log.Warn("backend ejected", "pool", poolName, "backend", ev.Backend, "until", ev.Until, "ejections", ev.Ejections)
+	case outlier.Returned:
+		p.log.Info("backend returned from ejection", "pool", poolName, "backend", ev.Backend)
+	case outlier.Refused:
+		p.log.Warn("backend not ejected: too many of the pool are", "pool", poolName, "backend", ev.Backend)
+	}
+}
+
+// staticTargets turns the configured backends into targets.
+func staticTargets(pc *PoolConfig) []discovery.Target {
+	out := make([]discovery.Target, len(pc.Backends))
+	for i, b := range pc.Backends {
+		out[i] = discovery.Target{Addr: b.Address, Weight: b.Weight}
+	}
+	return out
 }

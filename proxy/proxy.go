@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/xlb-project/xlb/healthd/check"
+	"github.com/xlb-project/xlb/proxy/discovery"
 )
 
 // Errors the admin API and its callers act on.
@@ -63,6 +64,10 @@ type Proxy struct {
 	mu        sync.Mutex // serialises Reload, Drain, listener changes
 	cfg       *Config
 	backends  map[string]*backend // "pool/address" -> backend, for reuse across reloads
+	// discovered is the last list each discovered pool got; watchers run
+	// the discovery of each pool.
+	discovered map[string][]discovery.Target
+	watchers   map[string]*watcher
 	listeners map[string]*listener
 	running   bool
 	runCtx    context.Context
@@ -95,6 +100,8 @@ func New(cfg *Config, opts Options) (*Proxy, error) {
 		opts:      opts,
 		metrics:   newMetrics(),
 		backends:  map[string]*backend{},
+		discovered: map[string][]discovery.Target{},
+		watchers:   map[string]*watcher{},
 		listeners: map[string]*listener{},
 	}
 	p.conns = newConnRegistry(p.metrics.upgraded)
@@ -133,7 +140,16 @@ func (p *Proxy) compile(cfg *Config, old *state) (*state, error) {
 		st.trusted = append(st.trusted, pfx)
 	}
 	for i := range cfg.Pools {
-		pl, err := buildPool(&cfg.Pools[i], p.backends, p.metrics)
+		pc := &cfg.Pools[i]
+		var oldPool *pool
+		if old != nil {
+			oldPool = old.pools[pc.Name]
+		}
+		targets := staticTargets(pc)
+		if pc.Discovery != nil {
+			targets = p.discovered[pc.Name] // the last answer; empty until the first
+		}
+		pl, err := p.buildPool(pc, targets, oldPool)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
@@ -209,36 +225,7 @@ func newTransport(t TimeoutConfig) *http.Transport {
 // before the proxy is shared).
 func (p *Proxy) install(cfg *Config, st *state) {
 	old := p.state.Load()
-	keep := map[string]*backend{}
-	for _, pl := range st.pools {
-		for _, b := range pl.backends {
-			keep[b.healthID()] = b
-			b.metrics.drained.Set(boolFloat(b.drained.Load()))
-			b.metrics.healthy.Set(boolFloat(b.healthState() == check.Healthy))
-		}
-	}
-	// Health checks first, so a new backend has its check before traffic;
-	// its state is already defined (unknown or start_healthy).
-	for id, b := range keep {
-		if spec := b.spec.Load(); spec != nil {
-			if err := p.prober.Set(id, *spec); err != nil {
-				p.log.Error("set health check", "backend", id, "err", err)
-			}
-		} else {
-			p.prober.Remove(id)
-		}
-	}
-	p.state.Store(st)
-	for id, b := range p.backends {
-		if keep[id] == nil || keep[id] != b {
-			if keep[id] == nil {
-				p.prober.Remove(id)
-				p.metrics.forgetBackend(b.pool, b.ID)
-				p.closeUpgradedLater(b, "backend removed")
-			}
-		}
-	}
-	p.backends = keep
+	p.syncBackends(st, func() { p.state.Store(st) })
 	if old != nil {
 		names := map[string]bool{}
 		for _, rt := range st.routes {
@@ -263,6 +250,44 @@ func (p *Proxy) install(cfg *Config, st *state) {
 		}
 	}
 	p.cfg = cfg
+	if p.running {
+		p.syncDiscovery()
+	}
+}
+
+// syncBackends makes the backend registry, the health checks and the
+// metrics match the members of st's pools; publish makes them live, after
+// the checks of new backends exist and before removed ones are forgotten.
+// Called with p.mu held.
+func (p *Proxy) syncBackends(st *state, publish func()) {
+	keep := map[string]*backend{}
+	for _, pl := range st.pools {
+		for _, b := range pl.members.Load().backends {
+			keep[b.healthID()] = b
+			b.metrics.drained.Set(boolFloat(b.drained.Load()))
+			b.metrics.healthy.Set(boolFloat(b.healthState() == check.Healthy))
+		}
+	}
+	// Health checks first, so a new backend has its check before traffic;
+	// its state is already defined (unknown or start_healthy).
+	for id, b := range keep {
+		if spec := b.spec.Load(); spec != nil {
+			if err := p.prober.Set(id, *spec); err != nil {
+				p.log.Error("set health check", "backend", id, "err", err)
+			}
+		} else {
+			p.prober.Remove(id)
+		}
+	}
+	publish()
+	for id, b := range p.backends {
+		if keep[id] == nil {
+			p.prober.Remove(id)
+			p.metrics.forgetBackend(b.pool, b.ID)
+			p.closeUpgradedLater(b, "backend removed")
+		}
+	}
+	p.backends = keep
 }
 
 func boolFloat(b bool) float64 {
@@ -341,7 +366,7 @@ func (p *Proxy) Backends() []BackendInfo {
 	st := p.state.Load()
 	var out []BackendInfo
 	for _, pc := range st.cfg.Pools {
-		for _, b := range st.pools[pc.Name].backends {
+		for _, b := range st.pools[pc.Name].members.Load().backends {
 			total, failed := b.Requests()
 			out = append(out, BackendInfo{
 				Pool: b.pool, Address: b.ID, Weight: b.Weight, Health: b.healthState().String(),

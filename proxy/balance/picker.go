@@ -153,23 +153,36 @@ func ok(usable func(*Backend) bool, b *Backend) bool {
 	return usable == nil || usable(b)
 }
 
-// roundRobin starts each pick one past the previous one and takes the first
-// usable backend from there.
+// rotor hands out positions 0, 1, 2, ... mod n. A position whose backend is
+// unusable is passed over by drawing the next position, not by moving to the
+// next backend, so each usable backend is still reached once per n draws
+// (the backend after an unusable one does not get its share too).
+type rotor struct {
+	next atomic.Uint64
+}
+
+// start returns the next position of a usable backend, or -1 after n draws
+// found none.
+func (r *rotor) start(backends []*Backend, usable func(*Backend) bool) int {
+	n := uint64(len(backends))
+	for range n {
+		i := (r.next.Add(1) - 1) % n
+		if ok(usable, backends[i]) {
+			return int(i)
+		}
+	}
+	return -1
+}
+
+// roundRobin takes the backends in turn.
 type roundRobin struct {
 	backends []*Backend
-	next     atomic.Uint64
+	rotor
 }
 
 func (p *roundRobin) Pick(_ uint64, usable func(*Backend) bool) *Backend {
-	n := uint64(len(p.backends))
-	if n == 0 {
-		return nil
-	}
-	start := p.next.Add(1) - 1
-	for i := uint64(0); i < n; i++ {
-		if b := p.backends[(start+i)%n]; ok(usable, b) {
-			return b
-		}
+	if i := p.start(p.backends, usable); i >= 0 {
+		return p.backends[i]
 	}
 	return nil
 }
@@ -220,18 +233,18 @@ func lighter(la int64, a *Backend, lb int64, b *Backend) bool {
 // spread round-robin.
 type leastConn struct {
 	backends []*Backend
-	next     atomic.Uint64
+	rotor
 }
 
 func (p *leastConn) Pick(_ uint64, usable func(*Backend) bool) *Backend {
-	n := uint64(len(p.backends))
-	if n == 0 {
+	start := p.start(p.backends, usable)
+	if start < 0 {
 		return nil
 	}
-	start := p.next.Add(1) - 1
+	n := len(p.backends)
 	var best *Backend
 	var bestLoad int64
-	for i := uint64(0); i < n; i++ {
+	for i := 0; i < n; i++ {
 		b := p.backends[(start+i)%n]
 		if !ok(usable, b) {
 			continue
@@ -352,18 +365,18 @@ func (p *random) Pick(_ uint64, usable func(*Backend) bool) *Backend {
 // rotating start so that ties (e.g. no samples yet) spread round-robin.
 type leastTime struct {
 	backends []*Backend
-	next     atomic.Uint64
+	rotor
 }
 
 func (p *leastTime) Pick(_ uint64, usable func(*Backend) bool) *Backend {
-	n := uint64(len(p.backends))
-	if n == 0 {
+	start := p.start(p.backends, usable)
+	if start < 0 {
 		return nil
 	}
-	start := p.next.Add(1) - 1
+	n := len(p.backends)
 	var best *Backend
 	var bestScore float64
-	for i := uint64(0); i < n; i++ {
+	for i := 0; i < n; i++ {
 		b := p.backends[(start+i)%n]
 		if !ok(usable, b) {
 			continue

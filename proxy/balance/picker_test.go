@@ -172,6 +172,34 @@ func TestSkipsUnusable(t *testing.T) {
 	}
 }
 
+// TestFairWithUnusable: with one backend of four unusable, the other three
+// share evenly; the one after the unusable backend gets no extra share.
+func TestFairWithUnusable(t *testing.T) {
+	for _, alg := range []Algorithm{RoundRobin, LeastConn, LeastTime, WeightedRoundRobin} {
+		t.Run(string(alg), func(t *testing.T) {
+			list := pool(1, 1, 1, 1)
+			p := mustNew(t, alg, list, Options{})
+			usable := func(b *Backend) bool { return b != list[1] }
+			got := map[*Backend]int{}
+			for range 3000 {
+				b := p.Pick(0, usable)
+				b.Acquire()
+				b.Release(time.Millisecond, false)
+				got[b]++
+			}
+			for i, b := range list {
+				want := 1000
+				if i == 1 {
+					want = 0
+				}
+				if got[b] != want {
+					t.Errorf("backend %d: %d picks, want %d", i, got[b], want)
+				}
+			}
+		})
+	}
+}
+
 func TestLeastConn(t *testing.T) {
 	tests := []struct {
 		name     string

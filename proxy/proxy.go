@@ -61,18 +61,18 @@ type Proxy struct {
 	ids     idSource
 	state   atomic.Pointer[state]
 
-	mu        sync.Mutex // serialises Reload, Drain, listener changes
-	cfg       *Config
-	backends  map[string]*backend // "pool/address" -> backend, for reuse across reloads
+	mu       sync.Mutex // serialises Reload, Drain, listener changes
+	cfg      *Config
+	backends map[string]*backend // "pool/address" -> backend, for reuse across reloads
 	// discovered is the last list each discovered pool got; watchers run
 	// the discovery of each pool.
 	discovered map[string][]discovery.Target
 	watchers   map[string]*watcher
-	listeners map[string]*listener
-	running   bool
-	runCtx    context.Context
-	wg        sync.WaitGroup
-	admin     *adminServer
+	listeners  map[string]*listener
+	running    bool
+	runCtx     context.Context
+	wg         sync.WaitGroup
+	admin      *adminServer
 }
 
 // state is one compiled config; requests load it once and use it throughout.
@@ -96,13 +96,13 @@ func New(cfg *Config, opts Options) (*Proxy, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Proxy{
-		log:       opts.Logger,
-		opts:      opts,
-		metrics:   newMetrics(),
-		backends:  map[string]*backend{},
+		log:        opts.Logger,
+		opts:       opts,
+		metrics:    newMetrics(),
+		backends:   map[string]*backend{},
 		discovered: map[string][]discovery.Target{},
 		watchers:   map[string]*watcher{},
-		listeners: map[string]*listener{},
+		listeners:  map[string]*listener{},
 	}
 	p.conns = newConnRegistry(p.metrics.upgraded)
 	var pfx [6]byte

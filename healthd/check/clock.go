@@ -8,16 +8,18 @@ import "time"
 // I/O.
 type Clock interface {
 	Now() time.Time
-	NewTimer(d time.Duration) Timer
+	// NewTimer returns a timer that is not armed.
+	NewTimer() Timer
 }
 
 // Timer is a one-shot timer of a [Clock].
 type Timer interface {
 	// C delivers the time once the timer fires.
 	C() <-chan time.Time
-	// Reset arms the timer to fire after d, dropping any undelivered
-	// firing; d <= 0 fires at once.
-	Reset(d time.Duration)
+	// ResetAt arms the timer to fire once the clock reads at or later,
+	// dropping any undelivered firing. An absolute time, so that a fake
+	// clock moved between reading Now and arming cannot lose a firing.
+	ResetAt(at time.Time)
 	// Stop disarms the timer.
 	Stop()
 }
@@ -28,11 +30,15 @@ type SystemClock struct{}
 // Now returns time.Now().
 func (SystemClock) Now() time.Time { return time.Now() }
 
-// NewTimer returns a timer backed by time.Timer.
-func (SystemClock) NewTimer(d time.Duration) Timer { return systemTimer{time.NewTimer(d)} }
+// NewTimer returns a stopped timer backed by time.Timer.
+func (SystemClock) NewTimer() Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return systemTimer{t}
+}
 
 type systemTimer struct{ t *time.Timer }
 
-func (s systemTimer) C() <-chan time.Time   { return s.t.C }
-func (s systemTimer) Reset(d time.Duration) { s.t.Reset(d) }
-func (s systemTimer) Stop()                 { s.t.Stop() }
+func (s systemTimer) C() <-chan time.Time  { return s.t.C }
+func (s systemTimer) ResetAt(at time.Time) { s.t.Reset(time.Until(at)) }
+func (s systemTimer) Stop()                { s.t.Stop() }

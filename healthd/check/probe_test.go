@@ -1,6 +1,8 @@
 package check_test
 
 import (
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -34,11 +36,12 @@ func httpBackend(t *testing.T, tls bool) *httptest.Server {
 		case <-stop:
 		}
 	})
-	var srv *httptest.Server
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the tests provoke handshake errors
 	if tls {
-		srv = httptest.NewTLSServer(mux)
+		srv.StartTLS()
 	} else {
-		srv = httptest.NewServer(mux)
+		srv.Start()
 	}
 	t.Cleanup(func() { close(stop); srv.Close() })
 	return srv

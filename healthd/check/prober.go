@@ -53,7 +53,8 @@ type Config struct {
 	// check; they must return quickly and must not call Set, Remove or Run
 	// (Status and Statuses are fine).
 	OnEvent func(Event)
-	// OnResult, if set, receives every check result, like OnEvent.
+	// OnResult, if set, receives every check result, like OnEvent, after
+	// the event the result caused, if any.
 	OnResult func(id string, r Result)
 }
 
@@ -117,7 +118,8 @@ type target struct {
 	nominal  time.Time // current slot
 	due      time.Time // slot plus jitter
 	index    int       // in the schedule heap
-	inflight bool
+	inflight bool      // collected and not yet recorded
+	deliver  sync.Mutex
 }
 
 // NewProber returns a Prober with cfg; out-of-range values in cfg are
@@ -290,7 +292,7 @@ func (p *Prober) Run(ctx context.Context) error {
 		p.mu.Unlock()
 	}()
 	sem := make(chan struct{}, p.cfg.Concurrency)
-	timer := p.clock.NewTimer(time.Hour)
+	timer := p.clock.NewTimer()
 	defer timer.Stop()
 	var jobs []*target
 	for {
@@ -312,11 +314,10 @@ func (p *Prober) Run(ctx context.Context) error {
 		if len(jobs) > 0 {
 			continue // time has moved on while dispatching
 		}
-		wait := time.Hour
-		if !next.IsZero() {
-			wait = next.Sub(p.clock.Now())
+		if next.IsZero() {
+			next = p.clock.Now().Add(time.Hour)
 		}
-		timer.Reset(wait)
+		timer.ResetAt(next)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -338,7 +339,6 @@ func (p *Prober) collect(jobs []*target) ([]*target, time.Time) {
 			p.stats.Skipped++
 		} else {
 			t.inflight = true
-			p.stats.InFlight++
 			jobs = append(jobs, t)
 		}
 		t.nominal = t.nominal.Add(t.spec.Interval)
@@ -361,10 +361,7 @@ func (p *Prober) abandon(jobs []*target) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, t := range jobs {
-		if t.inflight {
-			t.inflight = false
-			p.stats.InFlight--
-		}
+		t.inflight = false
 	}
 }
 
@@ -372,6 +369,7 @@ func (p *Prober) abandon(jobs []*target) {
 func (p *Prober) check(ctx context.Context, t *target) {
 	p.mu.Lock()
 	spec, pr := t.spec, t.probe
+	p.stats.InFlight++
 	p.mu.Unlock()
 
 	start := p.clock.Now()
@@ -382,6 +380,10 @@ func (p *Prober) check(ctx context.Context, t *target) {
 	r := Result{Time: start, Latency: latency, Err: describe(cctx, err, spec.Timeout)}
 	cancel()
 
+	// deliver keeps the callbacks of one target in order, also when its
+	// next check finishes while these callbacks still run.
+	t.deliver.Lock()
+	defer t.deliver.Unlock()
 	var ev Event
 	changed := false
 	p.mu.Lock()
@@ -392,25 +394,24 @@ func (p *Prober) check(ctx context.Context, t *target) {
 		ev, changed = t.machine.Observe(start, r.Err)
 		ev.ID = t.id
 	}
-	p.mu.Unlock()
-
-	if current {
-		if p.cfg.OnResult != nil {
-			p.cfg.OnResult(t.id, r)
-		}
-		if changed {
-			p.log.Info("health state changed", "backend", t.id, "target", spec.Target,
-				"from", ev.From.String(), "to", ev.To.String(), "damped", ev.Damped,
-				"reason", ev.Reason, "err", ev.Err)
-			if p.cfg.OnEvent != nil {
-				p.cfg.OnEvent(ev)
-			}
-		}
-	}
-	p.mu.Lock()
 	t.inflight = false
 	p.stats.InFlight--
 	p.mu.Unlock()
+
+	if !current {
+		return
+	}
+	if changed {
+		p.log.Info("health state changed", "backend", t.id, "target", spec.Target,
+			"from", ev.From.String(), "to", ev.To.String(), "damped", ev.Damped,
+			"reason", ev.Reason, "err", ev.Err)
+		if p.cfg.OnEvent != nil {
+			p.cfg.OnEvent(ev)
+		}
+	}
+	if p.cfg.OnResult != nil {
+		p.cfg.OnResult(t.id, r)
+	}
 }
 
 // place puts t on the first slot of its phase after now.

@@ -79,7 +79,7 @@ func TestValidate(t *testing.T) {
 		{"port too big", func(s *check.Spec) { s.Target = "h:70000" }, `port must be`},
 		{"interval too short", func(s *check.Spec) { s.Interval = time.Millisecond }, "interval 1ms: must be from 10ms to 1h0m0s"},
 		{"negative interval", func(s *check.Spec) { s.Interval = -time.Second }, "interval -1s"},
-		{"timeout above interval", func(s *check.Spec) { s.Interval, s.Timeout = time.Second, 2 * time.Second }, "timeout 2s: must be from 1ms to the interval (1s)"},
+		{"timeout above interval", func(s *check.Spec) { s.Interval, s.Timeout = time.Second, 2*time.Second }, "timeout 2s: must be from 1ms to the interval (1s)"},
 		{"negative rise", func(s *check.Spec) { s.Rise = -1 }, "rise -1: must be from 1 to 100"},
 		{"fall too big", func(s *check.Spec) { s.Fall = 101 }, "fall 101"},
 		{"negative window", func(s *check.Spec) { s.FlapWindow = -time.Second }, "flap_window -1s"},

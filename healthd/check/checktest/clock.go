@@ -28,11 +28,9 @@ func (c *Clock) Now() time.Time {
 	return c.now
 }
 
-// NewTimer returns a timer that fires when the fake time reaches now+d.
-func (c *Clock) NewTimer(d time.Duration) check.Timer {
-	t := &timer{c: c, ch: make(chan time.Time, 1)}
-	t.Reset(d)
-	return t
+// NewTimer returns a timer that is not armed.
+func (c *Clock) NewTimer() check.Timer {
+	return &timer{c: c, ch: make(chan time.Time, 1)}
 }
 
 // Advance moves the time forward by d and fires every timer that is due.
@@ -71,15 +69,15 @@ type timer struct {
 
 func (t *timer) C() <-chan time.Time { return t.ch }
 
-func (t *timer) Reset(d time.Duration) {
+func (t *timer) ResetAt(at time.Time) {
 	t.c.mu.Lock()
 	defer t.c.mu.Unlock()
 	select { // drop an undelivered firing
 	case <-t.ch:
 	default:
 	}
-	t.at = t.c.now.Add(d)
-	if d <= 0 {
+	t.at = at
+	if !at.After(t.c.now) {
 		t.c.fire(t)
 		return
 	}

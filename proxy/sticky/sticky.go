@@ -23,8 +23,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -34,6 +36,9 @@ const (
 	MinKeyLen = 32
 	// headerLen is version + expiry.
 	headerLen = 1 + 8
+	// maxPayload bounds a decoded payload: header and a backend ID of up to
+	// 512 bytes.
+	maxPayload = headerLen + 512
 )
 
 var b64 = base64.RawURLEncoding
@@ -47,6 +52,7 @@ var (
 // Codec signs and verifies cookie values. It is safe for concurrent use.
 type Codec struct {
 	keys [][]byte
+	macs []sync.Pool // per key: hash.Hash (keyed HMAC-SHA256), reused
 	ttl  time.Duration
 }
 
@@ -66,16 +72,22 @@ func NewCodec(keys [][]byte, ttl time.Duration) (*Codec, error) {
 	if ttl < time.Second {
 		return nil, fmt.Errorf("%w: ttl %v: want 1s or more", ErrConfig, ttl)
 	}
+	c.macs = make([]sync.Pool, len(c.keys))
+	for i, k := range c.keys {
+		c.macs[i].New = func() any { return hmac.New(sha256.New, k) }
+	}
 	return c, nil
 }
 
 // Encode returns the cookie value naming backendID, valid until now + ttl.
+// Decode refuses IDs longer than 512 bytes (no host:port is that long).
 func (c *Codec) Encode(backendID string, now time.Time) string {
 	payload := make([]byte, headerLen+len(backendID))
 	payload[0] = version
 	binary.BigEndian.PutUint64(payload[1:headerLen], uint64(now.Add(c.ttl).Unix()))
 	copy(payload[headerLen:], backendID)
-	mac := sign(c.keys[0], payload)
+	var sum [sha256.Size]byte
+	mac := c.sign(0, payload, sum[:0])
 	return b64.EncodeToString(payload) + "." + b64.EncodeToString(mac)
 }
 
@@ -83,20 +95,23 @@ func (c *Codec) Encode(backendID string, now time.Time) string {
 // malformed, tampered with, signed by none of the keys or expired at now.
 func (c *Codec) Decode(value string, now time.Time) (backendID string, ok bool) {
 	p, m, found := strings.Cut(value, ".")
-	if !found || len(p) > 1024 {
+	if !found || b64.DecodedLen(len(p)) > maxPayload || b64.DecodedLen(len(m)) != sha256.Size {
 		return "", false
 	}
-	payload, err := b64.DecodeString(p)
+	var pbuf [maxPayload]byte
+	n, err := b64.Decode(pbuf[:], []byte(p))
+	payload := pbuf[:n]
 	if err != nil || len(payload) <= headerLen || payload[0] != version {
 		return "", false
 	}
-	mac, err := b64.DecodeString(m)
-	if err != nil || len(mac) != sha256.Size {
+	var mbuf [sha256.Size]byte
+	if n, err := b64.Decode(mbuf[:], []byte(m)); err != nil || n != sha256.Size {
 		return "", false
 	}
 	valid := false
-	for _, k := range c.keys {
-		if hmac.Equal(mac, sign(k, payload)) {
+	var sum [sha256.Size]byte
+	for i := range c.keys {
+		if hmac.Equal(mbuf[:], c.sign(i, payload, sum[:0])) {
 			valid = true
 			break
 		}
@@ -121,10 +136,14 @@ func (c *Codec) DecodeKnown(value string, now time.Time, known func(backendID st
 	return id, true
 }
 
-func sign(key, payload []byte) []byte {
-	h := hmac.New(sha256.New, key)
+// sign appends the MAC of payload under keys[i] to dst.
+func (c *Codec) sign(i int, payload, dst []byte) []byte {
+	h := c.macs[i].Get().(hash.Hash)
+	h.Reset()
 	h.Write(payload)
-	return h.Sum(nil)
+	dst = h.Sum(dst)
+	c.macs[i].Put(h)
+	return dst
 }
 
 // Config holds the cookie's attributes.

@@ -79,6 +79,8 @@ func TestRefused(t *testing.T) {
 		{"empty", "", t0},
 		{"garbage", "!!!.???", t0},
 		{"plain backend id", "198.51.100.10:80", t0},
+		{"oversized id", c.Encode(strings.Repeat("x", 600), t0), t0},
+		{"oversized value", strings.Repeat("A", 5000) + "." + mac, t0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

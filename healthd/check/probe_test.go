@@ -75,6 +75,11 @@ func udpEcho(t *testing.T) string {
 // unansweredSYN returns a loopback address whose listener has a full accept
 // queue, so the kernel drops new SYNs and a connect hangs.
 func unansweredSYN(t *testing.T) string {
+	addr, _ := fullQueue(t)
+	return addr
+}
+
+func fullQueue(t *testing.T) (string, int) {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -96,12 +101,33 @@ func unansweredSYN(t *testing.T) string {
 	for range 16 {
 		c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
 		if err != nil {
-			return addr
+			return addr, fd
 		}
 		t.Cleanup(func() { c.Close() })
 	}
 	t.Fatalf("accept queue of %s never filled", addr)
-	return ""
+	return "", 0
+}
+
+// v6Listener returns the address of a listener on ::1, or skips the test
+// when the host has no IPv6 loopback.
+func v6Listener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 func TestProbes(t *testing.T) {
@@ -123,6 +149,9 @@ func TestProbes(t *testing.T) {
 		{"tcp refused", check.Spec{Kind: check.TCP, Target: closed}, "connection refused"},
 		{"tcp syn unanswered", check.Spec{Kind: check.TCP, Target: unansweredSYN(t), Timeout: short}, "timeout after 200ms"},
 		{"tcp accept and hang passes", check.Spec{Kind: check.TCP, Target: hung}, ""},
+		{"tcp ipv6", check.Spec{Kind: check.TCP, Target: v6Listener(t)}, ""},
+		{"tcp host name", check.Spec{Kind: check.TCP, Target: strings.Replace(webAddr, "127.0.0.1", "localhost", 1)}, ""},
+		{"tcp host name refused", check.Spec{Kind: check.TCP, Target: strings.Replace(closed, "127.0.0.1", "localhost", 1)}, "refused"},
 
 		{"http 200", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/ok"}, ""},
 		{"http 500", check.Spec{Kind: check.HTTP, Target: webAddr, Path: "/fail"}, "status 500, want 200-399"},
@@ -167,4 +196,24 @@ func TestProbes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A connect whose SYN is dropped (full accept queue) and whose retransmission
+// is answered finishes in the network poller, not in the socket call.
+func TestTCPConnectFinishesLate(t *testing.T) {
+	addr, fd := fullQueue(t)
+	r := newRig(t, check.Config{})
+	r.set(t, "b", check.Spec{Kind: check.TCP, Target: addr, Interval: time.Hour, Timeout: 10 * time.Second})
+	r.start(t)
+	go func() {
+		time.Sleep(300 * time.Millisecond) // after the check's first SYN, before its retransmission
+		if nfd, _, err := syscall.Accept(fd); err == nil {
+			syscall.Close(nfd)
+		}
+	}()
+	res := r.step(t, time.Hour, "b")["b"]
+	if res.Err != "" {
+		t.Fatalf("check failed: %s", res.Err)
+	}
+	t.Logf("connect took %v", res.Latency)
 }

@@ -187,14 +187,15 @@ row() {
 	o50=$(GOMAXPROCS=1 taskset -c "$LOAD_CPU" "$tmp/loadgen" -addr "$LISTEN" -rate "$half" -duration "${OPEN_DUR}s" -conns "$CONNS")
 	o80=$(GOMAXPROCS=1 taskset -c "$LOAD_CPU" "$tmp/loadgen" -addr "$LISTEN" -rate "$high" -duration "${OPEN_DUR}s" -conns "$CONNS")
 	stop "$pid"
-	local f='s/.*p50_us=\([0-9]*\).*p99_us=\([0-9]*\).*/\1 \2/p'
-	read -r op50_50 op99_50 < <(sed -n "$f" <<<"$o50")
-	read -r op50_80 op99_80 < <(sed -n "$f" <<<"$o80")
+	local f='s/^rate=\([0-9]*\).*p50_us=\([0-9]*\).*p99_us=\([0-9]*\).*/\1 \2 \3/p'
+	local r50 r80 op50_50 op99_50 op50_80 op99_80
+	read -r r50 op50_50 op99_50 < <(sed -n "$f" <<<"$o50")
+	read -r r80 op50_80 op99_80 < <(sed -n "$f" <<<"$o80")
 	local err50 err80
 	err50=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$o50")
 	err80=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$o80")
 	echo "  $name: rps ${rps[*]} | cpu_us ${cpu[*]} | open 50%: $o50 | open 80%: $o80"
-	rows+=("$name|$mrps|$mp50|$mp99|$mcpu|$op50_50|$op99_50|$op50_80|$op99_80|$((err50 + err80))")
+	rows+=("$name|$mrps|$mp50|$mp99|$mcpu|$r50/$half|$op50_50|$op99_50|$r80/$high|$op50_80|$op99_80|$((err50 + err80))")
 }
 
 echo "proxy on CPU $PROXY_CPU; wrk, load generator and backends on CPU $LOAD_CPU; $RUNS runs of ${DUR}s, $CONNS connections"
@@ -216,12 +217,15 @@ for r in "${rows[@]}"; do
 	if [ "$name" = nginx ]; then nginx_cpu=$cpu; fi
 done
 echo
-echo "| proxy | req/s | p50 µs | p99 µs | CPU µs/req | CPU × nginx | open 50%: p50 / p99 µs | open 80%: p50 / p99 µs | open-loop errors |"
+echo "Closed loop (wrk, $CONNS connections): medians of $RUNS runs. Open loop (bench/l7/loadgen): sent at 50% and 80% of"
+echo "the proxy's own closed-loop req/s; 'achieved/target' below the target means the generator or its CPU was the limit."
+echo
+echo "| proxy | req/s | p50 µs | p99 µs | CPU µs/req | CPU × nginx | open 50%: achieved/target req/s, p50 / p99 µs | open 80%: achieved/target req/s, p50 / p99 µs | open-loop errors |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for r in "${rows[@]}"; do
-	IFS='|' read -r name rps p50 p99 cpu a50 b50 a80 b80 errs <<<"$r"
+	IFS='|' read -r name rps p50 p99 cpu t50 a50 b50 t80 a80 b80 errs <<<"$r"
 	ratio="–"
 	if [ -n "$nginx_cpu" ]; then ratio=$(awk -v a="$cpu" -v b="$nginx_cpu" 'BEGIN {printf "%.2f", a / b}'); fi
-	printf '| %s | %.0f | %.0f | %.0f | %s | %s | %s / %s | %s / %s | %s |\n' \
-		"$name" "$rps" "$p50" "$p99" "$cpu" "$ratio" "$a50" "$b50" "$a80" "$b80" "$errs"
+	printf '| %s | %.0f | %.0f | %.0f | %s | %s | %s, %s / %s | %s, %s / %s | %s |\n' \
+		"$name" "$rps" "$p50" "$p99" "$cpu" "$ratio" "$t50" "$a50" "$b50" "$t80" "$a80" "$b80" "$errs"
 done

@@ -186,7 +186,7 @@ func (b *Builder) fill(t []uint32, perms []perm, wmax uint32) {
 		weighted = weighted || perms[k].weight != wmax
 	}
 	mm := uint64(m)
-	half := m / 2
+	sparse := m * 2 / 3
 	for free > tail {
 		p := &perms[i]
 		if i++; i == n {
@@ -200,7 +200,7 @@ func (b *Builder) fill(t []uint32, perms []perm, wmax uint32) {
 			p.credit -= uint64(wmax)
 		}
 		x, step := p.x, p.step
-		if free > half {
+		if free > sparse {
 			// Mostly the first probe is free: one probe per step.
 			for {
 				c, _ := bits.Mul64(x, mm)
@@ -213,22 +213,30 @@ func (b *Builder) fill(t []uint32, perms []perm, wmax uint32) {
 			// Probe 8 slots per step without a branch per probe: a
 			// branch on a coin flip is mispredicted half the time.
 			for {
-				c0, _ := bits.Mul64(x, mm)
-				c1, _ := bits.Mul64(x+step, mm)
-				c2, _ := bits.Mul64(x+2*step, mm)
-				c3, _ := bits.Mul64(x+3*step, mm)
-				c4, _ := bits.Mul64(x+4*step, mm)
-				c5, _ := bits.Mul64(x+5*step, mm)
-				c6, _ := bits.Mul64(x+6*step, mm)
-				c7, _ := bits.Mul64(x+7*step, mm)
-				held := used[c0>>6]>>(c0&63)&1 |
-					used[c1>>6]>>(c1&63)&1<<1 |
-					used[c2>>6]>>(c2&63)&1<<2 |
-					used[c3>>6]>>(c3&63)&1<<3 |
-					used[c4>>6]>>(c4&63)&1<<4 |
-					used[c5>>6]>>(c5&63)&1<<5 |
-					used[c6>>6]>>(c6&63)&1<<6 |
-					used[c7>>6]>>(c7&63)&1<<7
+				// One slot after the other keeps few values live.
+				c, _ := bits.Mul64(x, mm)
+				held := used[c>>6] >> (c & 63) & 1
+				y := x + step
+				c, _ = bits.Mul64(y, mm)
+				held |= used[c>>6] >> (c & 63) & 1 << 1
+				y += step
+				c, _ = bits.Mul64(y, mm)
+				held |= used[c>>6] >> (c & 63) & 1 << 2
+				y += step
+				c, _ = bits.Mul64(y, mm)
+				held |= used[c>>6] >> (c & 63) & 1 << 3
+				y += step
+				c, _ = bits.Mul64(y, mm)
+				held |= used[c>>6] >> (c & 63) & 1 << 4
+				y += step
+				c, _ = bits.Mul64(y, mm)
+				held |= used[c>>6] >> (c & 63) & 1 << 5
+				y += step
+				c, _ = bits.Mul64(y, mm)
+				held |= used[c>>6] >> (c & 63) & 1 << 6
+				y += step
+				c, _ = bits.Mul64(y, mm)
+				held |= used[c>>6] >> (c & 63) & 1 << 7
 				if held != 255 {
 					x += uint64(bits.TrailingZeros64(^held)) * step
 					break

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,32 +20,72 @@ import (
 //	 "duration_ms":1.234}
 //
 // backend is empty when no backend was involved. Lines are built in pooled
-// buffers and written with one write call each.
+// buffers and collected in a 64 KiB buffer that is written when full and
+// at least every accessLogFlush, so a busy proxy makes one write call per
+// many requests; a crash loses at most that much of the log.
 type accessLog struct {
 	mu     sync.Mutex
-	w      io.Writer
+	w      *bufio.Writer
 	closer io.Closer
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
 }
+
+const accessLogFlush = 200 * time.Millisecond
 
 func openAccessLog(path string) (*accessLog, error) {
+	var out io.Writer
+	var closer io.Closer
 	switch path {
 	case "stdout":
-		return &accessLog{w: os.Stdout}, nil
+		out = os.Stdout
 	case "stderr":
-		return &accessLog{w: os.Stderr}, nil
+		out = os.Stderr
+	default:
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("open access log: %w", err)
+		}
+		out, closer = f, f
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("open access log: %w", err)
-	}
-	return &accessLog{w: f, closer: f}, nil
+	a := &accessLog{w: bufio.NewWriterSize(out, 64<<10), closer: closer, stop: make(chan struct{}), done: make(chan struct{})}
+	go a.flusher()
+	return a, nil
 }
 
+func (a *accessLog) flusher() {
+	defer close(a.done)
+	t := time.NewTicker(accessLogFlush)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-t.C:
+			a.mu.Lock()
+			if a.w.Buffered() > 0 {
+				_ = a.w.Flush()
+			}
+			a.mu.Unlock()
+		}
+	}
+}
+
+// close flushes and closes the log; later calls do nothing.
 func (a *accessLog) close() {
+	first := false
+	a.once.Do(func() { first = true })
+	if !first {
+		return
+	}
+	close(a.stop)
+	<-a.done
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_ = a.w.Flush()
 	if a.closer != nil {
-		a.mu.Lock()
 		_ = a.closer.Close()
-		a.mu.Unlock()
 	}
 }
 

@@ -102,3 +102,33 @@ routes:
 		run(b, rp)
 	})
 }
+
+// BenchmarkEndToEnd sends keep-alive requests through a running proxy (real
+// listener, real backend on loopback). Client, proxy and backend share the
+// process, so use it for profiles (-cpuprofile), not for absolute figures.
+func BenchmarkEndToEnd(b *testing.B) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer be.Close()
+	addr := strings.TrimPrefix(be.URL, "http://")
+	_, base := startProxy(b, fmt.Sprintf(`
+listeners: [{name: web, address: "127.0.0.1:0"}]
+pools: [{name: app, backends: [{address: %q}]}]
+routes: [{name: all, pool: app}]
+`, addr), Options{})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Get(base + "/")
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}

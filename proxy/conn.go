@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 )
@@ -18,6 +19,9 @@ import (
 type trackedConn struct {
 	net.Conn
 	reg *connRegistry
+	// peer and peerStr are the remote address, parsed once per connection.
+	peer    netip.Addr
+	peerStr string
 
 	// backend is the backend an upgraded connection is tunnelled to.
 	backend atomic.Pointer[backend]
@@ -125,7 +129,14 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &trackedConn{Conn: c, reg: l.reg, sniff: l.sniff}, nil
+	tc := &trackedConn{Conn: c, reg: l.reg, sniff: l.sniff}
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			tc.peer = a.Unmap()
+			tc.peerStr = tc.peer.String()
+		}
+	}
+	return tc, nil
 }
 
 // connRegistry holds the client connections that were hijacked for an

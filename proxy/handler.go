@@ -33,6 +33,7 @@ type exchange struct {
 	failed      bool
 	reqID       string
 	peer        netip.Addr // socket peer
+	peerStr     string
 	client      netip.Addr // client by trusted forwarding headers, else peer
 	trusted     bool       // peer is a trusted proxy
 	tls         bool
@@ -100,8 +101,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+	if tc != nil && tc.peer.IsValid() {
+		e.peer, e.peerStr = tc.peer, tc.peerStr
+	} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		e.peer = ap.Addr().Unmap()
+		e.peerStr = e.peer.String()
 	}
 	e.client = e.peer
 	if len(st.trusted) > 0 && st.isTrusted(e.peer) {
@@ -273,7 +277,7 @@ func (st *state) rewrite(pr *httputil.ProxyRequest) {
 	h := out.Header
 	in := pr.In.Header
 
-	peer := e.peer.String()
+	peer := e.peerStr
 	proto := "http"
 	if e.tls {
 		proto = "https"

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -147,6 +148,12 @@ func runProxy(io *stdio, cfgPath, logLevel string) error {
 		return usageErrorf("--log-level %q: allowed are debug, info, warn, error", logLevel)
 	}
 	log := slog.New(slog.NewJSONHandler(io.err, &slog.HandlerOptions{Level: level}))
+	if os.Getenv("GOGC") == "" {
+		// The proxy's live heap is small and its allocation rate high, so
+		// the default GOGC=100 collects very often; 400 trades a few MB of
+		// memory for a large cut in GC CPU per request. GOGC overrides.
+		debug.SetGCPercent(400)
+	}
 	cfg, err := proxy.Load(cfgPath)
 	if err != nil {
 		return err

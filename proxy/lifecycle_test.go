@@ -422,3 +422,48 @@ func TestAdminReloadWithoutFile(t *testing.T) {
 		t.Errorf("reload without file: %v", err)
 	}
 }
+
+func TestReloadListeners(t *testing.T) {
+	_, a := echoBackend(t, "a")
+	base := fmt.Sprintf(`
+pools: [{name: app, backends: [{address: %q}]}]
+routes: [{name: all, pool: app}]
+listeners:
+  - {name: web, address: "127.0.0.1:0"}
+`, a)
+	p, webURL := startProxy(t, base, Options{})
+	two, err := Parse([]byte(base + `  - {name: extra, address: "127.0.0.1:0"}` + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(two); err != nil {
+		t.Fatal(err)
+	}
+	extra := p.Addrs()["extra"]
+	if extra == nil {
+		t.Fatal("added listener not running")
+	}
+	for _, u := range []string{webURL, "http://" + extra.String()} {
+		if _, e := getEcho(t, nil, mustReq(t, "GET", u+"/", nil)); e.Name != "a" {
+			t.Errorf("%s: backend %q", u, e.Name)
+		}
+	}
+	// The first listener kept its socket.
+	if got := p.Addrs()["web"].String(); "http://"+got != webURL {
+		t.Errorf("web listener moved from %s to %s", webURL, got)
+	}
+	one, _ := Parse([]byte(base))
+	if err := p.Apply(one); err != nil {
+		t.Fatal(err)
+	}
+	if p.Addrs()["extra"] != nil {
+		t.Error("removed listener still listed")
+	}
+	waitFor(t, "removed listener closed", func() bool {
+		resp, err := http.Get("http://" + extra.String() + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err != nil
+	})
+}

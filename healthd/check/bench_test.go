@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -94,13 +96,30 @@ func startListeners(b *testing.B, n int) []string {
 	return addrs
 }
 
-// cpuTime returns the user+system CPU time of this process.
-func cpuTime(b *testing.B) time.Duration {
+// cpuTime returns the user and system CPU time of this process.
+func cpuTime(b *testing.B) (user, sys time.Duration) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatalf("getrusage: %v", err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
+}
+
+func totalCPU(b *testing.B) time.Duration {
+	u, s := cpuTime(b)
+	return u + s
+}
+
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func raiseFileLimit(b *testing.B) {
@@ -126,21 +145,49 @@ func benchSeconds() time.Duration {
 // CPU as a share of one core (budget: under 0.25), its CPU per check next to
 // a bare loop of dials at the same rate measured in the same run, and how
 // evenly the check starts spread over time. Run with -benchtime=1x;
-// XLB_HEALTH_BENCH_SECONDS sets the measured time (default 10).
+// XLB_HEALTH_BENCH_SECONDS sets the measured time (default 10),
+// XLB_HEALTH_BENCH_TARGETS the number of targets (default 10000).
 func BenchmarkProber10kTCP(b *testing.B) {
 	const (
-		targets   = 10000
 		listeners = 50
 		interval  = time.Second
 	)
+	targets := 10000
+	if n, err := strconv.Atoi(os.Getenv("XLB_HEALTH_BENCH_TARGETS")); err == nil && n > 0 {
+		targets = n
+	}
 	raiseFileLimit(b)
 	addrs := startListeners(b, listeners)
 	measure := benchSeconds()
 
 	for range b.N {
-		// Reference: the same number of connects a second, from a bare
-		// loop, with no scheduling, state or history.
-		refCPU, refChecks := referenceDials(b, addrs, targets, measure)
+		// References in the same run, the same number of connects a
+		// second from a bare loop with no scheduling, state or history:
+		// through net.Dialer, and through blocking socket calls (about the
+		// least a connect check can cost).
+		dialCPU, dials := referenceLoop(b, measure, targets, func(i int) bool {
+			c, err := net.DialTimeout("tcp", addrs[i%len(addrs)], time.Second)
+			if err != nil {
+				return false
+			}
+			_ = c.(*net.TCPConn).SetLinger(0)
+			return c.Close() == nil
+		})
+		sockaddrs := make([]syscall.SockaddrInet4, len(addrs))
+		for i, a := range addrs {
+			ap := netip.MustParseAddrPort(a)
+			sockaddrs[i] = syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+		}
+		rawCPU, raws := referenceLoop(b, measure, targets, func(i int) bool {
+			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return false
+			}
+			defer syscall.Close(fd)
+			_ = syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
+			sa := sockaddrs[i%len(sockaddrs)]
+			return syscall.Connect(fd, &sa) == nil
+		})
 
 		var mu sync.Mutex
 		var starts []time.Time
@@ -167,35 +214,43 @@ func BenchmarkProber10kTCP(b *testing.B) {
 
 		time.Sleep(2 * interval) // warm up: every target has had its first check
 		statsBefore := p.Stats()
-		cpu0, wall0 := cpuTime(b), time.Now()
+		user0, sys0 := cpuTime(b)
+		wall0 := time.Now()
 		time.Sleep(measure)
-		cpu, wall := cpuTime(b)-cpu0, time.Since(wall0)
+		user1, sys1 := cpuTime(b)
+		wall := time.Since(wall0)
 		statsAfter := p.Stats()
 		cancel()
 		<-done
 
+		user, sys := user1-user0, sys1-sys0
 		checks := statsAfter.Checks - statsBefore.Checks
-		share := cpu.Seconds() / wall.Seconds()
-		perCheck := cpu / time.Duration(checks)
-		refPerCheck := refCPU / time.Duration(refChecks)
+		share := (user + sys).Seconds() / wall.Seconds()
+		perCheck := (user + sys) / time.Duration(checks)
+		dialPer := dialCPU / time.Duration(dials)
+		rawPer := rawCPU / time.Duration(raws)
 
 		mu.Lock()
 		peak, cov := startSpread(starts, wall0, wall0.Add(wall), 10*time.Millisecond)
 		mu.Unlock()
 
+		us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
 		b.ReportMetric(share, "core-share")
+		b.ReportMetric(user.Seconds()/wall.Seconds(), "user-core-share")
 		b.ReportMetric(float64(checks)/wall.Seconds(), "checks/s")
-		b.ReportMetric(float64(perCheck.Nanoseconds())/1000, "cpu-µs/check")
-		b.ReportMetric(float64(perCheck)/float64(refPerCheck), "x-bare-dial-cpu")
+		b.ReportMetric(us(perCheck), "cpu-µs/check")
+		b.ReportMetric(float64(perCheck)/float64(dialPer), "x-dialer-loop")
+		b.ReportMetric(float64(perCheck)/float64(rawPer), "x-socket-loop")
 		b.ReportMetric(peak, "peak/mean-10ms")
 		b.ReportMetric(cov, "cov-10ms")
 		b.ReportMetric(float64(failures.Load()), "failed")
 		b.ReportMetric(float64(statsAfter.Skipped-statsBefore.Skipped), "skipped")
-		b.Logf("%d targets, %s interval, %d listeners, %s measured: checker CPU %.1f%% of one core (budget 25%%), "+
-			"%.0f checks/s, %.1f µs CPU per check vs %.1f µs for a bare dial loop (%.2fx); "+
-			"check starts per 10 ms: peak %.2fx the mean, coefficient of variation %.2f; %d failed, %d slots skipped",
-			targets, interval, listeners, measure, 100*share, float64(checks)/wall.Seconds(),
-			float64(perCheck.Nanoseconds())/1000, float64(refPerCheck.Nanoseconds())/1000, float64(perCheck)/float64(refPerCheck),
+		b.Logf("%d targets at %s over %d loopback listeners, %s measured, load average %s", targets, interval, listeners, measure, loadAverage())
+		b.Logf("checker CPU: %.1f%% of one core (budget 25%%): user %.1f%%, system %.1f%%; %.0f checks/s",
+			100*share, 100*user.Seconds()/wall.Seconds(), 100*sys.Seconds()/wall.Seconds(), float64(checks)/wall.Seconds())
+		b.Logf("CPU per check: %.1f µs; bare loops at the same rate: net.Dialer %.1f µs (%.2fx), blocking socket calls %.1f µs (%.2fx)",
+			us(perCheck), us(dialPer), float64(perCheck)/float64(dialPer), us(rawPer), float64(perCheck)/float64(rawPer))
+		b.Logf("check starts per 10 ms: peak %.2fx the mean, coefficient of variation %.2f; %d failed, %d slots skipped",
 			peak, cov, failures.Load(), statsAfter.Skipped-statsBefore.Skipped)
 		if e, ok := lastErr.Load().(string); ok {
 			b.Logf("last check error: %s", e)
@@ -203,20 +258,17 @@ func BenchmarkProber10kTCP(b *testing.B) {
 	}
 }
 
-// referenceDials connects and resets like a TCP check, rate checks a second
-// spread over workers paced by tickers, for d; it returns the CPU used and
-// the connects made.
-func referenceDials(b *testing.B, addrs []string, rate int, d time.Duration) (time.Duration, int64) {
+// referenceLoop calls connect(i) rate times a second, spread over workers
+// paced by millisecond tickers, for d; it returns the CPU used and the
+// successful calls.
+func referenceLoop(b *testing.B, d time.Duration, rate int, connect func(i int) bool) (time.Duration, int64) {
 	const workers = 20
-	perTick := rate / workers / 1000 // each worker ticks every millisecond
-	if perTick < 1 {
-		perTick = 1
-	}
+	perTick := max(rate/workers/1000, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var n atomic.Int64
 	var wg sync.WaitGroup
-	cpu0 := cpuTime(b)
+	cpu0 := totalCPU(b)
 	for w := range workers {
 		wg.Go(func() {
 			tick := time.NewTicker(time.Millisecond)
@@ -229,20 +281,16 @@ func referenceDials(b *testing.B, addrs []string, rate int, d time.Duration) (ti
 				case <-tick.C:
 				}
 				for range perTick {
-					c, err := net.DialTimeout("tcp", addrs[i%len(addrs)], time.Second)
-					i++
-					if err != nil {
-						continue
+					if connect(i) {
+						n.Add(1)
 					}
-					_ = c.(*net.TCPConn).SetLinger(0)
-					c.Close()
-					n.Add(1)
+					i += workers
 				}
 			}
 		})
 	}
 	wg.Wait()
-	return cpuTime(b) - cpu0, n.Load()
+	return totalCPU(b) - cpu0, n.Load()
 }
 
 // startSpread buckets the start times within [from, to) and returns the
@@ -271,4 +319,3 @@ func startSpread(starts []time.Time, from, to time.Time, bucket time.Duration) (
 	}
 	return slices.Max(counts) / mean, math.Sqrt(sq/float64(len(counts))) / mean
 }
-

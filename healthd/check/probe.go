@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // maxBody is how much of an HTTP body a check reads.
@@ -127,20 +128,30 @@ func connectTCP(ctx context.Context, ap netip.AddrPort) error {
 	return nil
 }
 
-// connected reports whether the connect on fd has finished, and its error.
+// connected reports whether the connect on fd has finished, and its error:
+// one poll call with no wait, then SO_ERROR only if it failed.
 func connected(fd int) (bool, error) {
-	soerr, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
-	if err != nil {
-		return true, err
+	const pollOut, pollErr, pollHup = 0x4, 0x8, 0x10
+	pfd := struct {
+		fd              int32
+		events, revents int16
+	}{fd: int32(fd), events: pollOut}
+	n, _, errno := syscall.Syscall(syscall.SYS_POLL, uintptr(unsafe.Pointer(&pfd)), 1, 0)
+	if errno != 0 {
+		return true, fmt.Errorf("poll: %w", errno)
 	}
-	if soerr != 0 {
-		return true, syscall.Errno(soerr)
+	if n == 0 {
+		return false, nil
 	}
-	if _, err := syscall.Getpeername(fd); err != nil {
-		if err == syscall.ENOTCONN {
-			return false, nil
+	if pfd.revents&(pollErr|pollHup) != 0 {
+		soerr, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
+		switch {
+		case err != nil:
+			return true, err
+		case soerr != 0:
+			return true, syscall.Errno(soerr)
 		}
-		return true, err
+		return true, syscall.ECONNRESET
 	}
 	return true, nil
 }

@@ -20,8 +20,9 @@ type trackedConn struct {
 	net.Conn
 	reg *connRegistry
 	// peer and peerStr are the remote address, parsed once per connection.
-	peer    netip.Addr
-	peerStr string
+	peer      netip.Addr
+	peerStr   string
+	peerSlice []string // []string{peerStr}, shared read-only
 
 	// backend is the backend an upgraded connection is tunnelled to.
 	backend atomic.Pointer[backend]
@@ -134,6 +135,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 		if a, ok := netip.AddrFromSlice(ta.IP); ok {
 			tc.peer = a.Unmap()
 			tc.peerStr = tc.peer.String()
+			tc.peerSlice = []string{tc.peerStr}
 		}
 	}
 	return tc, nil

@@ -34,6 +34,8 @@ type exchange struct {
 	reqID       string
 	peer        netip.Addr // socket peer
 	peerStr     string
+	peerSlice   []string // []string{peerStr}, read-only, from the connection when it has one
+	reqIDs      []string // []string{reqID}, read-only
 	client      netip.Addr // client by trusted forwarding headers, else peer
 	trusted     bool       // peer is a trusted proxy
 	tls         bool
@@ -102,7 +104,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if tc != nil && tc.peer.IsValid() {
-		e.peer, e.peerStr = tc.peer, tc.peerStr
+		e.peer, e.peerStr, e.peerSlice = tc.peer, tc.peerStr, tc.peerSlice
 	} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		e.peer = ap.Addr().Unmap()
 		e.peerStr = e.peer.String()
@@ -115,12 +117,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	hdr := st.reqIDHeader
 	if v := r.Header[hdr]; len(v) == 1 && validRequestID(v[0]) {
-		e.reqID = v[0]
+		e.reqID, e.reqIDs = v[0], v
 	} else {
 		e.reqID = p.ids.next()
-		r.Header[hdr] = []string{e.reqID}
+		e.reqIDs = []string{e.reqID}
+		r.Header[hdr] = e.reqIDs
 	}
-	w.Header()[hdr] = []string{e.reqID}
+	// One slice, shared read-only by the request, the response and the
+	// outgoing request (an Add appends to a copy: its capacity is 1).
+	w.Header()[hdr] = e.reqIDs[:1:1]
 
 	// Only WebSocket upgrades pass; any other Upgrade (h2c in particular) is
 	// dropped so the request is forwarded as plain HTTP/1.1.
@@ -286,12 +291,12 @@ func (st *state) rewrite(pr *httputil.ProxyRequest) {
 		if prior := in["X-Forwarded-For"]; len(prior) > 0 {
 			h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + peer}
 		} else {
-			h["X-Forwarded-For"] = []string{peer}
+			h["X-Forwarded-For"] = e.peerXFF()
 		}
 		if v := in["X-Forwarded-Proto"]; len(v) > 0 {
 			h["X-Forwarded-Proto"] = v
 		} else {
-			h["X-Forwarded-Proto"] = []string{proto}
+			h["X-Forwarded-Proto"] = protoValue(e.tls)
 		}
 		if v := in["X-Forwarded-Host"]; len(v) > 0 {
 			h["X-Forwarded-Host"] = v
@@ -299,8 +304,8 @@ func (st *state) rewrite(pr *httputil.ProxyRequest) {
 			h["X-Forwarded-Host"] = []string{pr.In.Host}
 		}
 	} else {
-		h["X-Forwarded-For"] = []string{peer}
-		h["X-Forwarded-Proto"] = []string{proto}
+		h["X-Forwarded-For"] = e.peerXFF()
+		h["X-Forwarded-Proto"] = protoValue(e.tls)
 		h["X-Forwarded-Host"] = []string{pr.In.Host}
 	}
 	fwd := forwardedElement(e.peer, pr.In.Host, proto)
@@ -310,8 +315,29 @@ func (st *state) rewrite(pr *httputil.ProxyRequest) {
 	h["Forwarded"] = []string{fwd}
 	// Set again: a client naming it in Connection made net/http/httputil
 	// remove it from the outgoing request.
-	h[st.reqIDHeader] = []string{e.reqID}
+	h[st.reqIDHeader] = e.reqIDs[:1:1]
 	e.route.reqOps.apply(h)
+}
+
+// Read-only header values shared by all requests; a header op that adds to
+// them appends to a copy (their capacity is 1).
+var (
+	protoHTTP  = []string{"http"}
+	protoHTTPS = []string{"https"}
+)
+
+func protoValue(tls bool) []string {
+	if tls {
+		return protoHTTPS[:1:1]
+	}
+	return protoHTTP[:1:1]
+}
+
+func (e *exchange) peerXFF() []string {
+	if e.peerSlice != nil {
+		return e.peerSlice[:1:1]
+	}
+	return []string{e.peerStr}
 }
 
 // forwardedElement is one RFC 7239 element: for=...;host="...";proto=...

@@ -461,6 +461,7 @@ func BenchmarkPick(b *testing.B) {
 			p := mustNew(b, alg, list, Options{})
 			usable := func(bk *Backend) bool { return bk != list[2] }
 			b.ReportAllocs()
+			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				k := uint64(0)
 				for pb.Next() {

@@ -467,3 +467,62 @@ listeners:
 		return err != nil
 	})
 }
+
+func TestGracefulShutdown(t *testing.T) {
+	started := make(chan string, 1)
+	release := make(chan struct{})
+	a := blockingBackend(t, "a", started, release)
+	c, err := Parse([]byte(oneBackendConfig(a, "shutdown_timeout: 10s\ndrain_timeout: 100ms")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(c, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	waitFor(t, "listener", func() bool { return p.Addrs()["web"] != nil })
+	base := "http://" + p.Addrs()["web"].String()
+	ws, wsBR := wsDial(t, base)
+	defer ws.Close()
+
+	inflight := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(base + "/slow")
+		if err != nil {
+			inflight <- -1
+			return
+		}
+		resp.Body.Close()
+		inflight <- resp.StatusCode
+	}()
+	<-started
+	cancel()
+	// New connections are refused while the request in flight goes on.
+	waitFor(t, "listener closed", func() bool {
+		resp, err := http.Get(base + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err != nil
+	})
+	// The upgraded connection is closed after drain_timeout.
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := wsBR.ReadByte(); err == nil {
+		t.Error("WebSocket still open during shutdown")
+	}
+	close(release)
+	if code := <-inflight; code != 200 {
+		t.Errorf("in-flight request during shutdown: %d, want 200", code)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("proxy did not stop")
+	}
+}

@@ -46,13 +46,13 @@ func (d *Daemon) adoptLocked() error {
 				return fmt.Errorf("decode %s: %w", filepath.Join(d.opts.StateDir, IDFile), err)
 			}
 			for k, id := range f.VIPs {
-				if id >= loader.MaxVIPs || d.dp.vipIDs.used[id] {
+				if id >= d.dp.vipIDs.limit || d.dp.vipIDs.used[id] {
 					continue
 				}
 				dv := &dpVIP{id: id, backends: map[netip.Addr]*dpBackend{}, written: true, table: true, tableKey: "adopted"}
 				d.dp.vipIDs.used[id] = true
 				for a, bid := range f.Backends[k] {
-					if bid == 0 || bid >= loader.MaxBackends || d.dp.backendID.used[bid] {
+					if bid == 0 || bid >= d.dp.backendID.limit || d.dp.backendID.used[bid] {
 						continue
 					}
 					d.dp.backendID.used[bid] = true

@@ -30,6 +30,9 @@ type Options struct {
 	// DrainIdle: a draining backend whose counter did not move for this
 	// long is removed before its timeout. Default 10s.
 	DrainIdle time.Duration
+	// MaxVIPs and MaxBackends bound the IDs handed out. Default the
+	// loader's map sizes.
+	MaxVIPs, MaxBackends uint32
 }
 
 // Daemon is the L4 control plane. Its methods are safe for concurrent use.
@@ -93,7 +96,7 @@ func New(o Options) (*Daemon, error) {
 		cur:     empty.Clone(),
 		health:  map[string]*healthInfo{},
 		checks:  map[string]HealthCheck{},
-		dp:      newDPState(),
+		dp:      newDPState(o.MaxVIPs, o.MaxBackends),
 		metrics: newMetrics(),
 	}, nil
 }

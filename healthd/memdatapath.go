@@ -26,9 +26,15 @@ type MemDatapath struct {
 	// Fail, if set, is called first by every writing method; a non-nil
 	// result is returned and nothing changes.
 	Fail func(op string) error
-	// KeepTables: SetTable keeps a reference to the table slice (no copy),
-	// for benchmarks with thousands of tables.
-	KeepTables bool
+	// DiscardTables: SetTable checks a table and keeps nothing, for
+	// benchmarks with thousands of tables (RemoveBackend then cannot check
+	// the ordering rule).
+	DiscardTables bool
+	// MaxBackends bounds backend IDs like the loader's maps; 0 means
+	// loader.MaxBackends.
+	MaxBackends uint32
+
+	present []bool // by backend ID, for a fast ordering check
 }
 
 // NewMemDatapath returns an empty in-memory datapath.
@@ -91,10 +97,18 @@ func (m *MemDatapath) PutBackend(id uint32, b loader.Backend) error {
 	if err := m.op("PutBackend"); err != nil {
 		return err
 	}
-	if id == 0 || id >= loader.MaxBackends {
+	limit := m.MaxBackends
+	if limit == 0 {
+		limit = loader.MaxBackends
+	}
+	if id == 0 || id >= limit {
 		return fmt.Errorf("put backend: id %d: %w", id, loader.ErrInvalid)
 	}
 	m.Backends[id] = b
+	if int(id) >= len(m.present) {
+		m.present = append(m.present, make([]bool, int(id)+1-len(m.present))...)
+	}
+	m.present[id] = true
 	return nil
 }
 
@@ -114,6 +128,7 @@ func (m *MemDatapath) RemoveBackend(id uint32) error {
 		return fmt.Errorf("remove backend %d: %w", id, loader.ErrNotFound)
 	}
 	delete(m.Backends, id)
+	m.present[id] = false
 	return nil
 }
 
@@ -129,18 +144,21 @@ func (m *MemDatapath) SetTable(vipID uint32, table []uint32) error {
 	}
 	last := uint32(0)
 	for _, id := range table {
-		if id == 0 || id == last {
+		if id == last {
+			continue // runs of one backend are common: check each once
+		}
+		if id == 0 {
 			continue
 		}
-		if _, ok := m.Backends[id]; !ok {
+		if int(id) >= len(m.present) || !m.present[id] {
 			return fmt.Errorf("ordering rule broken: table of VIP %d names backend %d, which is not there", vipID, id)
 		}
 		last = id
 	}
-	if !m.KeepTables {
-		table = slices.Clone(table)
+	if m.DiscardTables {
+		return nil
 	}
-	m.Tables[vipID] = table
+	m.Tables[vipID] = slices.Clone(table)
 	return nil
 }
 

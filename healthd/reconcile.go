@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/xlb-project/xlb/loader"
@@ -55,11 +56,17 @@ type sample struct {
 	current loader.Counters
 }
 
-func newDPState() dpState {
+func newDPState(maxVIPs, maxBackends uint32) dpState {
+	if maxVIPs == 0 {
+		maxVIPs = loader.MaxVIPs
+	}
+	if maxBackends == 0 {
+		maxBackends = loader.MaxBackends
+	}
 	return dpState{
 		vips:      map[VIPKey]*dpVIP{},
-		vipIDs:    idAlloc{first: 0, limit: loader.MaxVIPs, used: map[uint32]bool{}},
-		backendID: idAlloc{first: 1, limit: loader.MaxBackends, used: map[uint32]bool{}},
+		vipIDs:    idAlloc{first: 0, limit: maxVIPs, used: map[uint32]bool{}},
+		backendID: idAlloc{first: 1, limit: maxBackends, used: map[uint32]bool{}},
 		tables:    map[string][]uint32{},
 	}
 }
@@ -117,7 +124,7 @@ func maglevBuild(keys []string, weights []uint32, size uint32) ([]uint32, error)
 
 // healthOf returns the health of a backend and whether it counts as healthy.
 func (d *Daemon) healthOf(v *VIP, b *Backend) (*healthInfo, bool) {
-	id := checkID(v, b)
+	id := b.checkID
 	if id == "" {
 		return &healthInfo{state: HealthUnchecked}, true
 	}
@@ -156,7 +163,7 @@ func (d *Daemon) syncChecksLocked() {
 	want := map[string]HealthCheck{}
 	for _, v := range d.cur.VIPs {
 		for _, b := range v.Backends {
-			id := checkID(v, b)
+			id := b.checkID
 			if id == "" {
 				continue
 			}
@@ -203,12 +210,19 @@ func (d *Daemon) reconcileLocked() error {
 	start := time.Now()
 	d.syncChecksLocked()
 	var errs []error
-	changedTable := false
+	var plans []*vipPlan
 	for _, v := range d.cur.SortedVIPs() {
-		changed, err := d.reconcileVIP(v)
-		changedTable = changedTable || changed
+		p, err := d.prepareVIP(v)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("vip %s: %w", v.Key, err))
+			continue
+		}
+		plans = append(plans, p)
+	}
+	changedTable := d.installTables(plans)
+	for _, p := range plans {
+		if err := d.finishVIP(p); err != nil {
+			errs = append(errs, fmt.Errorf("vip %s: %w", p.v.Key, err))
 		}
 	}
 	for k, dv := range d.dp.vips {
@@ -240,22 +254,55 @@ func (d *Daemon) reconcileLocked() error {
 	return d.lastErr
 }
 
-// reconcileVIP brings one VIP up to date; it reports whether its table
-// changed.
-func (d *Daemon) reconcileVIP(v *VIP) (bool, error) {
+// vipPlan is the work of one VIP in a reconcile, in three phases: backends
+// that become (more) usable are written first (prepareVIP), then the tables
+// of all VIPs are installed in parallel (installTables), then the VIP entry,
+// backends that become less usable, and removals (finishVIP). So a backend
+// is written before a slot names it, and a slot stops naming it before its
+// ID is freed.
+type vipPlan struct {
+	v       *VIP
+	dv      *dpVIP
+	want    loader.VIP
+	after   []backendStep
+	members []*Backend
+	ids     []uint32 // backend ID of each member
+	pos     []uint32 // Maglev positions; nil: the table is up to date
+	key     string
+	err     error // of the table installation
+	slots   map[netip.Addr]int
+}
+
+type backendStep struct {
+	b    *Backend
+	db   *dpBackend
+	want loader.Backend
+}
+
+func (d *Daemon) putBackend(s backendStep) error {
+	if err := d.opts.Datapath.PutBackend(s.db.id, s.want); err != nil {
+		return fmt.Errorf("put backend %s (id %d): %w", s.b.Addr, s.db.id, err)
+	}
+	s.db.b, s.db.written = s.want, true
+	return nil
+}
+
+// prepareVIP computes what a VIP needs and writes the backends that must be
+// there before its new table.
+func (d *Daemon) prepareVIP(v *VIP) (*vipPlan, error) {
 	dv := d.dp.vips[v.Key]
 	if dv == nil {
 		id, err := d.dp.vipIDs.get()
 		if err != nil {
-			return false, fmt.Errorf("allocate VIP ID: %w", err)
+			return nil, fmt.Errorf("allocate VIP ID: %w", err)
 		}
 		dv = &dpVIP{id: id, backends: map[netip.Addr]*dpBackend{}}
 		d.dp.vips[v.Key] = dv
 	}
 	dv.err = ""
-	want := loader.VIP{ID: dv.id, HashSrcIPOnly: v.Hash == "src-ip", TableSize: v.TableSize}
+	p := &vipPlan{v: v, dv: dv, want: loader.VIP{ID: dv.id, HashSrcIPOnly: v.Hash == "src-ip", TableSize: v.TableSize}}
 	if v.Mode == "l2dsr" {
-		want.Mode = loader.ModeL2DSR
+		p.want.Mode = loader.ModeL2DSR
 	}
 
 	// Panic: fewer than the threshold share of active backends healthy.
@@ -270,13 +317,6 @@ func (d *Daemon) reconcileVIP(v *VIP) (bool, error) {
 	}
 	dv.panic = v.PanicThreshold > 0 && dv.active > 0 && dv.healthy*100 < v.PanicThreshold*dv.active
 
-	type step struct {
-		b    *Backend
-		db   *dpBackend
-		want loader.Backend
-	}
-	var before, after []step
-	var members []*Backend
 	var errs []error
 	for _, b := range v.Backends {
 		db := dv.backends[b.Addr]
@@ -305,83 +345,141 @@ func (d *Daemon) reconcileVIP(v *VIP) (bool, error) {
 			continue // unresolvable: reported, kept out of the table, not black-holed
 		}
 		if nb.UsableNew {
-			members = append(members, b)
+			p.members = append(p.members, b)
 		}
-		switch {
+		switch s := (backendStep{b, db, nb}); {
 		case !db.written, !bytes.Equal(db.b.MAC, nb.MAC),
 			nb.UsableNew && !db.b.UsableNew, nb.UsableEstablished && !db.b.UsableEstablished:
-			before = append(before, step{b, db, nb})
+			if err := d.putBackend(s); err != nil {
+				return nil, errors.Join(append(errs, err)...)
+			}
 		case !backendEqual(nb, db.b):
-			after = append(after, step{b, db, nb})
+			p.after = append(p.after, s)
 		}
 	}
-	put := func(s step) error {
-		if err := d.opts.Datapath.PutBackend(s.db.id, s.want); err != nil {
-			return fmt.Errorf("put backend %s (id %d): %w", s.b.Addr, s.db.id, err)
-		}
-		s.db.b, s.db.written = s.want, true
-		return nil
-	}
-	for _, s := range before {
-		if err := put(s); err != nil {
-			return false, errors.Join(append(errs, err)...)
-		}
+	if err := errors.Join(errs...); err != nil {
+		dv.err = err.Error()
 	}
 
 	// The table over the backends usable for new flows.
-	keys := make([]string, len(members))
-	weights := make([]uint32, len(members))
+	keys := make([]string, len(p.members))
+	weights := make([]uint32, len(p.members))
 	var kb strings.Builder
 	kb.WriteString(strconv.FormatUint(uint64(v.TableSize), 10))
-	for i, b := range members {
+	for i, b := range p.members {
 		keys[i], weights[i] = b.Addr.String(), b.Weight
 		kb.WriteString(" " + keys[i] + "=" + strconv.FormatUint(uint64(b.Weight), 10))
 	}
-	tableKey := kb.String()
-	changed := false
-	if tableKey != dv.tableKey || !dv.table {
-		pos, ok := d.dp.tables[tableKey]
-		if !ok {
-			var err error
-			pos, err = d.opts.Build(keys, weights, v.TableSize)
-			if err != nil && !errors.Is(err, maglev.ErrNoBackends) {
-				return false, errors.Join(append(errs, fmt.Errorf("build table: %w", err))...)
+	p.key = kb.String()
+	if p.key == dv.tableKey && dv.table {
+		return p, nil
+	}
+	pos, ok := d.dp.tables[p.key]
+	if !ok {
+		var err error
+		pos, err = d.opts.Build(keys, weights, v.TableSize)
+		if err != nil && !errors.Is(err, maglev.ErrNoBackends) {
+			return nil, fmt.Errorf("build table: %w", err)
+		}
+		if len(pos) != int(v.TableSize) {
+			pos = make([]uint32, 0) // no backend: an empty table
+		}
+		d.dp.tables[p.key] = pos
+		d.stats.rebuilds++
+	}
+	p.pos = pos
+	p.ids = make([]uint32, len(p.members))
+	for i, b := range p.members {
+		p.ids[i] = dv.backends[b.Addr].id
+	}
+	return p, nil
+}
+
+// installWorkers install tables concurrently: each install waits for the
+// kernel (an RCU grace period when the outer map's entry is replaced), and
+// those waits overlap.
+const installWorkers = 8
+
+// installTables writes the new tables of all plans; it reports whether any
+// was written.
+func (d *Daemon) installTables(plans []*vipPlan) bool {
+	var todo []*vipPlan
+	for _, p := range plans {
+		if p.pos != nil {
+			todo = append(todo, p)
+		}
+	}
+	if len(todo) == 0 {
+		return false
+	}
+	work := make(chan *vipPlan)
+	var wg sync.WaitGroup
+	for range min(installWorkers, len(todo)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []uint32
+			for p := range work {
+				size := int(p.v.TableSize)
+				if cap(buf) < size {
+					buf = make([]uint32, size)
+				}
+				table := buf[:size] // the datapath copies it
+				counts := make([]int, len(p.ids))
+				if len(p.pos) == size {
+					for i, pos := range p.pos {
+						table[i] = p.ids[pos]
+						counts[pos]++
+					}
+				} else {
+					clear(table)
+				}
+				p.slots = make(map[netip.Addr]int, len(p.members))
+				for i, b := range p.members {
+					p.slots[b.Addr] = counts[i]
+				}
+				p.err = d.opts.Datapath.SetTable(p.dv.id, table)
 			}
-			d.dp.tables[tableKey] = pos
-			d.stats.rebuilds++
-		}
-		table := make([]uint32, v.TableSize)
-		slots := make(map[netip.Addr]int, len(members))
-		if len(pos) == len(table) {
-			for i, p := range pos {
-				b := members[p]
-				table[i] = dv.backends[b.Addr].id
-				slots[b.Addr]++
-			}
-		}
-		if err := d.opts.Datapath.SetTable(dv.id, table); err != nil {
-			return false, errors.Join(append(errs, fmt.Errorf("set table: %w", err))...)
-		}
-		dv.tableKey, dv.table, dv.slots = tableKey, true, slots
-		d.stats.installs++
-		changed = true
+		}()
 	}
-	if !dv.written || dv.vip != want {
-		if err := d.opts.Datapath.PutVIP(toLoaderKey(v.Key), want); err != nil {
-			return changed, errors.Join(append(errs, fmt.Errorf("put VIP: %w", err))...)
-		}
-		dv.vip, dv.written = want, true
+	for _, p := range todo {
+		work <- p
 	}
-	for _, s := range after {
-		if err := put(s); err != nil {
-			return changed, errors.Join(append(errs, err)...)
+	close(work)
+	wg.Wait()
+	for _, p := range todo {
+		if p.err == nil {
+			p.dv.tableKey, p.dv.table, p.dv.slots = p.key, true, p.slots
+			d.stats.installs++
 		}
 	}
-	// Backends no longer desired: the table no longer names them.
+	return true
+}
+
+// finishVIP writes the VIP entry once its table is there, then the
+// backends that became less usable, then removes backends no longer
+// desired (no slot names them any more).
+func (d *Daemon) finishVIP(p *vipPlan) error {
+	dv, v := p.dv, p.v
+	if p.pos != nil && p.err != nil {
+		return fmt.Errorf("set table: %w", p.err)
+	}
+	if !dv.written || dv.vip != p.want {
+		if err := d.opts.Datapath.PutVIP(toLoaderKey(v.Key), p.want); err != nil {
+			return fmt.Errorf("put VIP: %w", err)
+		}
+		dv.vip, dv.written = p.want, true
+	}
+	for _, s := range p.after {
+		if err := d.putBackend(s); err != nil {
+			return err
+		}
+	}
 	desired := make(map[netip.Addr]bool, len(v.Backends))
 	for _, b := range v.Backends {
 		desired[b.Addr] = true
 	}
+	var errs []error
 	for a, db := range dv.backends {
 		if desired[a] {
 			continue
@@ -395,7 +493,7 @@ func (d *Daemon) reconcileVIP(v *VIP) (bool, error) {
 		d.dp.backendID.put(db.id)
 		delete(dv.backends, a)
 	}
-	return changed, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 func backendEqual(a, b loader.Backend) bool {

@@ -46,6 +46,7 @@ type Backend struct {
 	Admin        AdminState
 	DrainStart   time.Time     // when draining began
 	DrainTimeout time.Duration // removed at DrainStart+DrainTimeout at the latest
+	checkID      string        // of the effective check; "" unchecked
 }
 
 // State is the desired state: every VIP with its backends.
@@ -152,7 +153,9 @@ func (s *State) AddVIP(c VIPConfig) error {
 		v.Check = &cc
 	}
 	for _, bc := range c.Backends {
-		v.Backends = append(v.Backends, newBackend(bc))
+		b := newBackend(bc)
+		b.checkID = checkID(v, b)
+		v.Backends = append(v.Backends, b)
 	}
 	sortBackends(v.Backends)
 	s.VIPs[k] = v
@@ -189,7 +192,9 @@ func (s *State) AddBackend(k VIPKey, c BackendConfig) error {
 			return fmt.Errorf("backend %s of vip %s: %w", a, k, ErrDuplicate)
 		}
 	}
-	v.Backends = append(v.Backends, newBackend(c))
+	b := newBackend(c)
+	b.checkID = checkID(v, b)
+	v.Backends = append(v.Backends, b)
 	sortBackends(v.Backends)
 	return nil
 }

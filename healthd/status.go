@@ -105,7 +105,7 @@ func (d *Daemon) Status() Status {
 			h, _ := d.healthOf(v, b)
 			bs := BackendStatus{
 				Address: b.Addr.String(), Weight: b.Weight, Admin: string(b.Admin),
-				Health: h.state, HealthSince: h.since, LastError: h.lastErr, Check: checkID(v, b),
+				Health: h.state, HealthSince: h.since, LastError: h.lastErr, Check: b.checkID,
 			}
 			if b.Admin == Draining {
 				bs.DrainUntil = b.DrainStart.Add(b.DrainTimeout)

@@ -56,6 +56,8 @@ func root() *command {
 			statsCommand(),
 			versionCommand(),
 			proxyCommand(),
+			backendHostCommand(),
+			labCommand(),
 		},
 	}
 }

@@ -374,3 +374,21 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	return nil
 }
+
+// XDPProgID returns the ID of the XDP program attached to ifname in ns, 0
+// when there is none.
+func XDPProgID(ns Netns, ifname string) (uint32, error) {
+	h, err := handleFor(ns)
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		return 0, fmt.Errorf("find link %s: %w", ifname, err)
+	}
+	if x := l.Attrs().Xdp; x != nil && x.Attached {
+		return x.ProgId, nil
+	}
+	return 0, nil
+}

@@ -1,0 +1,184 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// DaemonConfig is what the lab's balancer daemons serve.
+type DaemonConfig struct {
+	// IPv6 adds the IPv6 VIP (VIP6) next to VIP4.
+	IPv6 bool
+	// Mode is ipip (default) or l2dsr.
+	Mode string
+	// CheckInterval of the TCP health checks on EchoPort; default 1s.
+	// Rise is 2 and fall 2.
+	CheckInterval time.Duration
+	// Rise and Fall of the health checks; default 2 each.
+	Rise, Fall int
+	// DrainTimeout of the VIPs; default 30s.
+	DrainTimeout time.Duration
+	// Weights of backends by name; default 1.
+	Weights map[string]int
+}
+
+// VIPs returns the VIP keys the daemon serves, as ADDR:PORT/PROTO: the TCP
+// echo, UDP echo and HTTP ports of each VIP address.
+func (c DaemonConfig) VIPs() []string {
+	addrs := []netip.Addr{VIP4}
+	if c.IPv6 {
+		addrs = append(addrs, VIP6)
+	}
+	var out []string
+	for _, a := range addrs {
+		for _, pp := range []struct {
+			port  uint16
+			proto string
+		}{{EchoPort, "tcp"}, {EchoPort, "udp"}, {HTTPPort, "tcp"}} {
+			out = append(out, netip.AddrPortFrom(a, pp.port).String()+"/"+pp.proto)
+		}
+	}
+	return out
+}
+
+// DaemonPaths are where a balancer's daemon keeps its files.
+type DaemonPaths struct {
+	Config   string // the YAML config the lab wrote
+	Socket   string // the control API
+	StateDir string // runtime overlay
+	BPFFS    string // pins
+}
+
+// DaemonPaths returns the paths of a balancer's daemon.
+func (l *Lab) DaemonPaths(balancer string) DaemonPaths {
+	dir := filepath.Join(l.cfg.StateDir, balancer)
+	return DaemonPaths{
+		Config:   filepath.Join(dir, "xlb.yaml"),
+		Socket:   filepath.Join(dir, "xlb.sock"),
+		StateDir: filepath.Join(dir, "state"),
+		BPFFS:    filepath.Join(BPFFS, l.cfg.Prefix+balancer),
+	}
+}
+
+// daemonYAML renders the daemon's configuration for the lab.
+func (l *Lab) daemonYAML(p DaemonPaths, c DaemonConfig) string {
+	if c.Mode == "" {
+		c.Mode = "ipip"
+	}
+	if c.CheckInterval == 0 {
+		c.CheckInterval = time.Second
+	}
+	if c.Rise == 0 {
+		c.Rise = 2
+	}
+	if c.Fall == 0 {
+		c.Fall = 2
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	timeout := c.CheckInterval / 2
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by the xlb lab.\ninterface: %s\nbpffs: %s\nstate_dir: %s\nsocket: %s\nmetrics_addr: \"\"\n",
+		Ifname, p.BPFFS, p.StateDir, p.Socket)
+	fmt.Fprintf(&b, "encap: { source_v4: %s, source_v6: \"%s\" }\nvips:\n", OuterSource4, OuterSource6)
+	for _, v := range c.VIPs() {
+		fmt.Fprintf(&b, "  - address: \"%s\"\n    mode: %s\n    drain_timeout: %s\n", v, c.Mode, c.DrainTimeout)
+		fmt.Fprintf(&b, "    check: { kind: tcp, port: %d, interval: %s, timeout: %s, rise: %d, fall: %d }\n    backends:\n",
+			EchoPort, c.CheckInterval, timeout, c.Rise, c.Fall)
+		is6 := strings.HasPrefix(v, "[")
+		for _, be := range l.Backends {
+			addr := be.IPv4
+			if is6 {
+				addr = be.IPv6
+			}
+			w := c.Weights[be.Name]
+			if w == 0 {
+				w = 1
+			}
+			fmt.Fprintf(&b, "      - { address: \"%s\", weight: %d }\n", addr, w)
+		}
+	}
+	return b.String()
+}
+
+// StartDaemon writes the balancer's config and starts "xlb daemon" in its
+// namespace (network namespace only, so its pins stay visible), then waits
+// for its API socket.
+func (l *Lab) StartDaemon(ctx context.Context, balancer string, c DaemonConfig) error {
+	h, ok := l.Host(balancer)
+	if !ok || h.Role != RoleBalancer {
+		return fmt.Errorf("balancer %q: no such balancer in the lab", balancer)
+	}
+	p := l.DaemonPaths(balancer)
+	if err := os.MkdirAll(p.StateDir, 0o755); err != nil {
+		return fmt.Errorf("start daemon in %s: %w", balancer, err)
+	}
+	if err := os.WriteFile(p.Config, []byte(l.daemonYAML(p, c)), 0o644); err != nil {
+		return fmt.Errorf("start daemon in %s: %w", balancer, err)
+	}
+	return l.RunDaemon(ctx, balancer, l.cfg.Binary)
+}
+
+// RunDaemon starts a daemon from binary with the config StartDaemon wrote;
+// with another binary this is an upgrade.
+func (l *Lab) RunDaemon(ctx context.Context, balancer, binary string) error {
+	h, _ := l.Host(balancer)
+	p := l.DaemonPaths(balancer)
+	_ = os.Remove(p.Socket)
+	if _, err := startProcess(l.cfg.StateDir, h.Netns, daemonName(balancer), binary, "daemon", "--config", p.Config); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := os.Stat(p.Socket); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			log, _ := os.ReadFile(filepath.Join(l.cfg.StateDir, daemonName(balancer)+".log"))
+			return fmt.Errorf("daemon in %s did not open its socket %s; log:\n%s", balancer, p.Socket, tail(log, 20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// StopDaemon stops a balancer's daemon (SIGTERM); its pins stay, so the
+// datapath keeps forwarding.
+func (l *Lab) StopDaemon(balancer string) error {
+	return stopProcess(l.cfg.StateDir, daemonName(balancer))
+}
+
+func daemonName(balancer string) string { return balancer + ".daemon" }
+
+// CLI runs "xlb ARGS --socket SOCKET" against a balancer's daemon in its
+// namespace and returns stdout; a failure carries stderr.
+func (l *Lab) CLI(ctx context.Context, balancer string, args ...string) (string, error) {
+	p := l.DaemonPaths(balancer)
+	cmd := l.Command(ctx, balancer, append(args, "--socket", p.Socket)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), fmt.Errorf("xlb %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		}
+		return string(out), fmt.Errorf("xlb %s: %w", strings.Join(args, " "), err)
+	}
+	return string(out), nil
+}
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,9 +1,12 @@
 package check_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -459,4 +462,49 @@ func TestProberNoBurstWhenSetLongBeforeRun(t *testing.T) {
 		}
 	}
 	r.step(t, time.Second, "a", "b", "c")
+}
+
+func TestProberLogsAndJSON(t *testing.T) {
+	var buf syncBuffer
+	b := newSwitchable(t)
+	r := newRig(t, check.Config{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	r.set(t, "web-1", check.Spec{Kind: check.TCP, Target: b.addr, Interval: time.Second, Rise: 1})
+	r.start(t)
+	r.step(t, time.Second, "web-1")
+	if got := buf.String(); !strings.Contains(got, "health state changed") || !strings.Contains(got, "backend=web-1") ||
+		!strings.Contains(got, "from=unknown") || !strings.Contains(got, "to=healthy") {
+		t.Fatalf("log = %q", got)
+	}
+	st, _ := r.p.Status("web-1")
+	js, err := json.Marshal(st)
+	if err != nil {
+		t.Fatalf("encode status: %v", err)
+	}
+	for _, want := range []string{`"id":"web-1"`, `"state":"healthy"`, `"damped":false`, `"kind":"tcp"`, `"history":[{`} {
+		if !strings.Contains(string(js), want) {
+			t.Errorf("status JSON %s lacks %s", js, want)
+		}
+	}
+	var back check.Status
+	if err := json.Unmarshal(js, &back); err != nil || back.State != check.Healthy || len(back.History) != 1 {
+		t.Errorf("decode status: %v, %+v", err, back)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -15,6 +15,8 @@
 
 #define MAX_VIPS 1024
 #define MAX_BACKENDS 4096
+#define VIP_FILTER_BITS 65536
+#define VIP_FILTER_WORDS (VIP_FILTER_BITS / 64)
 
 #define ETH_P_8021Q_BE bpf_htons(0x8100)
 #define ETH_P_8021AD_BE bpf_htons(0x88A8)

@@ -81,4 +81,16 @@ static __always_inline __u32 flow_hash(const struct flow_key *k, __u32 seed,
 	return c;
 }
 
+/* vip_addr_hash spreads a destination address over the VIP filter:
+ * the xor of its 32-bit words times a 32-bit golden ratio constant, top
+ * 16 bits. */
+static __always_inline __u32 vip_addr_hash(const struct flow_key *k)
+{
+	__u32 w = load32(k->dst);
+
+	if (k->family == FAMILY_V6)
+		w ^= load32(k->dst + 4) ^ load32(k->dst + 8) ^ load32(k->dst + 12);
+	return (w * 0x9e3779b9) >> 16;
+}
+
 #endif

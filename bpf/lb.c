@@ -15,14 +15,14 @@ static __always_inline __u32 encap_overhead(const struct packet *p)
 }
 
 /* forward sends p to be according to the VIP's mode. */
-/* forward_check returns why p cannot go to be, or EXIT_NONE. */
+/* forward_check returns why p cannot go to c, or EXIT_NONE. */
 static __always_inline enum exit_reason
-forward_check(const struct packet *p, const struct vip_meta *vip,
-	      const struct backend *be, const struct config *cfg)
+forward_check(const struct packet *p, const struct choice *c,
+	      const struct config *cfg)
 {
-	if (be->family != p->key.family)
+	if (c->be->family != p->key.family)
 		return EXIT_BAD_BACKEND;
-	if (vip->mode == MODE_L2DSR)
+	if (c->mode == MODE_L2DSR)
 		return p->l3_len > cfg->mtu ? EXIT_TOO_BIG : EXIT_NONE;
 	/* Too big to encapsulate: dropped and counted; clients' MSS must be
 	 * clamped or the path to the backends must carry larger frames. */
@@ -34,17 +34,22 @@ forward_check(const struct packet *p, const struct vip_meta *vip,
 	return EXIT_NONE;
 }
 
-/* forward sends p to be according to the VIP's mode. */
+/* forward counts p and sends it to the chosen backend by the VIP's mode. */
 static __always_inline int forward(struct xdp_md *ctx, const struct packet *p,
-				   const struct vip_meta *vip,
-				   const struct backend *be,
-				   const struct config *cfg, __u32 hash)
+				   const struct choice *c,
+				   const struct config *cfg, __u64 bytes)
 {
-	if (vip->mode == MODE_L2DSR)
-		return rewrite_l2(ctx, p, be, cfg);
+	enum exit_reason reason = forward_check(p, c, cfg);
+
+	if (reason)
+		return count_exit(reason, XDP_DROP);
+	count(&vip_stats, c->vip_id, bytes);
+	count(&backend_stats, c->backend_id, bytes);
+	if (c->mode == MODE_L2DSR)
+		return rewrite_l2(ctx, p, c->be, cfg);
 	if (p->key.family == FAMILY_V4)
-		return encap_ipv4(ctx, p, be, cfg, hash);
-	return encap_ipv6(ctx, p, be, cfg, hash);
+		return encap_ipv4(ctx, p, c->be, cfg, c->hash);
+	return encap_ipv6(ctx, p, c->be, cfg, c->hash);
 }
 
 SEC("xdp")
@@ -54,33 +59,39 @@ int xdp_lb(struct xdp_md *ctx)
 	void *end = (void *)(long)ctx->data_end;
 	__u64 bytes = end - data;
 	struct packet p = {};
+	struct choice c = {};
 	struct vip_meta *vip;
 	struct config *cfg;
-	struct backend *be;
-	__u32 zero = 0, id = 0, hash = 0;
+	struct flow *f;
+	__u32 zero = 0;
 	int ret;
 
 	ret = parse_packet(&p, data, end);
 	if (ret)
 		return count_exit(ret, XDP_PASS);
+	if (!maybe_vip(&p))
+		return count_exit(EXIT_NO_VIP, XDP_PASS);
+	cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (!cfg)
+		return count_exit(EXIT_NO_BACKEND, XDP_DROP); /* cannot happen */
+	/* Fast path: an established flow (not a SYN, which selects again
+	 * without looking, and no IPv4 options). */
+	f = 0;
+	if (!(p.flags & (PKT_SYN | PKT_IP_OPTIONS))) {
+		f = bpf_map_lookup_elem(&flows, &p.key);
+		if (f && established_backend(&p, f, cfg, &c))
+			return forward(ctx, &p, &c, cfg, bytes);
+	}
+
 	vip = lookup_vip(&p);
 	if (!vip)
 		return count_exit(EXIT_NO_VIP, XDP_PASS);
 	/* IPv4 options (source routing, ...) are not carried to backends. */
 	if (p.flags & PKT_IP_OPTIONS)
 		return count_exit(EXIT_IP_OPTIONS, XDP_DROP);
-	cfg = bpf_map_lookup_elem(&settings, &zero);
-	if (!cfg)
+	if (!select_new(&p, vip, cfg, f, &c))
 		return count_exit(EXIT_NO_BACKEND, XDP_DROP);
-	be = select_backend(&p, vip, cfg, &id, &hash);
-	if (!be)
-		return count_exit(EXIT_NO_BACKEND, XDP_DROP);
-	ret = forward_check(&p, vip, be, cfg);
-	if (ret)
-		return count_exit(ret, XDP_DROP);
-	count(&vip_stats, vip->id, bytes);
-	count(&backend_stats, id, bytes);
-	return forward(ctx, &p, vip, be, cfg, hash);
+	return forward(ctx, &p, &c, cfg, bytes);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -32,6 +32,17 @@ struct {
 	__type(value, struct flow);
 } flows SEC(".maps");
 
+/* vip_filter: word index -> 64 bits; bit (vip_addr_hash(addr) % 65536) is
+ * set when some VIP has that address. Written by the loader (PutVIP sets a
+ * bit before the VIP exists, RemoveVIP clears it after the VIP is gone).
+ * Lets a packet that is not for a VIP leave after one array read. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VIP_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} vip_filter SEC(".maps");
+
 /* settings: 0 -> struct config; written by the loader (SetConfig). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

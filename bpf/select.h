@@ -1,13 +1,24 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* VIP lookup and backend selection: the flow table first, the VIP's Maglev
- * table when the flow is new, a TCP SYN, or its backend is no longer usable
- * for established flows. */
+/* VIP lookup and backend selection. A packet of an established flow finds
+ * its backend (and VIP) in the flow table; a new flow, a TCP SYN, or a flow
+ * whose backend is no longer usable for established flows selects through
+ * the VIP's Maglev table. */
 #ifndef XLB_SELECT_H
 #define XLB_SELECT_H
 
 #include "maps.h"
 #include "hash.h"
 #include "parse.h"
+
+/* maybe_vip is false when no VIP has the packet's destination address. */
+static __always_inline int maybe_vip(const struct packet *p)
+{
+	__u32 bit = vip_addr_hash(&p->key);
+	__u32 word = bit / 64;
+	__u64 *w = bpf_map_lookup_elem(&vip_filter, &word);
+
+	return w && (*w & (1ULL << (bit % 64)));
+}
 
 /* lookup_vip tries (address, port, protocol), then the port wildcard. */
 static __always_inline struct vip_meta *lookup_vip(const struct packet *p)
@@ -61,17 +72,26 @@ static __always_inline __u32 table_slot(const struct vip_meta *vip, __u32 hash)
 	return 0;
 }
 
-/* established_backend returns the flow's remembered backend if it may keep
- * the flow; for UDP the flow must also have been seen within the timeout. */
-static __always_inline struct backend *
-established_backend(const struct packet *p, struct flow *f,
-		    const struct config *cfg, __u32 *id, __u32 *hash)
-{
+/* choice is where a packet goes. */
+struct choice {
 	struct backend *be;
+	__u32 backend_id;
+	__u32 hash;		/* the flow's 5-tuple hash */
+	__u32 vip_id;
+	__u8 mode;
+};
+
+/* established_backend fills c from the flow's entry if its backend may keep
+ * the flow; for UDP the flow must also have been seen within the timeout. */
+static __always_inline int established_backend(const struct packet *p,
+					       struct flow *f,
+					       const struct config *cfg,
+					       struct choice *c)
+{
 	__u64 now;
 
-	be = lookup_backend(f->backend_id);
-	if (!be || !(be->flags & BACKEND_F_USABLE_ESTABLISHED))
+	c->be = lookup_backend(f->backend_id);
+	if (!c->be || !(c->be->flags & BACKEND_F_USABLE_ESTABLISHED))
 		return 0;
 	if (p->key.proto == IPPROTO_UDP) {
 		now = bpf_ktime_get_ns();
@@ -80,45 +100,47 @@ established_backend(const struct packet *p, struct flow *f,
 		if (!(p->flags & PKT_PTB))
 			f->last_seen = now;
 	}
-	*id = f->backend_id;
-	*hash = f->hash;
-	return be;
+	c->backend_id = f->backend_id;
+	c->hash = f->hash;
+	c->vip_id = f->vip_id;
+	c->mode = f->mode;
+	return 1;
 }
 
-/* select_backend picks the backend for p and records it in the flow table
- * (except for ICMP errors, which only follow a flow). */
-static __always_inline struct backend *
-select_backend(const struct packet *p, const struct vip_meta *vip,
-	       const struct config *cfg, __u32 *id, __u32 *hash)
+/* select_new picks a backend from the VIP's table and records it in the
+ * flow table (except for ICMP errors, which only follow a flow). f is the
+ * flow's current entry, if any. */
+static __always_inline int select_new(const struct packet *p,
+				      const struct vip_meta *vip,
+				      const struct config *cfg, struct flow *f,
+				      struct choice *c)
 {
-	struct flow *f = bpf_map_lookup_elem(&flows, &p->key);
-	struct backend *be;
-	struct flow nf;
+	struct flow nf = {};
 	__u32 slot_hash;
 
-	if (f && !(p->flags & PKT_SYN)) {
-		be = established_backend(p, f, cfg, id, hash);
-		if (be)
-			return be;
-	}
-	*hash = flow_hash(&p->key, cfg->hash_seed, 0);
-	slot_hash = *hash;
+	c->hash = flow_hash(&p->key, cfg->hash_seed, 0);
+	slot_hash = c->hash;
 	if (vip->flags & VIP_F_HASH_SRC_ONLY)
 		slot_hash = flow_hash(&p->key, cfg->hash_seed, 1);
-	*id = table_slot(vip, slot_hash);
-	be = lookup_backend(*id);
-	if (!be || !(be->flags & BACKEND_F_USABLE_NEW))
+	c->backend_id = table_slot(vip, slot_hash);
+	c->be = lookup_backend(c->backend_id);
+	if (!c->be || !(c->be->flags & BACKEND_F_USABLE_NEW))
 		return 0;
+	c->vip_id = vip->id;
+	c->mode = vip->mode;
 	if (p->flags & PKT_PTB)
-		return be;
-	nf.backend_id = *id;
-	nf.hash = *hash;
-	nf.last_seen = p->key.proto == IPPROTO_UDP ? bpf_ktime_get_ns() : 0;
+		return 1;
+	nf.backend_id = c->backend_id;
+	nf.hash = c->hash;
+	nf.vip_id = c->vip_id;
+	nf.mode = c->mode;
+	if (p->key.proto == IPPROTO_UDP)
+		nf.last_seen = bpf_ktime_get_ns();
 	if (f)
 		*f = nf;
 	else
 		bpf_map_update_elem(&flows, &p->key, &nf, BPF_ANY);
-	return be;
+	return 1;
 }
 
 #endif

@@ -55,10 +55,15 @@ struct flow_key {
 	__u16 pad;
 };
 
+/* flow remembers a flow's backend, and the VIP it was selected for, so
+ * that a packet of an established flow needs no VIP lookup. */
 struct flow {
 	__u32 backend_id;
 	__u32 hash;		/* full 5-tuple hash: outer source, flow label */
 	__u64 last_seen;	/* bpf_ktime_get_ns() of the last UDP packet */
+	__u32 vip_id;
+	__u8 mode;		/* the VIP's enum vip_mode */
+	__u8 pad[3];
 };
 
 #define CONFIG_F_SRC4 0x1

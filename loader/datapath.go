@@ -12,6 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// loadSpec returns the xdp_lb collection; tests may swap it for a variant.
+var loadSpec = loadLb
+
 // Datapath is a loaded xdp_lb program with its maps.
 type Datapath struct {
 	objs   lbObjects
@@ -39,11 +42,14 @@ func Load(opts Options) (*Datapath, error) {
 	if opts.FlowTableSize == 0 {
 		opts.FlowTableSize = DefaultFlowTableSize
 	}
-	spec, err := loadLb()
+	spec, err := loadSpec()
 	if err != nil {
 		return nil, fmt.Errorf("load xdp_lb spec: %w", err)
 	}
 	spec.Maps[lbMapFlows].MaxEntries = opts.FlowTableSize
+	if opts.PerCPULRU {
+		spec.Maps[lbMapFlows].Flags |= unix.BPF_F_NO_COMMON_LRU
+	}
 	colOpts := &ebpf.CollectionOptions{}
 	if opts.PinDir != "" {
 		if err := ensureBpffs(opts.PinDir); err != nil {

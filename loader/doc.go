@@ -91,6 +91,12 @@ type Options struct {
 	// DefaultFlowTableSize. Changing it for an existing pin gives
 	// ErrIncompatiblePin.
 	FlowTableSize uint32
+	// PerCPULRU gives the flow table one LRU list per CPU
+	// (BPF_F_NO_COMMON_LRU): still one table that every CPU finds a flow
+	// in, but an insert takes no global lock and evicts from its own CPU's
+	// list. Default off (one common LRU list). Changing it for an existing
+	// pin gives ErrIncompatiblePin.
+	PerCPULRU bool
 }
 
 // Mode is how a VIP's packets reach the backend.

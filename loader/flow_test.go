@@ -279,7 +279,7 @@ func TestStructSizes(t *testing.T) {
 		{"vip_meta", unsafe.Sizeof(lbVipMeta{}), 12},
 		{"backend", unsafe.Sizeof(lbBackend{}), 24},
 		{"flow_key", unsafe.Sizeof(lbFlowKey{}), 40},
-		{"flow", unsafe.Sizeof(lbFlow{}), 16},
+		{"flow", unsafe.Sizeof(lbFlow{}), 24},
 		{"config", unsafe.Sizeof(lbConfig{}), 56},
 		{"counters", unsafe.Sizeof(lbCounters{}), 16},
 	} {
@@ -314,5 +314,37 @@ func TestStructSizesMatchMaps(t *testing.T) {
 		if inner.ValueSize != 4*size {
 			t.Errorf("tables_%d: inner value size %d, want %d", size, inner.ValueSize, 4*size)
 		}
+	}
+}
+
+// TestRemoveVIPEndsFlows: established flows of a removed VIP are not
+// forwarded any more; another VIP on the same address keeps working.
+func TestRemoveVIPEndsFlows(t *testing.T) {
+	d := newTestDatapath(t)
+	ack := tcpTo(vip4, client4, 80, testutil.TCPAck)
+	udp := udpTo(vip4, client4, 53)
+	backendOf(t, d, ack)
+	backendOf(t, d, udp)
+	must(t, d.RemoveVIP(VIPKey{vip4, 80, 6}))
+	act, _, err := d.Program().Run(ack.Bytes())
+	must(t, err)
+	if act != ActionPass {
+		t.Errorf("established flow of a removed vip: %s, want XDP_PASS", act)
+	}
+	backendOf(t, d, udp) // vip4:53/udp still forwards: the filter bit stays
+	must(t, d.RemoveVIP(VIPKey{vip4, 53, 17}))
+	act, _, err = d.Program().Run(udp.Bytes())
+	must(t, err)
+	if act != ActionPass {
+		t.Errorf("flow of the last vip on the address: %s, want XDP_PASS", act)
+	}
+	// Changing a VIP's mode re-selects its flows with the new mode.
+	dsr := udpTo(vip4DSR, client4, 53)
+	backendOf(t, d, dsr)
+	must(t, d.PutVIP(VIPKey{vip4DSR, 53, 17}, VIP{ID: 4, Mode: ModeIPIP, TableSize: tableSize}))
+	_, out, err := d.Program().Run(dsr.Bytes())
+	must(t, err)
+	if len(out) != len(dsr.Bytes())+20 {
+		t.Errorf("flow kept L2 DSR after its vip changed to IPIP (%d bytes out)", len(out))
 	}
 }

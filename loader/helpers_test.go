@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"os"
 	"net"
 	"net/netip"
 	"strconv"
@@ -81,7 +82,7 @@ func roundRobin(size int, ids ...uint32) []uint32 {
 func newTestDatapath(t testing.TB) *Datapath {
 	t.Helper()
 	testutil.RequirePrivileged(t)
-	d, err := Load(Options{FlowTableSize: 1 << 16, Verbose: true})
+	d, err := Load(Options{FlowTableSize: flowTableSizeForTests, PerCPULRU: perCPULRUForTests, Verbose: true})
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
@@ -225,3 +226,9 @@ func (s snapshot) delta(after snapshot) map[string]uint64 {
 }
 
 func itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
+
+func getenv(name string) string { return os.Getenv(name) }
+
+var flowTableSizeForTests uint32 = 1 << 16
+
+var perCPULRUForTests = os.Getenv("XLB_PERCPU_LRU") == "1"

@@ -46,6 +46,9 @@ type lbFlow struct {
 	BackendId uint32
 	Hash      uint32
 	LastSeen  uint64
+	VipId     uint32
+	Mode      uint8
+	Pad       [3]uint8
 }
 
 type lbFlowKey struct {
@@ -88,6 +91,7 @@ const (
 	lbMapTables251    = "tables_251"
 	lbMapTables4093   = "tables_4093"
 	lbMapTables65537  = "tables_65537"
+	lbMapVipFilter    = "vip_filter"
 	lbMapVipStats     = "vip_stats"
 	lbMapVips         = "vips"
 	lbProgXdpLb       = "xdp_lb"
@@ -150,6 +154,7 @@ type lbMapSpecs struct {
 	Tables251    *ebpf.MapSpec `ebpf:"tables_251"`
 	Tables4093   *ebpf.MapSpec `ebpf:"tables_4093"`
 	Tables65537  *ebpf.MapSpec `ebpf:"tables_65537"`
+	VipFilter    *ebpf.MapSpec `ebpf:"vip_filter"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
@@ -188,6 +193,7 @@ type lbMaps struct {
 	Tables251    *ebpf.Map `ebpf:"tables_251"`
 	Tables4093   *ebpf.Map `ebpf:"tables_4093"`
 	Tables65537  *ebpf.Map `ebpf:"tables_65537"`
+	VipFilter    *ebpf.Map `ebpf:"vip_filter"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 }
@@ -202,6 +208,7 @@ func (m *lbMaps) Close() error {
 		m.Tables251,
 		m.Tables4093,
 		m.Tables65537,
+		m.VipFilter,
 		m.VipStats,
 		m.Vips,
 	)

@@ -117,8 +117,90 @@ func (d *Datapath) PutVIP(k VIPKey, v VIP) error {
 		meta.Flags |= vipFlagHashSrcOnly
 	}
 	key := k.marshal()
+	var old lbVipMeta
+	existed := d.objs.Vips.Lookup(&key, &old) == nil
+	if err := d.setFilterBit(k.Addr); err != nil {
+		return err
+	}
 	if err := d.objs.Vips.Put(&key, &meta); err != nil {
 		return fmt.Errorf("put vip %s port %d proto %d: %w", k.Addr, k.Port, k.Proto, err)
+	}
+	// Established flows carry the VIP's ID and mode: when either
+	// changes, they select again.
+	if existed && (old.Id != meta.Id || old.Mode != meta.Mode) {
+		return d.purgeFlows(key, old.Id)
+	}
+	return nil
+}
+
+// purgeFlows deletes the flows selected for the VIP key k under VIP ID id,
+// so that their next packet goes through the VIP lookup again.
+func (d *Datapath) purgeFlows(k lbVipKey, id uint32) error {
+	var fk lbFlowKey
+	var f lbFlow
+	var stale []lbFlowKey
+	it := d.objs.Flows.Iterate()
+	for it.Next(&fk, &f) {
+		if f.VipId == id && fk.Dst == k.Addr && fk.Proto == k.Proto && (k.Port == 0 || fk.Dport == k.Port) {
+			stale = append(stale, fk)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("list flows of vip %d: %w", id, err)
+	}
+	for _, fk := range stale {
+		if err := d.objs.Flows.Delete(&fk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove flow of vip %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// VIPFilterHash is the datapath's hash of a VIP address into the VIP filter
+// (bpf/hash.h vip_addr_hash): the xor of the address's 32-bit little-endian
+// words times 0x9e3779b9, top 16 bits.
+func VIPFilterHash(a netip.Addr) uint32 {
+	b := addr16(a.Unmap())
+	w := binary.LittleEndian.Uint32(b[0:])
+	if !a.Unmap().Is4() {
+		w ^= binary.LittleEndian.Uint32(b[4:]) ^ binary.LittleEndian.Uint32(b[8:]) ^ binary.LittleEndian.Uint32(b[12:])
+	}
+	return (w * 0x9e3779b9) >> 16
+}
+
+func (d *Datapath) setFilterBit(a netip.Addr) error {
+	bit := VIPFilterHash(a)
+	var w uint64
+	if err := d.objs.VipFilter.Lookup(bit/64, &w); err != nil {
+		return fmt.Errorf("read vip filter: %w", err)
+	}
+	if w&(1<<(bit%64)) != 0 {
+		return nil
+	}
+	if err := d.objs.VipFilter.Put(bit/64, w|1<<(bit%64)); err != nil {
+		return fmt.Errorf("set vip filter: %w", err)
+	}
+	return nil
+}
+
+// clearFilterBit clears the filter bit of a unless another VIP needs it.
+func (d *Datapath) clearFilterBit(a netip.Addr) error {
+	bit := VIPFilterHash(a)
+	vips, err := d.VIPs()
+	if err != nil {
+		return err
+	}
+	for k := range vips {
+		if VIPFilterHash(k.Addr) == bit {
+			return nil
+		}
+	}
+	var w uint64
+	if err := d.objs.VipFilter.Lookup(bit/64, &w); err != nil {
+		return fmt.Errorf("read vip filter: %w", err)
+	}
+	if err := d.objs.VipFilter.Put(bit/64, w&^(1<<(bit%64))); err != nil {
+		return fmt.Errorf("clear vip filter: %w", err)
 	}
 	return nil
 }
@@ -156,6 +238,12 @@ func (d *Datapath) RemoveVIP(k VIPKey) error {
 	}
 	if err := d.objs.Vips.Delete(&key); err != nil {
 		return fmt.Errorf("remove vip %s port %d proto %d: %w", k.Addr, k.Port, k.Proto, err)
+	}
+	if err := d.clearFilterBit(k.Addr); err != nil {
+		return err
+	}
+	if err := d.purgeFlows(key, meta.Id); err != nil {
+		return err
 	}
 	used, err := d.vipIDUsed(meta.Id, k)
 	if err != nil || used {

@@ -17,7 +17,9 @@
 //
 // # Defaults
 //
-// [Spec.WithDefaults] fills zero fields; these are the only defaults:
+// A per-backend spec takes per-VIP settings with [Spec.Inherit];
+// [Spec.WithDefaults] then fills the remaining zero fields. These are the
+// only defaults:
 //
 //	Interval     2s    time between two checks of one target
 //	Timeout      1s    a check not finished by then fails (at most Interval)
@@ -62,7 +64,19 @@
 // still running skips its slot rather than queueing a second check. If the
 // checker falls behind, missed slots are skipped, never run in a burst.
 // The first check of a new target runs at its first slot, within one
-// interval of [Prober.Set].
+// interval of [Prober.Set]. Check starts are grouped into ticks of
+// Config.Resolution (default 5ms), so the Prober wakes once per tick.
+//
+// # Use
+//
+//	p := check.NewProber(check.Config{Logger: log, OnEvent: func(ev check.Event) { ... }})
+//	err := p.Set("web-1", check.Spec{Kind: check.HTTP, Target: "198.51.100.11:8080"})
+//	go p.Run(ctx) // until ctx is cancelled; Set and Remove work before and during Run
+//	st, ok := p.Status("web-1")
+//
+// OnEvent and OnResult are called from the goroutine that ran the check, one
+// target at a time in order. Tests drive a Prober with the fake clock of
+// package checktest; check timeouts always use real time.
 package check
 
 import (
@@ -259,4 +273,50 @@ func (s Spec) Validate() error {
 		return bad("expect", fmt.Sprintf("%d bytes", len(s.Expect)), fmt.Sprintf("must be at most %d bytes", MaxPayload))
 	}
 	return nil
+}
+
+// Inherit returns s with every zero field taken from d: per-backend checks
+// inherit a per-VIP default this way. Booleans are set if set in either.
+// Apply it before WithDefaults, so that the built-in defaults come last.
+func (s Spec) Inherit(d Spec) Spec {
+	pick := func(v *string, dv string) {
+		if *v == "" {
+			*v = dv
+		}
+	}
+	pickInt := func(v *int, dv int) {
+		if *v == 0 {
+			*v = dv
+		}
+	}
+	pickDur := func(v *time.Duration, dv time.Duration) {
+		if *v == 0 {
+			*v = dv
+		}
+	}
+	if s.Kind == "" {
+		s.Kind = d.Kind
+	}
+	pick(&s.Target, d.Target)
+	pickDur(&s.Interval, d.Interval)
+	pickDur(&s.Timeout, d.Timeout)
+	pickInt(&s.Rise, d.Rise)
+	pickInt(&s.Fall, d.Fall)
+	pick(&s.Path, d.Path)
+	pick(&s.Host, d.Host)
+	pickInt(&s.StatusMin, d.StatusMin)
+	pickInt(&s.StatusMax, d.StatusMax)
+	pick(&s.BodyContains, d.BodyContains)
+	s.InsecureSkipVerify = s.InsecureSkipVerify || d.InsecureSkipVerify
+	if s.Payload == nil {
+		s.Payload = d.Payload
+	}
+	if s.Expect == nil {
+		s.Expect = d.Expect
+	}
+	s.StartHealthy = s.StartHealthy || d.StartHealthy
+	pickInt(&s.MaxFlaps, d.MaxFlaps)
+	pickDur(&s.FlapWindow, d.FlapWindow)
+	pickDur(&s.HoldDown, d.HoldDown)
+	return s
 }

@@ -141,3 +141,25 @@ func TestStateText(t *testing.T) {
 		t.Error(`UnmarshalText("up") = nil, want error`)
 	}
 }
+
+func TestInherit(t *testing.T) {
+	vip := check.Spec{Kind: check.HTTP, Interval: 5 * time.Second, Rise: 3, Path: "/healthz", Host: "svc.example",
+		StatusMin: 200, StatusMax: 299, InsecureSkipVerify: false, StartHealthy: true, MaxFlaps: -1, HoldDown: time.Minute}
+	backend := check.Spec{Target: "198.51.100.11:8080", Rise: 1, Path: "/ready", Timeout: 2 * time.Second}
+	got := backend.Inherit(vip)
+	want := check.Spec{Kind: check.HTTP, Target: "198.51.100.11:8080", Interval: 5 * time.Second, Timeout: 2 * time.Second,
+		Rise: 1, Path: "/ready", Host: "svc.example", StatusMin: 200, StatusMax: 299, StartHealthy: true,
+		MaxFlaps: -1, HoldDown: time.Minute}
+	if got.Kind != want.Kind || got.Target != want.Target || got.Interval != want.Interval || got.Timeout != want.Timeout ||
+		got.Rise != want.Rise || got.Fall != 0 || got.Path != want.Path || got.Host != want.Host ||
+		got.StatusMin != want.StatusMin || got.StatusMax != want.StatusMax || got.StartHealthy != want.StartHealthy ||
+		got.MaxFlaps != want.MaxFlaps || got.HoldDown != want.HoldDown || got.FlapWindow != 0 {
+		t.Fatalf("Inherit() = %+v, want %+v", got, want)
+	}
+	if err := got.Validate(); err != nil {
+		t.Fatalf("inherited spec invalid: %v", err)
+	}
+	if d := got.WithDefaults(); d.Fall != check.DefaultFall || d.FlapWindow != check.DefaultFlapWindow {
+		t.Fatalf("defaults after Inherit: %+v", d)
+	}
+}

@@ -34,8 +34,8 @@ type exchange struct {
 	reqID       string
 	peer        netip.Addr // socket peer
 	peerStr     string
-	peerSlice   []string // []string{peerStr}, read-only, from the connection when it has one
-	reqIDs      []string // []string{reqID}, read-only
+	peerSlice   []string   // []string{peerStr}, read-only, from the connection when it has one
+	reqIDs      []string   // []string{reqID}, read-only
 	client      netip.Addr // client by trusted forwarding headers, else peer
 	trusted     bool       // peer is a trusted proxy
 	tls         bool

@@ -29,8 +29,11 @@ var (
 	ErrNoConfigPath = errors.New("proxy has no config file to reload")
 )
 
-// Middleware wraps a route's next handler. Inside it, the request's exchange
-// state (route, chosen backend) is not yet decided beyond the route.
+// Middleware wraps a route's next handler; it runs after routing and before
+// backend selection. A middleware that wraps the ResponseWriter should give
+// its wrapper an Unwrap() http.ResponseWriter method, so that flushing of
+// streamed responses and WebSocket upgrades (http.ResponseController) reach
+// the server's writer.
 type Middleware func(next http.Handler) http.Handler
 
 // MiddlewareFactory builds one Middleware from its config node (the

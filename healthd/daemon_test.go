@@ -492,3 +492,51 @@ func TestRestartKeepsIDsAndTables(t *testing.T) {
 		t.Errorf("new backend got ID %d, reusing a freed one", got)
 	}
 }
+
+// The ordering rule, step by step: a backend is written before a table
+// names it; the table stops naming it before it is removed; a VIP entry
+// comes after its table.
+func TestOrderingRule(t *testing.T) {
+	dp := NewMemDatapath()
+	var log []string
+	dp.Log = &log
+	d, err := New(Options{Datapath: dp, Clock: newFakeClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := mustKey(t, "203.0.113.10:80/tcp")
+	steps := []struct {
+		name string
+		fn   func() error
+		want []string
+	}{
+		{"add vip with a backend", func() error {
+			return d.AddVIP(VIPConfig{Address: k.String(), TableSize: 251, Backends: []BackendConfig{{Address: "198.51.100.11"}}})
+		}, []string{"PutBackend 1", "SetTable 0 [1]", "PutVIP 0"}},
+		{"add a backend", func() error { return d.AddBackend(k, BackendConfig{Address: "198.51.100.12"}) },
+			[]string{"PutBackend 2", "SetTable 0 [1 2]"}},
+		{"drain: out of the table first, then not usable for new flows", func() error { return d.Drain(k, netip.MustParseAddr("198.51.100.11"), time.Hour) },
+			[]string{"SetTable 0 [2]", "PutBackend 1"}},
+		{"undrain: usable first, then in the table", func() error { return d.Undrain(k, netip.MustParseAddr("198.51.100.11")) },
+			[]string{"PutBackend 1", "SetTable 0 [1 2]"}},
+		{"remove: out of the table, then removed", func() error { return d.RemoveBackend(k, netip.MustParseAddr("198.51.100.11")) },
+			[]string{"SetTable 0 [2]", "RemoveBackend 1"}},
+		{"a new backend gets a fresh ID, not the freed one", func() error { return d.AddBackend(k, BackendConfig{Address: "198.51.100.13"}) },
+			[]string{"PutBackend 3", "SetTable 0 [2 3]"}},
+		{"remove vip: the entry (and its table) first, then its backends", func() error { return d.RemoveVIP(k) },
+			[]string{"RemoveVIP 0", "RemoveBackend 2", "RemoveBackend 3"}},
+	}
+	for _, s := range steps {
+		log = log[:0]
+		if err := s.fn(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		got := slices.Clone(log)
+		if s.name == "remove vip: the entry (and its table) first, then its backends" {
+			slices.Sort(got[1:]) // backends of one VIP go in map order
+		}
+		if !slices.Equal(got, s.want) {
+			t.Fatalf("%s: writes %q, want %q", s.name, got, s.want)
+		}
+	}
+}

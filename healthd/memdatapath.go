@@ -23,6 +23,10 @@ type MemDatapath struct {
 	DropCount    map[string]uint64
 	// Ops counts calls by method name.
 	Ops map[string]int
+	// Log, when not nil, records every successful write in order, e.g.
+	// "PutBackend 3", "SetTable 0 [1 2 3]" (the distinct IDs in the table),
+	// "RemoveBackend 3".
+	Log *[]string
 	// Fail, if set, is called first by every writing method; a non-nil
 	// result is returned and nothing changes.
 	Fail func(op string) error
@@ -66,6 +70,7 @@ func (m *MemDatapath) PutVIP(k loader.VIPKey, v loader.VIP) error {
 		return fmt.Errorf("put vip: table size %d: %w", v.TableSize, loader.ErrInvalid)
 	}
 	m.VIPByKey[k] = v
+	m.logf("PutVIP %d", v.ID)
 	return nil
 }
 
@@ -81,6 +86,7 @@ func (m *MemDatapath) RemoveVIP(k loader.VIPKey) error {
 		return fmt.Errorf("remove vip: %w", loader.ErrNotFound)
 	}
 	delete(m.VIPByKey, k)
+	m.logf("RemoveVIP %d", v.ID)
 	for _, o := range m.VIPByKey {
 		if o.ID == v.ID {
 			return nil
@@ -109,6 +115,7 @@ func (m *MemDatapath) PutBackend(id uint32, b loader.Backend) error {
 		m.present = append(m.present, make([]bool, int(id)+1-len(m.present))...)
 	}
 	m.present[id] = true
+	m.logf("PutBackend %d", id)
 	return nil
 }
 
@@ -129,6 +136,7 @@ func (m *MemDatapath) RemoveBackend(id uint32) error {
 	}
 	delete(m.Backends, id)
 	m.present[id] = false
+	m.logf("RemoveBackend %d", id)
 	return nil
 }
 
@@ -154,6 +162,16 @@ func (m *MemDatapath) SetTable(vipID uint32, table []uint32) error {
 			return fmt.Errorf("ordering rule broken: table of VIP %d names backend %d, which is not there", vipID, id)
 		}
 		last = id
+	}
+	if m.Log != nil {
+		var ids []uint32
+		for _, id := range table {
+			if id != 0 && !slices.Contains(ids, id) {
+				ids = append(ids, id)
+			}
+		}
+		slices.Sort(ids)
+		m.logf("SetTable %d %v", vipID, ids)
 	}
 	if m.DiscardTables {
 		return nil
@@ -195,3 +213,9 @@ func (m *MemDatapath) Lock() { m.mu.Lock() }
 
 // Unlock releases Lock.
 func (m *MemDatapath) Unlock() { m.mu.Unlock() }
+
+func (m *MemDatapath) logf(format string, args ...any) {
+	if m.Log != nil {
+		*m.Log = append(*m.Log, fmt.Sprintf(format, args...))
+	}
+}

@@ -451,6 +451,22 @@ func TestDaemonInNetns(t *testing.T) {
 			}
 		}
 	})
+
+	// Stopped, the daemon leaves the datapath attached; --cleanup removes
+	// the pins, which detaches it.
+	l.stop()
+	if out, err := exec.Command("ip", "-n", l.lb.Name, "link", "show", "lb0").CombinedOutput(); err != nil || !strings.Contains(string(out), "xdp") {
+		t.Fatalf("stopped daemon took the program with it: %v %s", err, out)
+	}
+	if out, err := exec.Command(l.bin, "daemon", "--cleanup", "--bpffs", l.pinDir).CombinedOutput(); err != nil {
+		t.Fatalf("xlb daemon --cleanup: %v %s", err, out)
+	}
+	if _, err := os.Stat(l.pinDir); !os.IsNotExist(err) {
+		t.Fatalf("pin dir still there after --cleanup: %v", err)
+	}
+	if out, _ := exec.Command("ip", "-n", l.lb.Name, "link", "show", "lb0").CombinedOutput(); strings.Contains(string(out), "xdp") {
+		t.Fatalf("program still attached after --cleanup: %s", out)
+	}
 }
 
 func slicesEqual(a, b []uint32) bool {

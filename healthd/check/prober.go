@@ -1,6 +1,7 @@
 package check
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"errors"
@@ -17,7 +18,7 @@ import (
 
 // Defaults of [Config].
 const (
-	DefaultConcurrency = 256
+	DefaultConcurrency = 1024
 	DefaultHistory     = 10
 	DefaultJitter      = 0.1
 	DefaultResolution  = 5 * time.Millisecond
@@ -37,7 +38,11 @@ var (
 
 // Config configures a [Prober]. Zero fields take their defaults.
 type Config struct {
-	// Concurrency bounds the checks in flight at once. Default 256.
+	// Concurrency bounds the checks in flight at once. Default 1024. A
+	// check that hangs holds its place for its whole timeout, so to keep
+	// every backend on schedule when all of them hang, allow
+	// (targets / interval) × timeout, e.g. 5000 for 10,000 targets at 2s
+	// with a 1s timeout.
 	Concurrency int
 	// History is how many recent results each target keeps. Default 10.
 	History int
@@ -180,6 +185,7 @@ func (p *Prober) Set(id string, spec Spec) error {
 		return fmt.Errorf("set health check of %s: %w", id, err)
 	}
 	spec = spec.WithDefaults()
+	spec.Payload, spec.Expect = bytes.Clone(spec.Payload), bytes.Clone(spec.Expect)
 	pr := newProbe(spec)
 	now := p.clock.Now()
 

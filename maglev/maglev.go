@@ -12,7 +12,8 @@
 // and the backends, sorted by Key (byte order), take turns claiming the next
 // slot of their permutation that nobody holds yet, until all slots are held.
 // A backend of weight w takes a turn in a round when its credit, increased by
-// w every round, reaches the largest weight in the set (then decreases by it),
+// w every round, reaches the largest weight in the set (then decreases by it;
+// turns.go schedules this without visiting idle backends),
 // so its share of turns, and of slots, is w/Σw; with equal weights every
 // backend takes one turn per round, exactly as in the paper. Weight 0 means
 // the backend is in the set but takes no turns (draining): the table is the
@@ -87,6 +88,7 @@ type Builder struct {
 	perms []perm   // backends with weight > 0, in Key order
 	used  []uint64 // occupancy bitset, one bit per slot
 	free  []uint32 // the free slots, in the tail phase
+	turns turns
 }
 
 // perm is the state of one backend's permutation while building.
@@ -181,23 +183,20 @@ func (b *Builder) fill(t []uint32, perms []perm, wmax uint32) {
 	tail := min(tailSlots(m), m)
 	n := len(perms)
 	i := 0
-	weighted := false
-	for k := range perms {
-		weighted = weighted || perms[k].weight != wmax
-	}
+	tu := &b.turns
+	tu.start(perms, wmax, m)
+	equal := tu.mode == equalTurns
 	mm := uint64(m)
 	sparse := m * 2 / 3
 	for free > tail {
-		p := &perms[i]
-		if i++; i == n {
-			i = 0
-		}
-		if weighted {
-			p.credit += uint64(p.weight)
-			if p.credit < uint64(wmax) {
-				continue
+		var p *perm
+		if equal {
+			p = &perms[i]
+			if i++; i == n {
+				i = 0
 			}
-			p.credit -= uint64(wmax)
+		} else {
+			p = tu.next()
 		}
 		x, step := p.x, p.step
 		if free > sparse {
@@ -262,15 +261,15 @@ func (b *Builder) fill(t []uint32, perms []perm, wmax uint32) {
 	}
 	b.free = fs
 	for len(fs) > 0 {
-		p := &perms[i]
-		if i++; i == n {
-			i = 0
+		var p *perm
+		if equal {
+			p = &perms[i]
+			if i++; i == n {
+				i = 0
+			}
+		} else {
+			p = tu.next()
 		}
-		p.credit += uint64(p.weight)
-		if p.credit < uint64(wmax) {
-			continue
-		}
-		p.credit -= uint64(wmax)
 		if p.invX == 0 {
 			// j = (slot - offset)·skip⁻¹ mod M, as a fraction like x:
 			// ⌊((slot + M - offset)·invX mod 2^64)·M/2^64⌋, exact as the

@@ -227,8 +227,6 @@ func (s snapshot) delta(after snapshot) map[string]uint64 {
 
 func itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
 
-func getenv(name string) string { return os.Getenv(name) }
-
 var flowTableSizeForTests uint32 = 1 << 16
 
 var perCPULRUForTests = os.Getenv("XLB_PERCPU_LRU") == "1"

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -524,5 +525,29 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("proxy did not stop")
+	}
+}
+
+func TestRunFailsOnBusyPort(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	c, err := Parse([]byte(fmt.Sprintf(`
+listeners: [{name: web, address: %q}]
+pools: [{name: app, backends: [{address: "127.0.0.1:1"}]}]
+routes: [{name: all, pool: app}]
+`, busy.Addr().String())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), busy.Addr().String()) {
+		t.Fatalf("run on a busy port: %v", err)
 	}
 }

@@ -49,9 +49,11 @@ func (p *Proxy) checkListeners(cfg *Config) error {
 	return nil
 }
 
-// syncListeners starts, keeps or stops listeners to match p.cfg. Called
-// with p.mu held while running.
-func (p *Proxy) syncListeners() {
+// syncListeners starts, keeps or stops listeners to match p.cfg, and
+// returns the errors of listeners that failed to start. Called with p.mu
+// held while running.
+func (p *Proxy) syncListeners() error {
+	var errs []error
 	want := map[string]ListenerConfig{}
 	for _, lc := range p.cfg.Listeners {
 		want[lc.Name] = lc
@@ -76,11 +78,12 @@ func (p *Proxy) syncListeners() {
 		}
 		l, err := p.startListener(lc)
 		if err != nil {
-			p.log.Error("start listener", "listener", lc.Name, "address", lc.Address, "err", err)
+			errs = append(errs, err)
 			continue
 		}
 		p.listeners[name] = l
 	}
+	return errors.Join(errs...)
 }
 
 func (p *Proxy) startListener(lc ListenerConfig) (*listener, error) {
@@ -170,30 +173,29 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.mu.Unlock()
 		return errors.New("run proxy: already running")
 	}
-	p.running = true
 	p.runCtx = context.WithoutCancel(ctx)
 	if err := p.checkListeners(p.cfg); err != nil {
 		p.mu.Unlock()
-		return err
-	}
-	p.syncListeners()
-	p.syncDiscovery()
-	if len(p.listeners) != len(p.cfg.Listeners) {
-		for _, l := range p.listeners {
-			p.stopListener(l)
-		}
-		p.mu.Unlock()
-		return errors.New("run proxy: a listener failed to start (see log)")
+		return fmt.Errorf("run proxy: %w", err)
 	}
 	adm, err := p.startAdmin(p.cfg.Admin)
 	if err != nil {
-		for _, l := range p.listeners {
-			p.stopListener(l)
-		}
 		p.mu.Unlock()
-		return err
+		return fmt.Errorf("run proxy: %w", err)
+	}
+	p.running = true
+	if err := p.syncListeners(); err != nil {
+		for name, l := range p.listeners {
+			p.stopListener(l)
+			delete(p.listeners, name)
+		}
+		adm.close()
+		p.running = false
+		p.mu.Unlock()
+		return fmt.Errorf("run proxy: %w", err)
 	}
 	p.admin = adm
+	p.syncDiscovery()
 	p.mu.Unlock()
 
 	proberCtx, stopProber := context.WithCancel(context.Background())

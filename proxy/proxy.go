@@ -344,7 +344,12 @@ func (p *Proxy) Apply(cfg *Config) error {
 	}
 	p.install(cfg, st)
 	if p.running {
-		p.syncListeners()
+		if err := p.syncListeners(); err != nil {
+			// The config is applied; only these listeners are missing.
+			p.log.Error("start listener", "err", err)
+			p.metrics.reloads.WithLabelValues("error").Inc()
+			return fmt.Errorf("reload: config applied but: %w", err)
+		}
 	}
 	p.metrics.reloads.WithLabelValues("ok").Inc()
 	p.log.Info("config applied", "routes", len(st.routes), "pools", len(st.pools), "listeners", len(cfg.Listeners))

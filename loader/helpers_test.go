@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"os"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"testing"
 

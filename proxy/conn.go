@@ -30,12 +30,14 @@ type trackedConn struct {
 
 	// Header sniffing (plain HTTP/1 listeners only); touched only by the
 	// connection's reading goroutine, except smuggled.
-	sniff    bool
-	lineBuf  [20]byte
-	lineLen  int // bytes of the current line in lineBuf (capped)
-	sawCL    bool
-	sawTE    bool
-	smuggled atomic.Bool
+	sniff     bool
+	lineBuf   [20]byte
+	lineLen   int  // bytes of the current line in lineBuf (capped)
+	inBlock   bool // a line since the last empty line
+	inRequest bool // the block began with something like a request line
+	sawCL     bool
+	sawTE     bool
+	smuggled  atomic.Bool
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -89,10 +91,16 @@ func (c *trackedConn) endLine() {
 	line := c.lineBuf[:min(c.lineLen, len(c.lineBuf))]
 	c.lineLen = 0
 	if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
-		if c.sawCL && c.sawTE {
+		if c.inRequest && c.sawCL && c.sawTE {
 			c.smuggled.Store(true)
 		}
-		c.sawCL, c.sawTE = false, false
+		c.sawCL, c.sawTE, c.inBlock, c.inRequest = false, false, false, false
+		return
+	}
+	if !c.inBlock {
+		// First line of a block: only a request line starts a header block.
+		c.inBlock = true
+		c.inRequest = looksLikeRequestLine(line)
 		return
 	}
 	if hasFoldPrefix(line, "content-length:") || hasFoldPrefix(line, "content-length ") {
@@ -100,6 +108,23 @@ func (c *trackedConn) endLine() {
 	} else if hasFoldPrefix(line, "transfer-encoding:") || hasFoldPrefix(line, "transfer-encoding ") {
 		c.sawTE = true
 	}
+}
+
+// looksLikeRequestLine reports whether line starts like "METHOD /",
+// "METHOD *" or "METHOD http".
+func looksLikeRequestLine(line []byte) bool {
+	i := 0
+	for i < len(line) && 'A' <= line[i] && line[i] <= 'Z' {
+		i++
+	}
+	if i == 0 || i+1 >= len(line) || line[i] != ' ' {
+		return false
+	}
+	switch line[i+1] {
+	case '/', '*', 'h', 'H':
+		return true
+	}
+	return false
 }
 
 func hasFoldPrefix(b []byte, prefix string) bool {

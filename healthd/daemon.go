@@ -50,8 +50,11 @@ type Daemon struct {
 	timer   func() bool // pending debounced reconcile
 	lastErr error       // of the last reconcile
 	adopted bool        // IDs of a previous daemon taken over
-	stats   reconcileStats
-	metrics *metrics
+	// nextHops caches resolutions; cleared on neighbour changes.
+	nextHops   map[nextHopKey]nextHopResult
+	nextHopsAt time.Time
+	stats      reconcileStats
+	metrics    *metrics
 }
 
 type healthInfo struct {
@@ -89,15 +92,16 @@ func New(o Options) (*Daemon, error) {
 	}
 	empty := &State{VIPs: map[VIPKey]*VIP{}}
 	return &Daemon{
-		opts:    o,
-		log:     o.Log,
-		cfg:     &Config{},
-		base:    empty,
-		cur:     empty.Clone(),
-		health:  map[string]*healthInfo{},
-		checks:  map[string]HealthCheck{},
-		dp:      newDPState(o.MaxVIPs, o.MaxBackends),
-		metrics: newMetrics(),
+		opts:     o,
+		log:      o.Log,
+		cfg:      &Config{},
+		base:     empty,
+		cur:      empty.Clone(),
+		health:   map[string]*healthInfo{},
+		checks:   map[string]HealthCheck{},
+		dp:       newDPState(o.MaxVIPs, o.MaxBackends),
+		metrics:  newMetrics(),
+		nextHops: map[nextHopKey]nextHopResult{},
 	}, nil
 }
 
@@ -223,7 +227,7 @@ func (d *Daemon) HealthChanged(id, state, lastErr string, at time.Time) {
 	}
 	if h.state != state {
 		h.since = at
-		d.log.Info("health changed", "check", id, "from", h.state, "to", state, "err", lastErr)
+		d.log.Debug("health changed", "check", id, "from", h.state, "to", state, "err", lastErr)
 	}
 	h.state, h.lastErr = state, lastErr
 	d.scheduleLocked()
@@ -233,6 +237,7 @@ func (d *Daemon) HealthChanged(id, state, lastErr string, at time.Time) {
 func (d *Daemon) Refresh() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	clear(d.nextHops)
 	d.scheduleLocked()
 }
 
@@ -276,7 +281,9 @@ func (d *Daemon) Tick() {
 		}
 	}
 	if len(done) == 0 {
-		if d.unresolvedLocked() {
+		if d.unresolvedLocked() || now.Sub(d.nextHopsAt) >= nextHopTTL {
+			clear(d.nextHops)
+			d.nextHopsAt = now
 			if err := d.reconcileLocked(); err != nil {
 				d.log.Error("reconcile", "err", err)
 			}

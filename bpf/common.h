@@ -16,6 +16,7 @@
 #define MAX_VIPS 1024
 #define MAX_BACKENDS 4096
 #define VIP_FILTER_BITS 65536
+#define FLOW_CACHE_SIZE (1 << 17)
 #define VIP_FILTER_WORDS (VIP_FILTER_BITS / 64)
 
 #define ETH_P_8021Q_BE bpf_htons(0x8100)

@@ -62,6 +62,8 @@ int xdp_lb(struct xdp_md *ctx)
 	struct choice c = {};
 	struct vip_meta *vip;
 	struct config *cfg;
+	struct flow_cache_slot *slot = 0;
+	struct flow cached = {};
 	struct flow *f;
 	__u32 zero = 0;
 	int ret;
@@ -75,12 +77,22 @@ int xdp_lb(struct xdp_md *ctx)
 	if (!cfg)
 		return count_exit(EXIT_NO_BACKEND, XDP_DROP); /* cannot happen */
 	/* Fast path: an established flow (not a SYN, which selects again
-	 * without looking, and no IPv4 options). */
+	 * without looking, and no IPv4 options): the flow cache for TCP, then
+	 * the flow table. */
 	f = 0;
 	if (!(p.flags & (PKT_SYN | PKT_IP_OPTIONS))) {
+		if (p.key.proto == IPPROTO_TCP) {
+			slot = cache_slot(flow_hash(&p.key, cfg->hash_seed, 0));
+			if (slot && cache_get(slot, &p.key, &cached) &&
+			    established_backend(&p, &cached, cfg, &c))
+				return forward(ctx, &p, &c, cfg, bytes);
+		}
 		f = bpf_map_lookup_elem(&flows, &p.key);
-		if (f && established_backend(&p, f, cfg, &c))
+		if (f && established_backend(&p, f, cfg, &c)) {
+			if (slot && !(p.flags & PKT_PTB))
+				cache_put(slot, &p.key, f);
 			return forward(ctx, &p, &c, cfg, bytes);
+		}
 	}
 
 	vip = lookup_vip(&p);

@@ -43,6 +43,16 @@ struct {
 	__type(value, __u64);
 } vip_filter SEC(".maps");
 
+/* flow_cache: flow hash % FLOW_CACHE_SIZE -> struct flow_cache_slot, a copy
+ * of a TCP flow's entry in flows; written by xdp_lb (flowcache.h), cleared by
+ * the loader for the flows of a removed VIP. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FLOW_CACHE_SIZE);
+	__type(key, __u32);
+	__type(value, struct flow_cache_slot);
+} flow_cache SEC(".maps");
+
 /* settings: 0 -> struct config; written by the loader (SetConfig). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -9,6 +9,7 @@
 #include "maps.h"
 #include "hash.h"
 #include "parse.h"
+#include "flowcache.h"
 
 /* maybe_vip is false when no VIP has the packet's destination address. */
 static __always_inline int maybe_vip(const struct packet *p)
@@ -140,6 +141,12 @@ static __always_inline int select_new(const struct packet *p,
 		*f = nf;
 	else
 		bpf_map_update_elem(&flows, &p->key, &nf, BPF_ANY);
+	if (p->key.proto == IPPROTO_TCP) {
+		struct flow_cache_slot *s = cache_slot(c->hash);
+
+		if (s)
+			cache_put(s, &p->key, &nf);
+	}
 	return 1;
 }
 

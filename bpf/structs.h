@@ -66,6 +66,18 @@ struct flow {
 	__u8 pad[3];
 };
 
+/* flow_cache_slot is one slot of the flow cache (flowcache.h): a copy of
+ * a TCP flow's entry. One cache line. */
+struct flow_cache_slot {
+	struct flow_key key;
+	__u32 backend_id;
+	__u32 hash;
+	__u32 vip_id;
+	__u32 seq;		/* odd while a CPU writes the slot */
+	__u8 mode;
+	__u8 pad[7];
+};
+
 #define CONFIG_F_SRC4 0x1
 #define CONFIG_F_SRC6 0x2
 

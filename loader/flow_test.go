@@ -282,6 +282,7 @@ func TestStructSizes(t *testing.T) {
 		{"flow", unsafe.Sizeof(lbFlow{}), 24},
 		{"config", unsafe.Sizeof(lbConfig{}), 56},
 		{"counters", unsafe.Sizeof(lbCounters{}), 16},
+		{"flow_cache_slot", unsafe.Sizeof(lbFlowCacheSlot{}), 64},
 	} {
 		if c.got != c.want {
 			t.Errorf("struct %s: %d bytes in Go, want %d", c.name, c.got, c.want)
@@ -305,6 +306,9 @@ func TestStructSizesMatchMaps(t *testing.T) {
 		if uintptr(m.KeySize) != want[0] || uintptr(m.ValueSize) != want[1] {
 			t.Errorf("map %s: key %d value %d, want %d %d", name, m.KeySize, m.ValueSize, want[0], want[1])
 		}
+	}
+	if got := spec.Maps["flow_cache"].MaxEntries; got != flowCacheSize {
+		t.Errorf("flow_cache has %d slots, the loader assumes %d", got, flowCacheSize)
 	}
 	if got := spec.Maps["exits"].MaxEntries; int(got) != len(ExitReasons)+1 {
 		t.Errorf("exits map has %d entries, want %d (ExitReasons + none)", got, len(ExitReasons)+1)
@@ -346,5 +350,54 @@ func TestRemoveVIPEndsFlows(t *testing.T) {
 	must(t, err)
 	if len(out) != len(dsr.Bytes())+20 {
 		t.Errorf("flow kept L2 DSR after its vip changed to IPIP (%d bytes out)", len(out))
+	}
+}
+
+// TestFlowCacheCollision: two TCP flows sharing a flow cache slot both keep
+// their backends; the one pushed out is found in the flow table and
+// cached again.
+func TestFlowCacheCollision(t *testing.T) {
+	d := newTestDatapath(t)
+	a := tcpTo(vip4, client4, 80, testutil.TCPSyn)
+	slotOf := func(p testutil.Packet) uint32 { return FlowHash(flowOf(p), DefaultHashSeed, false) % flowCacheSize }
+	b := a
+	for port := 1; port < 1<<16; port++ {
+		b.SrcPort = uint16(port)
+		if b.SrcPort != a.SrcPort && slotOf(b) == slotOf(a) {
+			break
+		}
+	}
+	if slotOf(b) != slotOf(a) || b.SrcPort == a.SrcPort {
+		t.Fatal("no colliding port found")
+	}
+	must(t, d.SetTable(1, tableFor(flowOf(a), 1, 2)))
+	if got := backendOf(t, d, a); got != 1 {
+		t.Fatalf("a went to %d, want 1", got)
+	}
+	must(t, d.SetTable(1, tableFor(flowOf(b), 3, 2)))
+	if got := backendOf(t, d, b); got != 3 {
+		t.Fatalf("b went to %d, want 3", got)
+	}
+	cachedKey := func() lbFlowKey {
+		var s lbFlowCacheSlot
+		must(t, d.objs.FlowCache.Lookup(slotOf(a), &s))
+		return s.Key
+	}
+	keyOf := func(p testutil.Packet) lbFlowKey {
+		return lbFlowKey{Src: addr16(p.Src), Dst: addr16(p.Dst), Sport: be16(p.SrcPort), Dport: be16(p.DstPort), Proto: p.Proto, Family: familyOf(p.Src)}
+	}
+	if cachedKey() != keyOf(b) {
+		t.Fatal("the slot does not hold b after b's SYN")
+	}
+	must(t, d.SetTable(1, roundRobin(tableSize, 4)))
+	a.TCPFlags, b.TCPFlags = testutil.TCPAck, testutil.TCPAck
+	if got := backendOf(t, d, a); got != 1 {
+		t.Errorf("a, pushed out of the cache, went to %d, want 1", got)
+	}
+	if cachedKey() != keyOf(a) {
+		t.Error("a was not cached again after its flow table hit")
+	}
+	if got := backendOf(t, d, b); got != 3 {
+		t.Errorf("b went to %d, want 3", got)
 	}
 }

@@ -51,6 +51,17 @@ type lbFlow struct {
 	Pad       [3]uint8
 }
 
+type lbFlowCacheSlot struct {
+	_         structs.HostLayout
+	Key       lbFlowKey
+	BackendId uint32
+	Hash      uint32
+	VipId     uint32
+	Seq       uint32
+	Mode      uint8
+	Pad       [7]uint8
+}
+
 type lbFlowKey struct {
 	_      structs.HostLayout
 	Src    [16]uint8
@@ -86,6 +97,7 @@ const (
 	lbMapBackendStats = "backend_stats"
 	lbMapBackends     = "backends"
 	lbMapExits        = "exits"
+	lbMapFlowCache    = "flow_cache"
 	lbMapFlows        = "flows"
 	lbMapSettings     = "settings"
 	lbMapTables251    = "tables_251"
@@ -149,6 +161,7 @@ type lbMapSpecs struct {
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Exits        *ebpf.MapSpec `ebpf:"exits"`
+	FlowCache    *ebpf.MapSpec `ebpf:"flow_cache"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	Settings     *ebpf.MapSpec `ebpf:"settings"`
 	Tables251    *ebpf.MapSpec `ebpf:"tables_251"`
@@ -188,6 +201,7 @@ type lbMaps struct {
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Exits        *ebpf.Map `ebpf:"exits"`
+	FlowCache    *ebpf.Map `ebpf:"flow_cache"`
 	Flows        *ebpf.Map `ebpf:"flows"`
 	Settings     *ebpf.Map `ebpf:"settings"`
 	Tables251    *ebpf.Map `ebpf:"tables_251"`
@@ -203,6 +217,7 @@ func (m *lbMaps) Close() error {
 		m.BackendStats,
 		m.Backends,
 		m.Exits,
+		m.FlowCache,
 		m.Flows,
 		m.Settings,
 		m.Tables251,

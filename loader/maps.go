@@ -19,6 +19,8 @@ const (
 	backendUsableNew         = 0x1
 	backendUsableEstablished = 0x2
 
+	flowCacheSize = 1 << 17 // FLOW_CACHE_SIZE in bpf/common.h
+
 	configSrc4 = 0x1
 	configSrc6 = 0x2
 )
@@ -148,12 +150,52 @@ func (d *Datapath) purgeFlows(k lbVipKey, id uint32) error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("list flows of vip %d: %w", id, err)
 	}
+	var cfg lbConfig
+	if err := d.objs.Settings.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("read datapath config: %w", err)
+	}
 	for _, fk := range stale {
 		if err := d.objs.Flows.Delete(&fk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("remove flow of vip %d: %w", id, err)
 		}
+		if err := d.uncache(fk, cfg.HashSeed); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// uncache clears the flow cache slot of a flow if it holds that flow. A
+// reader racing with the write sees the sequence number change and falls
+// back to the flow table.
+func (d *Datapath) uncache(fk lbFlowKey, seed uint32) error {
+	if fk.Proto != 6 {
+		return nil
+	}
+	idx := FlowHash(flowOfKey(fk), seed, false) % flowCacheSize
+	var slot lbFlowCacheSlot
+	if err := d.objs.FlowCache.Lookup(idx, &slot); err != nil {
+		return fmt.Errorf("read flow cache: %w", err)
+	}
+	if slot.Key != fk {
+		return nil
+	}
+	if err := d.objs.FlowCache.Put(idx, &lbFlowCacheSlot{Seq: slot.Seq + 2}); err != nil {
+		return fmt.Errorf("clear flow cache: %w", err)
+	}
+	return nil
+}
+
+func flowOfKey(fk lbFlowKey) Flow {
+	f := Flow{SrcPort: be16(fk.Sport), DstPort: be16(fk.Dport), Proto: fk.Proto}
+	if fk.Family == familyV4 {
+		f.Src = netip.AddrFrom4([4]byte(fk.Src[:4]))
+		f.Dst = netip.AddrFrom4([4]byte(fk.Dst[:4]))
+	} else {
+		f.Src = netip.AddrFrom16(fk.Src)
+		f.Dst = netip.AddrFrom16(fk.Dst)
+	}
+	return f
 }
 
 // VIPFilterHash is the datapath's hash of a VIP address into the VIP filter

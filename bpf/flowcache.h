@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The flow cache: a direct-mapped array in front of the LRU flow table for
+ * TCP flows. An array read is inlined by the verifier, needs no kernel hash
+ * and touches one cache line, where an LRU hash lookup costs a call, a
+ * bucket and an element. The LRU table stays the record of every flow; the
+ * cache holds a copy of the entries of recently seen TCP flows, at slot
+ * flow hash % FLOW_CACHE_SIZE, and a colliding flow simply replaces it.
+ *
+ * Slots are shared by all CPUs. A writer takes a slot by moving its
+ * sequence number from even to odd with a compare-and-swap (a busy slot is
+ * left alone) and makes it even again when done; a reader uses the copy only
+ * if the sequence number was even and unchanged around its reads. */
+#ifndef XLB_FLOWCACHE_H
+#define XLB_FLOWCACHE_H
+
+#include "maps.h"
+#include "hash.h"
+#include "parse.h"
+
+#define READ_ONCE_U32(x) (*(volatile __u32 *)&(x))
+#define barrier() asm volatile("" ::: "memory")
+
+static __always_inline struct flow_cache_slot *cache_slot(__u32 hash)
+{
+	__u32 idx = hash % FLOW_CACHE_SIZE;
+
+	return bpf_map_lookup_elem(&flow_cache, &idx);
+}
+
+static __always_inline int same_key(const struct flow_key *a,
+				    const struct flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] &&
+	       x[4] == y[4];
+}
+
+/* cache_get copies the cached entry of p's flow into f; 0 on a miss. */
+static __always_inline int cache_get(const struct flow_cache_slot *s,
+				     const struct flow_key *key,
+				     struct flow *f)
+{
+	__u32 seq = READ_ONCE_U32(s->seq);
+
+	if (seq & 1)
+		return 0;
+	barrier();
+	if (!same_key(&s->key, key))
+		return 0;
+	f->backend_id = s->backend_id;
+	f->hash = s->hash;
+	f->vip_id = s->vip_id;
+	f->mode = s->mode;
+	barrier();
+	return READ_ONCE_U32(s->seq) == seq;
+}
+
+/* cache_put stores f as the cached entry of key, unless another CPU is
+ * writing the slot. */
+static __always_inline void cache_put(struct flow_cache_slot *s,
+				      const struct flow_key *key,
+				      const struct flow *f)
+{
+	__u32 seq = READ_ONCE_U32(s->seq);
+
+	if (seq & 1)
+		return;
+	if (__sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
+		return;
+	__builtin_memcpy(&s->key, key, sizeof(*key));
+	s->backend_id = f->backend_id;
+	s->hash = f->hash;
+	s->vip_id = f->vip_id;
+	s->mode = f->mode;
+	__sync_fetch_and_add(&s->seq, 1);
+}
+
+#endif

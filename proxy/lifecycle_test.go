@@ -306,7 +306,7 @@ func TestActiveHealthChecks(t *testing.T) {
 	})
 	cfg := fmt.Sprintf(`
 listeners: [{name: web, address: "127.0.0.1:0"}]
-pools: [{name: app, backends: [{address: %q}, {address: %q}], health_check: {kind: http, path: /healthz, interval: 20ms, timeout: 10ms, rise: 1, fall: 1}}]
+pools: [{name: app, backends: [{address: %q}, {address: %q}], health_check: {kind: http, path: /healthz, interval: 50ms, timeout: 50ms, rise: 1, fall: 3}}]
 routes: [{name: all, pool: app}]
 `, a, b)
 	p, base := startProxy(t, cfg, Options{})

@@ -2,6 +2,7 @@ package healthd
 
 import (
 	"fmt"
+	"net/netip"
 	"runtime"
 	"strings"
 	"testing"
@@ -162,4 +163,26 @@ func referenceBuild(b *testing.B, n int, size uint32) time.Duration {
 		}
 	}
 	return time.Since(start) / runs
+}
+
+// BenchmarkScaleAPIChange: one backend added to and removed from one VIP
+// while 1,000 VIPs × 100 backends are loaded: what an API change costs when
+// every reconcile walks the whole state.
+func BenchmarkScaleAPIChange(b *testing.B) {
+	const nVIPs, nBackends, size = 1000, 100, 65537
+	dp := NewMemDatapath()
+	dp.DiscardTables = true
+	dp.MaxBackends = nVIPs*nBackends + 10
+	r := newScaleRig(b, dp, nVIPs, nBackends, size)
+	k := mustKey(b, "203.0.100.1:80/tcp")
+	b.ResetTimer()
+	for range b.N {
+		if err := r.d.AddBackend(k, BackendConfig{Address: "198.51.200.1"}); err != nil {
+			b.Fatal(err)
+		}
+		if err := r.d.RemoveBackend(k, netip.MustParseAddr("198.51.200.1")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Seconds())/float64(2*b.N), "s/change")
 }

@@ -171,7 +171,7 @@ func BenchmarkProber10kTCP(b *testing.B) {
 		if os.Getenv("XLB_HEALTH_BENCH_REFS") == "0" { // for profiling the checker alone
 			refTime = 100 * time.Millisecond
 		}
-		dialCPU, dials := referenceLoop(b, refTime, targets, func(i int) bool {
+		dialCPU, dialUser, dials := referenceLoop(b, refTime, targets, func(i int) bool {
 			c, err := net.DialTimeout("tcp", addrs[i%len(addrs)], time.Second)
 			if err != nil {
 				return false
@@ -184,7 +184,7 @@ func BenchmarkProber10kTCP(b *testing.B) {
 			ap := netip.MustParseAddrPort(a)
 			sockaddrs[i] = syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
 		}
-		rawCPU, raws := referenceLoop(b, refTime, targets, func(i int) bool {
+		rawCPU, rawUser, raws := referenceLoop(b, refTime, targets, func(i int) bool {
 			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 			if err != nil {
 				return false
@@ -215,15 +215,17 @@ func BenchmarkProber10kTCP(b *testing.B) {
 		b.ReportMetric(float64(fast.skipped+poller.skipped), "skipped")
 		b.Logf("%d targets at %s over %d loopback listeners, %s measured per run, load average %s",
 			targets, interval, listeners, measure, loadAverage())
-		b.Logf("bare loops at the same rate: net.Dialer %.1f µs CPU per connect, blocking socket calls %.1f µs", us(dialPer), us(rawPer))
+		b.Logf("bare loops at the same rate: net.Dialer %.1f µs CPU per connect (user %.1f), blocking socket calls %.1f µs (user %.1f)",
+			us(dialPer), us(dialUser/time.Duration(max(dials, 1))), us(rawPer), us(rawUser/time.Duration(max(raws, 1))))
 		for _, r := range []struct {
 			name string
 			run  proberRun
 		}{{"connect done in the socket call (loopback)", fast}, {"connect waited for in the poller (remote backends)", poller}} {
 			b.Logf("%s: checker CPU %.1f%% of one core (budget 25%%): user %.1f%%, system %.1f%%; %.0f checks/s; "+
-				"%.1f µs per check = %.2fx net.Dialer loop, %.2fx socket loop",
+				"%.1f µs per check (user %.1f) = %.2fx net.Dialer loop, %.2fx socket loop",
 				r.name, 100*r.run.share(), 100*r.run.user.Seconds()/r.run.wall.Seconds(), 100*r.run.sys.Seconds()/r.run.wall.Seconds(),
-				r.run.checksPerSec(), us(r.run.perCheck()), float64(r.run.perCheck())/float64(dialPer), float64(r.run.perCheck())/float64(rawPer))
+				r.run.checksPerSec(), us(r.run.perCheck()), us(r.run.user/time.Duration(max(r.run.checks, 1))),
+				float64(r.run.perCheck())/float64(dialPer), float64(r.run.perCheck())/float64(rawPer))
 			b.Logf("  check starts per 10 ms: peak %.2fx the mean, coefficient of variation %.2f; %d failed, %d slots skipped",
 				r.run.peak, r.run.cov, r.run.failed, r.run.skipped)
 			if r.run.lastErr != "" {
@@ -299,15 +301,16 @@ func runProber(b *testing.B, addrs []string, targets int, interval, d time.Durat
 }
 
 // referenceLoop calls connect(i) rate times a second, spread over workers
-// paced by millisecond tickers, for d; it returns the CPU used and the
-// successful calls.
-func referenceLoop(b *testing.B, d time.Duration, rate int, connect func(i int) bool) (time.Duration, int64) {
+// paced by millisecond tickers, for d; it returns the CPU used, the user
+// part of it, and the successful calls.
+func referenceLoop(b *testing.B, d time.Duration, rate int, connect func(i int) bool) (cpu, user time.Duration, calls int64) {
 	const workers = 20
 	perTick := max(rate/workers/1000, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var n atomic.Int64
 	var wg sync.WaitGroup
+	user0, _ := cpuTime(b)
 	cpu0 := totalCPU(b)
 	for w := range workers {
 		wg.Go(func() {
@@ -330,7 +333,8 @@ func referenceLoop(b *testing.B, d time.Duration, rate int, connect func(i int) 
 		})
 	}
 	wg.Wait()
-	return totalCPU(b) - cpu0, n.Load()
+	user1, _ := cpuTime(b)
+	return totalCPU(b) - cpu0, user1 - user0, n.Load()
 }
 
 // startSpread buckets the start times within [from, to) and returns the

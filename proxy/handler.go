@@ -230,7 +230,8 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 	if rt.reqOps.host != "" {
 		r.Host = rt.reqOps.host
 	}
-	if _, ok := r.Header["Upgrade"]; ok {
+	_, upgrade := r.Header["Upgrade"]
+	if upgrade {
 		if tc := requestConn(r); tc != nil {
 			tc.backend.Store(b)
 		}
@@ -250,6 +251,10 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 	e.st.rp.ServeHTTP(w, r.WithContext(ctx))
 	if e.respondedAt.IsZero() {
 		e.respondedAt = time.Now()
+	}
+	if upgrade && !e.wroteHeader && !e.failed {
+		// net/http/httputil wrote the 101 on the hijacked connection.
+		e.status, e.wroteHeader = http.StatusSwitchingProtocols, true
 	}
 	lat := e.respondedAt.Sub(sent)
 	b.metrics.inFlight.Dec()

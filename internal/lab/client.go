@@ -34,11 +34,18 @@ func (c Client) timeout() time.Duration {
 // Dial opens a TCP or UDP socket ("tcp" or "udp") to addr from the
 // namespace.
 func (c Client) Dial(network string, addr netip.AddrPort) (net.Conn, error) {
+	return c.dialFrom(network, addr, 0)
+}
+
+func (c Client) dialFrom(network string, addr netip.AddrPort, localPort uint16) (net.Conn, error) {
 	var conn net.Conn
 	err := c.Netns.Do(func() error {
 		// An IP literal makes the dialer create the socket on this
 		// goroutine, which is locked to the switched thread.
 		d := net.Dialer{Timeout: c.timeout()}
+		if localPort != 0 {
+			d.LocalAddr = &net.TCPAddr{Port: int(localPort)}
+		}
 		var err error
 		conn, err = d.Dial(network, addr.String())
 		return err
@@ -60,7 +67,20 @@ type Conn struct {
 // Open connects to the TCP echo server behind addr and reads its greeting,
 // which names the backend that took the connection.
 func (c Client) Open(addr netip.AddrPort) (*Conn, error) {
-	nc, err := c.Dial("tcp", addr)
+	return c.OpenFrom(addr, 0)
+}
+
+// OpenFrom is Open from a chosen local port (0: any), so that a test can
+// send the same flow through different balancers. Such a connection is
+// closed with a reset, leaving no TIME_WAIT that would block the port.
+func (c Client) OpenFrom(addr netip.AddrPort, localPort uint16) (*Conn, error) {
+	nc, err := c.dialFrom("tcp", addr, localPort)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok && localPort != 0 {
+		_ = tc.SetLinger(0)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,300 @@
+package lab
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xlb-project/xlb/internal/hostnet"
+)
+
+// TestE2ETwoBalancers: two balancers with the same config pick the same
+// backend for the same flow (what lets them share traffic behind ECMP with
+// no shared state), and a flow moved from one to the other mid-connection
+// keeps working.
+func TestE2ETwoBalancers(t *testing.T) {
+	l := e2eLab(t, Config{Balancers: 2, Backends: 3}, DaemonConfig{})
+	c := Client{Netns: l.Client.Netns}
+	const flows = 60
+	seen := map[string]int{}
+	for i := range flows {
+		port := uint16(20000 + i) // outside the ephemeral range
+		var got [2]string
+		for j, lb := range []string{"lb1", "lb2"} {
+			if err := l.RouteVia(lb); err != nil {
+				t.Fatal(err)
+			}
+			conn, err := c.OpenFrom(echoVIP, port)
+			if err != nil {
+				t.Fatalf("flow from port %d via %s: %v", port, lb, err)
+			}
+			got[j] = conn.Backend
+			conn.Close()
+		}
+		if got[0] != got[1] {
+			t.Errorf("flow from port %d: lb1 chose %s, lb2 chose %s", port, got[0], got[1])
+		}
+		seen[got[0]]++
+	}
+	if len(seen) != len(l.Backends) {
+		t.Errorf("%d flows reached %v, want every backend", flows, seen)
+	}
+
+	// Move an open connection between the balancers, as ECMP does when the
+	// set of balancers changes.
+	if err := l.RouteVia("lb1"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := c.Open(echoVIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for i, lb := range []string{"lb1", "lb2", "lb1"} {
+		if err := l.RouteVia(lb); err != nil {
+			t.Fatal(err)
+		}
+		for j := range 5 {
+			if err := conn.Echo(fmt.Sprintf("via %s %d", lb, j)); err != nil {
+				t.Fatalf("step %d, connection moved to %s: %v", i, lb, err)
+			}
+		}
+	}
+}
+
+// icmpInDestUnreachs reads a host's count of ICMP destination-unreachable
+// messages received.
+func icmpInDestUnreachs(t *testing.T, ns hostnet.Netns) int {
+	t.Helper()
+	out, err := ns.Command("cat", "/proc/net/snmp").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var header []string
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Icmp:" {
+			continue
+		}
+		if header == nil {
+			header = f
+			continue
+		}
+		for i, h := range header {
+			if h == "InDestUnreachs" && i < len(f) {
+				n, _ := strconv.Atoi(f[i])
+				return n
+			}
+		}
+	}
+	t.Fatal("no Icmp InDestUnreachs in /proc/net/snmp")
+	return 0
+}
+
+// fragNeeded builds an ICMP "fragmentation needed" message about a packet
+// from src to dst (TCP ports sport → dport), as a router on the path back
+// to the client would send it towards the VIP.
+func fragNeeded(src, dst netip.Addr, sport, dport uint16, mtu uint16) []byte {
+	inner := ipv4Header(src, dst, syscall.IPPROTO_TCP, 20+20, 0, nil)
+	tcp := make([]byte, 8)
+	binary.BigEndian.PutUint16(tcp[0:], sport)
+	binary.BigEndian.PutUint16(tcp[2:], dport)
+	binary.BigEndian.PutUint32(tcp[4:], 1)
+	msg := []byte{3, 4, 0, 0, 0, 0, byte(mtu >> 8), byte(mtu)}
+	msg = append(append(msg, inner...), tcp...)
+	binary.BigEndian.PutUint16(msg[2:], checksum(msg))
+	return msg
+}
+
+// TestE2EICMPFragNeeded: an ICMP "fragmentation needed" about an
+// established flow reaches the backend that holds the flow, and no other.
+func TestE2EICMPFragNeeded(t *testing.T) {
+	l := e2eLab(t, Config{Backends: 3}, DaemonConfig{})
+	c := Client{Netns: l.Client.Netns}
+	conn, err := c.Open(echoVIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	local := netip.MustParseAddrPort(conn.LocalAddr().String())
+
+	before := map[string]int{}
+	for _, be := range l.Backends {
+		before[be.Name] = icmpInDestUnreachs(t, be.Netns)
+	}
+	const sent = 5
+	err = l.Client.Netns.Do(func() error {
+		pc, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		// The embedded packet is the backend's answer: VIP → client.
+		msg := fragNeeded(VIP4, local.Addr(), EchoPort, local.Port(), 1400)
+		for range sent {
+			if _, err := pc.WriteTo(msg, &net.IPAddr{IP: VIP4.AsSlice()}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("send icmp: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, be := range l.Backends {
+		got := icmpInDestUnreachs(t, be.Netns) - before[be.Name]
+		want := 0
+		if be.Name == conn.Backend {
+			want = sent
+		}
+		if got != want {
+			t.Errorf("%s received %d ICMP destination unreachable, want %d (flow is on %s)", be.Name, got, want, conn.Backend)
+		}
+	}
+	if err := conn.Echo("after icmp"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// statsJSON is the part of "xlb stats -o json" the tests read.
+type statsJSON struct {
+	Drops map[string]uint64 `json:"drops"`
+}
+
+// TestE2EMalformed: malformed and non-VIP frames sent at the balancer's
+// interface are counted by reason and do not disturb the balancer host:
+// it keeps answering on its own address and keeps forwarding.
+func TestE2EMalformed(t *testing.T) {
+	l := e2eLab(t, Config{Backends: 2}, DaemonConfig{})
+	lb := l.Balancers[0]
+	stats := func() map[string]uint64 {
+		var s statsJSON
+		out := cli(t, l, "lb1", "stats", "-o", "json")
+		if err := json.Unmarshal([]byte(out), &s); err != nil {
+			t.Fatalf("parse stats: %v\n%s", err, out)
+		}
+		return s.Drops
+	}
+	client := l.Client.IPv4
+	tcpToVIP := make([]byte, 20)
+	binary.BigEndian.PutUint16(tcpToVIP[0:], 40000)
+	binary.BigEndian.PutUint16(tcpToVIP[2:], EchoPort)
+	tcpToVIP[12] = 5 << 4
+	tcpToVIP[13] = 0x02 // SYN
+
+	frames := []struct {
+		name    string
+		reason  string // counter that must grow; "" when the reason is not pinned down
+		etype   uint16
+		payload []byte
+	}{
+		{"not IP", "not_ip", 0x88b5, make([]byte, 46)},
+		{"truncated IPv4 header", "malformed", 0x0800, []byte{0x45, 0, 0, 20, 0}},
+		{"IPv4 header length 3", "malformed", 0x0800, append([]byte{0x43}, make([]byte, 45)...)},
+		{"IPv4 options to the VIP", "ip_options", 0x0800,
+			append(ipv4Header(client, VIP4, syscall.IPPROTO_TCP, 24+20, 0, []byte{1, 1, 1, 0}), tcpToVIP...)},
+		{"IPv4 fragment to the VIP", "fragment", 0x0800,
+			append(ipv4Header(client, VIP4, syscall.IPPROTO_TCP, 20+20, 0x2000, nil), tcpToVIP...)},
+		{"UDP to a non-VIP address", "no_vip", 0x0800,
+			append(ipv4Header(client, netip.MustParseAddr("203.0.113.99"), syscall.IPPROTO_UDP, 20+8, 0, nil), 0x9c, 0x40, 0, 53, 0, 8, 0, 0)},
+	}
+	const each = 200
+	before := stats()
+	err := l.Client.Netns.Do(func() error {
+		fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer syscall.Close(fd)
+		ifi, err := net.InterfaceByName(Ifname)
+		if err != nil {
+			return err
+		}
+		for _, f := range frames {
+			frame := append(append(append([]byte{}, lb.MAC...), l.Client.MAC...), byte(f.etype>>8), byte(f.etype))
+			frame = append(frame, f.payload...)
+			sa := &syscall.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
+			copy(sa.Addr[:], lb.MAC)
+			for range each {
+				if err := syscall.Sendto(fd, frame, 0, sa); err != nil {
+					return fmt.Errorf("send %s: %w", f.name, err)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	after := stats()
+	diff := map[string]uint64{}
+	var total uint64
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			diff[k] = d
+			total += d
+		}
+	}
+	t.Logf("counters grown by %d frames of each of %d kinds: %v", each, len(frames), diff)
+	for _, f := range frames {
+		if f.reason != "" && diff[f.reason] < each {
+			t.Errorf("%s: counter %s grew by %d, want at least %d", f.name, f.reason, diff[f.reason], each)
+		}
+	}
+	if total < uint64(each*len(frames)) {
+		t.Errorf("counters grew by %d in all, want at least %d (every frame counted)", total, each*len(frames))
+	}
+
+	// The balancer host is undisturbed: it answers on its own address and
+	// the VIP still works.
+	if out, err := l.Client.Netns.Command("ping", "-c", "2", "-i", "0.2", "-W", "2", lb.IPv4.String()).CombinedOutput(); err != nil {
+		t.Errorf("balancer no longer answers ping: %v\n%s", err, out)
+	}
+	if _, err := (Client{Netns: l.Client.Netns}).HTTPGet(context.Background(), netip.AddrPortFrom(VIP4, HTTPPort)); err != nil {
+		t.Errorf("VIP after malformed traffic: %v", err)
+	}
+}
+
+// ipv4Header builds an IPv4 header with the given options (a multiple of
+// 4 bytes) and a correct checksum. total is the packet's total length;
+// frag holds the flags and fragment offset.
+func ipv4Header(src, dst netip.Addr, proto uint8, total int, frag uint16, opts []byte) []byte {
+	h := make([]byte, 20+len(opts))
+	h[0] = 0x40 | byte(len(h)/4)
+	binary.BigEndian.PutUint16(h[2:], uint16(total))
+	binary.BigEndian.PutUint16(h[4:], 1)
+	binary.BigEndian.PutUint16(h[6:], frag)
+	h[8] = 64
+	h[9] = proto
+	s, d := src.As4(), dst.As4()
+	copy(h[12:], s[:])
+	copy(h[16:], d[:])
+	copy(h[20:], opts)
+	binary.BigEndian.PutUint16(h[10:], checksum(h))
+	return h
+}
+
+// checksum is the Internet checksum.
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}

@@ -27,7 +27,8 @@
 // names this definition; a golden checksum test guards it.
 //
 // Build cost: permutations are computed on the fly (no N×M matrix); slot
-// occupancy is a bitset of M bits; probing steps by addition, not division.
+// occupancy is a bitset of M bits; probing steps by addition, not division,
+// and tests 8 or 16 slots per step once the table fills up.
 // When few free slots are left, where probing would cost most, a backend's
 // next slot is found as the free slot with the smallest position in its
 // permutation, (slot − offset)·skip⁻¹ mod M, which gives the same table.
@@ -173,9 +174,10 @@ func tailSlots(m uint32) uint32 {
 	return t
 }
 
-// fill runs the turns. The loop over the free list in the tail gives the same
-// slot as probing: every slot before a backend's pos in its permutation is
-// held, so its next free slot is the free slot earliest in its permutation.
+// fill runs the turns. The search of the free list in the tail gives the same
+// slot as probing: every slot before a backend's next position x in its
+// permutation is held, so its next free slot is the free slot earliest in its
+// permutation.
 func (b *Builder) fill(t []uint32, perms []perm, wmax uint32) {
 	m := uint32(len(t))
 	used := b.used
@@ -379,8 +381,9 @@ func modInverse(a, m uint32) uint32 {
 
 // Disruption returns the fraction of slots whose owner (by Key) differs
 // between table a over backends aSet and table b over bSet: the share of new
-// connections that land elsewhere after the change. Tables of different sizes
-// share nothing (1); two empty tables differ in nothing (0).
+// connections that land elsewhere after the change. a and b must be tables
+// built from aSet and bSet. Tables of different sizes share nothing (1); two
+// empty tables differ in nothing (0).
 func Disruption(a []uint32, aSet []Backend, b []uint32, bSet []Backend) float64 {
 	if len(a) != len(b) {
 		return 1

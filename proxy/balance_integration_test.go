@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestAlgorithmsThroughProxy runs each algorithm against a fast and a slow
+// backend through the proxy and checks the distribution it must produce.
+func TestAlgorithmsThroughProxy(t *testing.T) {
+	fastSrv, fast := echoBackend(t, "fast")
+	slowSrv, slow := echoBackend(t, "slow")
+	_ = fastSrv
+	slowHandler := slowSrv.Config.Handler
+	slowSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(30 * time.Millisecond)
+		slowHandler.ServeHTTP(w, r)
+	})
+	tests := []struct {
+		alg        string
+		extra      string
+		concurrent int
+		check      func(counts map[string]int) bool
+		want       string
+	}{
+		{"round_robin", "", 1, func(c map[string]int) bool { return c["fast"] == 20 && c["slow"] == 20 }, "20/20"},
+		{"random", "", 1, func(c map[string]int) bool { return c["fast"] > 0 && c["slow"] > 0 }, "both used"},
+		{"least_time", "", 1, func(c map[string]int) bool { return c["fast"] > 3*c["slow"] }, "fast > 3× slow"},
+		{"least_conn", "", 8, func(c map[string]int) bool { return c["fast"] > 2*c["slow"] }, "fast > 2× slow"},
+		{"p2c", "", 8, func(c map[string]int) bool { return c["fast"] > 2*c["slow"] }, "fast > 2× slow"},
+		{"consistent_hash", `hash_key: "header:X-User"`, 1, func(c map[string]int) bool { return c["fast"] == 40 || c["slow"] == 40 }, "one user, one backend"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.alg, func(t *testing.T) {
+			_, base := startProxy(t, fmt.Sprintf(`
+listeners: [{name: web, address: "127.0.0.1:0"}]
+pools: [{name: app, algorithm: %s, %s backends: [{address: %q}, {address: %q}]}]
+routes: [{name: all, pool: app}]
+`, tc.alg, commaIf(tc.extra), fast, slow), Options{})
+			var mu sync.Mutex
+			counts := map[string]int{}
+			var wg sync.WaitGroup
+			per := 40 / tc.concurrent
+			for w := 0; w < tc.concurrent; w++ {
+				wg.Go(func() {
+					for i := 0; i < per; i++ {
+						req := mustReq(t, "GET", base+"/", nil)
+						req.Header.Set("X-User", "alice")
+						_, e := getEcho(t, nil, req)
+						mu.Lock()
+						counts[e.Name]++
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			if !tc.check(counts) {
+				t.Errorf("%s: distribution %v, want %s", tc.alg, counts, tc.want)
+			}
+		})
+	}
+}
+
+func commaIf(s string) string {
+	if s == "" {
+		return ""
+	}
+	return s + ","
+}

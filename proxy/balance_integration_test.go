@@ -11,9 +11,8 @@ import (
 // TestAlgorithmsThroughProxy runs each algorithm against a fast and a slow
 // backend through the proxy and checks the distribution it must produce.
 func TestAlgorithmsThroughProxy(t *testing.T) {
-	fastSrv, fast := echoBackend(t, "fast")
+	_, fast := echoBackend(t, "fast")
 	slowSrv, slow := echoBackend(t, "slow")
-	_ = fastSrv
 	slowHandler := slowSrv.Config.Handler
 	slowSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(30 * time.Millisecond)

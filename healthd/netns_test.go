@@ -84,8 +84,8 @@ func newLab(t *testing.T) *lab {
 	t.Helper()
 	l := &lab{t: t, bin: xlbBinary(t), lb: testutil.Netns(t), be: testutil.Netns(t)}
 	testutil.Veth(t,
-		hostnet.VethEnd{Netns: l.lb, Name: "lb0", Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24")}},
-		hostnet.VethEnd{Netns: l.be, Name: "be0", Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.11/24"), netip.MustParsePrefix("198.51.100.12/24")}})
+		hostnet.VethEnd{Netns: l.lb, Name: "lb0", Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("2001:db8:1::1/64")}},
+		hostnet.VethEnd{Netns: l.be, Name: "be0", Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.11/24"), netip.MustParsePrefix("198.51.100.12/24"), netip.MustParsePrefix("2001:db8:1::11/64")}})
 	dir, err := os.MkdirTemp("", "xlbt-daemon-")
 	if err != nil {
 		t.Fatal(err)
@@ -306,6 +306,20 @@ func TestDaemonInNetns(t *testing.T) {
 	if _, ok := vips[loader.VIPKey{Addr: netip.MustParseAddr("203.0.113.11"), Port: 0, Proto: 17}]; !ok {
 		t.Fatal("wildcard UDP VIP not in the map")
 	}
+
+	// IPv6: the next hop is found by neighbour discovery.
+	l.mustXLB("vip", "add", "[2001:db8:f::10]:443/tcp", "--table-size", "251")
+	l.mustXLB("backend", "add", "[2001:db8:f::10]:443/tcp", "2001:db8:1::11")
+	l.eventually("IPv6 backend resolved and in the table", func() bool {
+		v := findVIP(l.status(), "[2001:db8:f::10]:443/tcp")
+		return v != nil && len(v.Backends) == 1 && v.Backends[0].NextHop != "" && v.Backends[0].NextHopErr == "" && v.Backends[0].Slots == 251
+	})
+	vips, table = l.maps()
+	v6, ok := vips[loader.VIPKey{Addr: netip.MustParseAddr("2001:db8:f::10"), Port: 443, Proto: 6}]
+	if !ok || len(slotsOf(table(v6.ID))) != 1 {
+		t.Fatalf("IPv6 VIP in the map: %+v %v", v6, ok)
+	}
+	l.mustXLB("vip", "remove", "[2001:db8:f::10]:443/tcp")
 
 	// Drain .11: no new flows, out of the table (the VIP panics: no active
 	// backend healthy, so .12 serves).

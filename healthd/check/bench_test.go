@@ -211,6 +211,7 @@ func BenchmarkProber10kTCP(b *testing.B) {
 		b.ReportMetric(float64(poller.perCheck())/float64(dialPer), "poller-x-dialer-loop")
 		b.ReportMetric(fast.peak, "peak/mean-10ms")
 		b.ReportMetric(fast.cov, "cov-10ms")
+		b.ReportMetric(fast.planCoV, "planned-cov-10ms")
 		b.ReportMetric(float64(fast.failed+poller.failed), "failed")
 		b.ReportMetric(float64(fast.skipped+poller.skipped), "skipped")
 		b.Logf("%d targets at %s over %d loopback listeners, %s measured per run, load average %s",
@@ -226,8 +227,8 @@ func BenchmarkProber10kTCP(b *testing.B) {
 				r.name, 100*r.run.share(), 100*r.run.user.Seconds()/r.run.wall.Seconds(), 100*r.run.sys.Seconds()/r.run.wall.Seconds(),
 				r.run.checksPerSec(), us(r.run.perCheck()), us(r.run.user/time.Duration(max(r.run.checks, 1))),
 				float64(r.run.perCheck())/float64(dialPer), float64(r.run.perCheck())/float64(rawPer))
-			b.Logf("  check starts per 10 ms: peak %.2fx the mean, coefficient of variation %.2f; %d failed, %d slots skipped",
-				r.run.peak, r.run.cov, r.run.failed, r.run.skipped)
+			b.Logf("  check starts per 10 ms: peak %.2fx the mean, coefficient of variation %.2f (as scheduled: %.2fx, %.2f); %d failed, %d slots skipped",
+				r.run.peak, r.run.cov, r.run.planPeak, r.run.planCoV, r.run.failed, r.run.skipped)
 			if r.run.lastErr != "" {
 				b.Logf("  last check error: %s", r.run.lastErr)
 			}
@@ -240,7 +241,9 @@ type proberRun struct {
 	user, sys, wall time.Duration
 	checks          uint64
 	failed, skipped uint64
-	peak, cov       float64
+	peak, cov       float64 // of the check starts
+	planPeak        float64 // of the first slots as scheduled
+	planCoV         float64
 	lastErr         string
 }
 
@@ -274,6 +277,14 @@ func runProber(b *testing.B, addrs []string, targets int, interval, d time.Durat
 			b.Fatal(err)
 		}
 	}
+	// The plan: when within the interval each target's first check is due.
+	var planned []time.Time
+	epoch := time.Unix(0, 0)
+	for _, st := range p.Statuses() {
+		planned = append(planned, epoch.Add(time.Duration(st.Next.UnixNano()%int64(interval))))
+	}
+	planPeak, planCoV := startSpread(planned, epoch, epoch.Add(interval), 10*time.Millisecond)
+
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -290,7 +301,7 @@ func runProber(b *testing.B, addrs []string, targets int, interval, d time.Durat
 	<-done
 
 	r := proberRun{user: user1 - user0, sys: sys1 - sys0, wall: wall, checks: after.Checks - before.Checks,
-		failed: failed1 - failed0, skipped: after.Skipped - before.Skipped}
+		failed: failed1 - failed0, skipped: after.Skipped - before.Skipped, planPeak: planPeak, planCoV: planCoV}
 	mu.Lock()
 	r.peak, r.cov = startSpread(starts, wall0, wall0.Add(wall), 10*time.Millisecond)
 	mu.Unlock()
@@ -345,7 +356,7 @@ func startSpread(starts []time.Time, from, to time.Time, bucket time.Duration) (
 		return 0, 0
 	}
 	for _, s := range starts {
-		if i := int(s.Sub(from) / bucket); s.After(from) && i < len(counts) {
+		if i := int(s.Sub(from) / bucket); !s.Before(from) && i < len(counts) {
 			counts[i]++
 		}
 	}

@@ -53,6 +53,7 @@ static __always_inline int encap_ipv4(struct xdp_md *ctx,
 	struct iphdr *ip;
 	__be32 saddr;
 
+	/* Drop: no headroom; nothing was changed yet. */
 	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct iphdr)))
 		return count_exit(EXIT_ENCAP_FAILED, XDP_DROP);
 	data = (void *)(long)ctx->data;
@@ -89,6 +90,7 @@ static __always_inline int encap_ipv6(struct xdp_md *ctx,
 	struct ipv6hdr *ip6;
 	__be32 low;
 
+	/* Drop: no headroom; nothing was changed yet. */
 	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct ipv6hdr)))
 		return count_exit(EXIT_ENCAP_FAILED, XDP_DROP);
 	data = (void *)(long)ctx->data;

@@ -41,6 +41,8 @@ static __always_inline int forward(struct xdp_md *ctx, const struct packet *p,
 {
 	enum exit_reason reason = forward_check(p, c, cfg);
 
+	/* Drop: the packet is for a VIP but cannot be delivered (see the
+	 * reasons in forward_check). */
 	if (reason)
 		return count_exit(reason, XDP_DROP);
 	count(&vip_stats, c->vip_id, bytes);
@@ -75,7 +77,7 @@ int xdp_lb(struct xdp_md *ctx)
 		return count_exit(EXIT_NO_VIP, XDP_PASS);
 	cfg = bpf_map_lookup_elem(&settings, &zero);
 	if (!cfg)
-		return count_exit(EXIT_NO_BACKEND, XDP_DROP); /* cannot happen */
+		return count_exit(EXIT_NO_BACKEND, XDP_DROP); /* never: array */
 	/* Fast path: an established flow (not a SYN, which selects again
 	 * without looking, and no IPv4 options): the flow cache for TCP, then
 	 * the flow table. */
@@ -101,6 +103,8 @@ int xdp_lb(struct xdp_md *ctx)
 	/* IPv4 options (source routing, ...) are not carried to backends. */
 	if (p.flags & PKT_IP_OPTIONS)
 		return count_exit(EXIT_IP_OPTIONS, XDP_DROP);
+	/* Drop: the VIP has no table, the slot is empty, or its backend is
+	 * not usable for new flows. */
 	if (!select_new(&p, vip, cfg, f, &c))
 		return count_exit(EXIT_NO_BACKEND, XDP_DROP);
 	return forward(ctx, &p, &c, cfg, bytes);

@@ -27,8 +27,14 @@
 //   - Config: balancer MAC, outer source prefixes, flow hash seed, UDP flow
 //     timeout, MTU towards the backends. SetConfig.
 //
-// The datapath writes the flow table (5-tuple → backend) and the per-CPU
-// counters, read with VIPCounters, BackendCounters and Drops.
+//   - VIP filter: a bit per hash of a VIP address, kept by PutVIP and
+//     RemoveVIP, so that packets to other addresses leave after one read.
+//
+// The datapath writes the flow table (5-tuple → backend, VIP ID and mode;
+// an LRU hash, global by default), the flow cache (a direct-mapped copy of
+// TCP entries, read first) and the per-CPU counters, read with VIPCounters,
+// BackendCounters and Drops. RemoveVIP, and PutVIP changing a VIP's ID or
+// mode, delete that VIP's flows.
 //
 // Ordering rule (DESIGN.md, Backend lifecycle): put a backend before any table
 // slot names it; install a table without it before removing it.

@@ -26,7 +26,6 @@
 //     the old table or the new one, never a mix.
 //   - Config: balancer MAC, outer source prefixes, flow hash seed, UDP flow
 //     timeout, MTU towards the backends. SetConfig.
-//
 //   - VIP filter: a bit per hash of a VIP address, kept by PutVIP and
 //     RemoveVIP, so that packets to other addresses leave after one read.
 //

@@ -7,7 +7,7 @@ import (
 )
 
 func TestBuilderReusesDst(t *testing.T) {
-	var b Builder
+	b := NewBuilder()
 	backends := set(10, 1)
 	dst := make([]uint32, 5, 100)
 	got, err := b.Build(dst, backends, 97)

@@ -43,7 +43,7 @@ func NewCache(maxEntries int) *Cache {
 	return &Cache{
 		max:      maxEntries,
 		entries:  make(map[string]*list.Element),
-		builders: sync.Pool{New: func() any { return new(Builder) }},
+		builders: sync.Pool{New: func() any { return NewBuilder() }},
 	}
 }
 

@@ -92,6 +92,9 @@ type Builder struct {
 	turns turns
 }
 
+// NewBuilder returns an empty Builder; the zero Builder is ready to use too.
+func NewBuilder() *Builder { return new(Builder) }
+
 // perm is the state of one backend's permutation while building.
 type perm struct {
 	// x is the next slot to probe, offset + j·skip (mod M) for the next j,

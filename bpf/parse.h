@@ -14,6 +14,7 @@
 struct packet {
 	struct flow_key key;	/* the flow (for ICMP: the embedded one, swapped) */
 	__u32 l3_len;		/* IP total length from the header */
+	__u32 l4_room;		/* of it, the bytes after the IP header */
 	__be16 tpid;		/* VLAN TPID, or 0 without a tag */
 	__be16 tci;		/* VLAN tag control */
 	__be16 h_proto;		/* ethertype of the IP header */
@@ -77,6 +78,7 @@ static __always_inline int parse_ipv4(struct packet *p, void **pos, void *end)
 	p->tos = ip->tos;
 	__builtin_memcpy(p->key.src, &ip->saddr, 4);
 	__builtin_memcpy(p->key.dst, &ip->daddr, 4);
+	p->l4_room = p->l3_len - hlen;
 	*pos = (void *)ip + hlen;
 	return 0;
 }
@@ -91,7 +93,8 @@ static __always_inline int parse_ipv6(struct packet *p, void **pos, void *end)
 		return EXIT_MALFORMED;
 	if (ip6->version != 6)
 		return EXIT_MALFORMED;
-	p->l3_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+	p->l4_room = bpf_ntohs(ip6->payload_len);
+	p->l3_len = p->l4_room + sizeof(*ip6);
 	if ((void *)ip6 + p->l3_len > end)
 		return EXIT_MALFORMED;
 	switch (ip6->nexthdr) {
@@ -218,15 +221,24 @@ static __always_inline int parse_packet(struct packet *p, void *data, void *end)
 		return ret;
 	switch (p->key.proto) {
 	case IPPROTO_TCP:
+		if (p->l4_room < sizeof(struct tcphdr))
+			return EXIT_MALFORMED;
+		return parse_ports(p, pos, end);
 	case IPPROTO_UDP:
+		if (p->l4_room < sizeof(struct udphdr))
+			return EXIT_MALFORMED;
 		return parse_ports(p, pos, end);
 	case IPPROTO_ICMP:
 		if (p->key.family != FAMILY_V4)
 			return EXIT_OTHER_PROTO;
+		if (p->l4_room < sizeof(struct icmp_hdr))
+			return EXIT_MALFORMED;
 		return parse_icmp4(p, pos, end);
 	case IPPROTO_ICMPV6:
 		if (p->key.family != FAMILY_V6)
 			return EXIT_OTHER_PROTO;
+		if (p->l4_room < sizeof(struct icmp_hdr))
+			return EXIT_MALFORMED;
 		return parse_icmp6(p, pos, end);
 	}
 	return EXIT_OTHER_PROTO;

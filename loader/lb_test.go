@@ -214,6 +214,8 @@ func TestMalformed(t *testing.T) {
 		{"ipv4 total length beyond the frame", base, 16, 0xff},
 		{"ipv4 total length below the header", base, 17, 10},
 		{"tcp data offset 4", base, 14 + 20 + 12, 0x40},
+		{"ipv4 total length ends inside the tcp header", base, 17, 20 + 10},
+		{"ipv6 payload length ends inside the tcp header", base6, 19, 10},
 		{"ipv6 version 4", base6, 14, 0x40},
 		{"ipv6 payload length beyond the frame", base6, 18, 0xff},
 	}

@@ -158,6 +158,16 @@ func TestAttachUnpinned(t *testing.T) {
 		if got := xdpProg(t, "xlb0"); got != 0 {
 			t.Errorf("program %d still attached after Close without pins", got)
 		}
+		// Generic mode only when asked.
+		d, err = Load(Options{FlowTableSize: 4096})
+		must(t, err)
+		defer d.Close()
+		must(t, d.Attach("xlb0", true))
+		l, err := netlink.LinkByName("xlb0")
+		must(t, err)
+		if x := l.Attrs().Xdp; x == nil || x.AttachMode != xdpAttachedSKB {
+			t.Errorf("generic attach: xdp %+v, want generic (skb) mode", x)
+		}
 		return nil
 	}))
 }

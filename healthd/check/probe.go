@@ -46,9 +46,10 @@ func newProbe(s Spec) probe {
 // lives for less than its timeout.
 var dialer = net.Dialer{KeepAlive: -1}
 
-// newTCPProbe returns a connect check. For an IP address it uses the socket
-// calls directly (a thousand checks a second cost half the CPU of
-// net.Dialer's path), for a host name net.Dialer.
+// newTCPProbe returns a connect check. For an IP address it makes the socket
+// calls itself (about half the CPU of net.Dialer's path per check when the
+// connect finishes within the call, as on this host; about the same when
+// it waits in the poller), for a host name it uses net.Dialer.
 func newTCPProbe(target string) probe {
 	ap, err := netip.ParseAddrPort(target)
 	if err != nil || ap.Addr().Zone() != "" {

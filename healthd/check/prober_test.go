@@ -508,3 +508,63 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestProberSkipsSlotWhileCheckRuns(t *testing.T) {
+	gate := make(chan struct{})
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		<-gate
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	})
+	r := newRig(t, check.Config{})
+	r.set(t, "b", check.Spec{Kind: check.HTTP, Target: srv.Listener.Addr().String(), Interval: time.Hour, Timeout: time.Hour})
+	r.start(t)
+	r.clock.Advance(time.Hour) // the first check starts and hangs
+	for deadline := time.Now().Add(wait); requests.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("first check never reached the backend")
+		}
+	}
+	r.clock.Advance(time.Hour) // its next slot comes while it still runs
+	for deadline := time.Now().Add(wait); r.p.Stats().Skipped == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("slot not skipped: %+v", r.p.Stats())
+		}
+	}
+	close(gate)
+	res := r.step(t, 0, "b")["b"]
+	if res.Err != "" {
+		t.Fatalf("check failed: %s", res.Err)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Fatalf("backend saw %d checks, want 1 (the second slot is skipped, not queued)", n)
+	}
+	// The schedule goes on: the next slot runs normally.
+	r.step(t, time.Hour, "b")
+	if st := r.p.Stats(); st.Checks != 2 || st.Skipped != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func TestProberRunAgainAfterStop(t *testing.T) {
+	b := newSwitchable(t)
+	r := newRig(t, check.Config{})
+	r.set(t, "b", check.Spec{Kind: check.TCP, Target: b.addr, Interval: time.Second, Rise: 1})
+	r.start(t)
+	r.step(t, time.Second, "b")
+	r.stop()
+	r.clock.Advance(10 * time.Second) // slots pass while stopped: no burst afterwards
+	r.start(t)
+	r.step(t, time.Second, "b")
+	if st, _ := r.p.Status("b"); st.Checks != 2 || st.State != check.Healthy {
+		t.Fatalf("status after restart: %+v", st)
+	}
+}

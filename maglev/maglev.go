@@ -155,8 +155,7 @@ func (b *Builder) Build(dst []uint32, backends []Backend, size uint32) ([]uint32
 		return dst, ErrNoBackends
 	}
 	if uint64(len(perms)) > uint64(size) {
-		return dst, fmt.Errorf("%w: table size %d is smaller than the %d backends with weight > 0: use a prime of at least %d (%d per backend)",
-			ErrSize, size, len(perms), NextPrime(uint32(min(uint64(MaxSize), SlotsPerBackend*uint64(len(perms))))), SlotsPerBackend)
+		return dst, tooSmall(size, len(perms))
 	}
 	dst = slices.Grow(dst, int(size))[:size]
 	words := int(size+63) / 64

@@ -350,6 +350,8 @@ func TestCheckSize(t *testing.T) {
 		{MaxSize, 1 << 20, "such as 16777213", false},
 		{7, 0, "", false},
 		{65536, 0, "", true},
+		{13, 14, "", true},
+		{13, 13, "use a prime of at least 1300, such as 1301", false},
 		{1, 0, "", true},
 		{4294967295, 0, "", true},
 	} {

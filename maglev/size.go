@@ -20,18 +20,27 @@ const (
 // CheckSize validates a table size given by a user (such as the daemon's
 // --table-size). The error wraps ErrSize and names the value and what is
 // allowed. backends is the number of backends with weight > 0 that will share
-// the table (0 when not yet known): when the table has fewer than
-// SlotsPerBackend slots per backend, or fewer slots than backends, warning
-// says so and suggests a size; otherwise it is empty.
+// the table (0 when not yet known): fewer slots than backends is an error (as
+// in Build); fewer than SlotsPerBackend slots per backend gives a warning
+// that says so and suggests a size; otherwise warning is empty.
 func CheckSize(size uint32, backends int) (warning string, err error) {
 	if err := checkPrime(size); err != nil {
 		return "", err
+	}
+	if backends > 0 && uint64(size) < uint64(backends) {
+		return "", tooSmall(size, backends)
 	}
 	if backends > 0 && uint64(size) < SlotsPerBackend*uint64(backends) {
 		return fmt.Sprintf("table size %d gives fewer than %d slots to each of %d backends, so their shares may differ by more than 1%%; use a prime of at least %d, such as %d",
 			size, SlotsPerBackend, backends, SlotsPerBackend*backends, NextPrime(uint32(min(uint64(MaxSize), SlotsPerBackend*uint64(backends))))), nil
 	}
 	return "", nil
+}
+
+// tooSmall is the error for a table with fewer slots than backends.
+func tooSmall(size uint32, backends int) error {
+	return fmt.Errorf("%w: table size %d is smaller than the %d backends with weight > 0: use a prime of at least %d (%d per backend)",
+		ErrSize, size, backends, NextPrime(uint32(min(uint64(MaxSize), SlotsPerBackend*uint64(backends)))), SlotsPerBackend)
 }
 
 // checkPrime returns an error wrapping ErrSize unless size is a prime in

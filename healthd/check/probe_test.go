@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -216,4 +217,42 @@ func TestTCPConnectFinishesLate(t *testing.T) {
 		t.Fatalf("check failed: %s", res.Err)
 	}
 	t.Logf("connect took %v", res.Latency)
+}
+
+// Checks leave no file descriptor open, whatever their outcome.
+func TestProbesCloseDescriptors(t *testing.T) {
+	up := newSwitchable(t)
+	closed := closedPort(t)
+	syn := unansweredSYN(t)
+	r := newRig(t, check.Config{})
+	specs := map[string]check.Spec{
+		"up":      {Kind: check.TCP, Target: up.addr, Interval: time.Second},
+		"refused": {Kind: check.TCP, Target: closed, Interval: time.Second},
+		"syn":     {Kind: check.TCP, Target: syn, Interval: time.Second, Timeout: 20 * time.Millisecond},
+		"http":    {Kind: check.HTTP, Target: closed, Interval: time.Second},
+		"udp":     {Kind: check.UDP, Target: closed, Interval: time.Second},
+	}
+	var ids []string
+	for id, s := range specs {
+		r.set(t, id, s)
+		ids = append(ids, id)
+	}
+	r.start(t)
+	r.step(t, time.Second, ids...) // warm up: lazily opened runtime descriptors
+	before := openFDs(t)
+	for range 20 {
+		r.step(t, time.Second, ids...)
+	}
+	if after := openFDs(t); after > before {
+		t.Fatalf("open descriptors grew from %d to %d over 100 checks", before, after)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count descriptors: %v", err)
+	}
+	return len(ents)
 }

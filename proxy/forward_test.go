@@ -394,3 +394,75 @@ routes:
 		t.Errorf("all drained: status %d, want 503", resp.StatusCode)
 	}
 }
+
+func TestResponseHandling(t *testing.T) {
+	srv, be := echoBackend(t, "a")
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/trailer":
+			w.Header().Set("Trailer", "X-Sum")
+			_, _ = io.WriteString(w, "body")
+			w.Header().Set("X-Sum", "42")
+		case "/hop":
+			w.Header().Set("Connection", "X-Internal")
+			w.Header().Set("X-Internal", "secret")
+			w.Header().Set("Keep-Alive", "timeout=5")
+			w.Header().Set("X-Public", "yes")
+			_, _ = io.WriteString(w, "ok")
+		case "/cut-length", "/cut-chunked":
+			c, brw, _ := http.NewResponseController(w).Hijack()
+			if r.URL.Path == "/cut-length" {
+				_, _ = io.WriteString(brw, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+			} else {
+				_, _ = io.WriteString(brw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nshort\r\n")
+			}
+			_ = brw.Flush()
+			c.Close()
+		case "/post":
+			body, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%d:%s:%v", r.ContentLength, body, r.TransferEncoding)
+		}
+	})
+	_, base := startProxy(t, oneBackendConfig(be, ""), Options{})
+
+	resp, err := http.Get(base + "/trailer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "body" || resp.Trailer.Get("X-Sum") != "42" {
+		t.Errorf("trailer: body %q trailer %v", body, resp.Trailer)
+	}
+
+	resp, err = http.Get(base + "/hop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("X-Internal") != "" || resp.Header.Get("Keep-Alive") != "" || resp.Header.Get("X-Public") != "yes" {
+		t.Errorf("response hop-by-hop headers: %v", resp.Header)
+	}
+
+	for _, path := range []string{"/cut-length", "/cut-chunked"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			continue // cut before the headers arrived: also a failure the client sees
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Errorf("%s: client read a complete body from a response the backend cut short", path)
+		}
+	}
+
+	resp, err = http.Post(base+"/post", "text/plain", strings.NewReader("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "5:hello:[]" {
+		t.Errorf("POST with Content-Length: backend saw %q", body)
+	}
+}

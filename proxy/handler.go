@@ -92,6 +92,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := p.state.Load()
 	e := exchangePool.Get().(*exchange)
 	*e = exchange{w: w, st: st, start: time.Now(), tls: r.TLS != nil, origPath: r.URL.Path}
+	// Deferred: a response the backend cuts short panics out of the handler.
+	defer p.finish(e, r)
 
 	tc := requestConn(r)
 	if tc != nil && tc.smuggled.Load() {
@@ -99,7 +101,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// everything after it on this connection.
 		w.Header().Set("Connection", "close")
 		http.Error(e, "request has both Content-Length and Transfer-Encoding", http.StatusBadRequest)
-		p.finish(e, r)
 		return
 	}
 
@@ -144,7 +145,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if e.route == nil {
 		http.Error(e, "no route matches the request", http.StatusNotFound)
-		p.finish(e, r)
 		return
 	}
 	if e.route.handler == nil {
@@ -152,7 +152,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		e.route.handler.ServeHTTP(e, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, e)))
 	}
-	p.finish(e, r)
 }
 
 // finish records metrics and the access log line and recycles e.
@@ -248,19 +247,27 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 	b.Acquire()
 	b.metrics.inFlight.Inc()
 	sent := time.Now()
-	e.st.rp.ServeHTTP(w, r.WithContext(ctx))
-	if e.respondedAt.IsZero() {
-		e.respondedAt = time.Now()
+	// Deferred: a response cut by the backend aborts the handler with a
+	// panic (http.ErrAbortHandler), and the accounting must still happen.
+	defer func() {
+		if e.respondedAt.IsZero() {
+			e.respondedAt = time.Now()
+		}
+		lat := e.respondedAt.Sub(sent)
+		b.metrics.inFlight.Dec()
+		b.metrics.duration.Observe(lat.Seconds())
+		b.Release(lat, e.failed)
+		p.report(b, e.failed || e.status >= 500)
+	}()
+	if !upgrade {
+		e.st.send(w, e, r, ctx)
+		return
 	}
-	if upgrade && !e.wroteHeader && !e.failed {
+	e.st.rp.ServeHTTP(w, r.WithContext(ctx))
+	if !e.wroteHeader && !e.failed {
 		// net/http/httputil wrote the 101 on the hijacked connection.
 		e.status, e.wroteHeader = http.StatusSwitchingProtocols, true
 	}
-	lat := e.respondedAt.Sub(sent)
-	b.metrics.inFlight.Dec()
-	b.metrics.duration.Observe(lat.Seconds())
-	b.Release(lat, e.failed)
-	p.report(b, e.failed || e.status >= 500)
 }
 
 // newReverseProxy builds the forwarding engine shared by all routes of a
@@ -284,9 +291,14 @@ func (st *state) rewrite(pr *httputil.ProxyRequest) {
 	out := pr.Out
 	out.URL.Scheme = "http"
 	out.URL.Host = e.backend.ID
-	h := out.Header
-	in := pr.In.Header
+	st.forwardingHeaders(out.Header, pr.In.Header, e, pr.In.Host)
+}
 
+// forwardingHeaders sets X-Forwarded-*, Forwarded and the request id on the
+// outgoing header h (from which the client's own were removed), trusting
+// the incoming values in only from trusted proxies, then applies the
+// route's request header ops.
+func (st *state) forwardingHeaders(h, in http.Header, e *exchange, host string) {
 	peer := e.peerStr
 	proto := "http"
 	if e.tls {
@@ -306,20 +318,19 @@ func (st *state) rewrite(pr *httputil.ProxyRequest) {
 		if v := in["X-Forwarded-Host"]; len(v) > 0 {
 			h["X-Forwarded-Host"] = v
 		} else {
-			h["X-Forwarded-Host"] = []string{pr.In.Host}
+			h["X-Forwarded-Host"] = []string{host}
 		}
 	} else {
 		h["X-Forwarded-For"] = e.peerXFF()
 		h["X-Forwarded-Proto"] = protoValue(e.tls)
-		h["X-Forwarded-Host"] = []string{pr.In.Host}
+		h["X-Forwarded-Host"] = []string{host}
 	}
-	fwd := forwardedElement(e.peer, pr.In.Host, proto)
+	fwd := forwardedElement(e.peer, host, proto)
 	if prior := in["Forwarded"]; e.trusted && len(prior) > 0 {
 		fwd = strings.Join(prior, ", ") + ", " + fwd
 	}
 	h["Forwarded"] = []string{fwd}
-	// Set again: a client naming it in Connection made net/http/httputil
-	// remove it from the outgoing request.
+	// Set again: a client naming it in Connection would have it removed.
 	h[st.reqIDHeader] = e.reqIDs[:1:1]
 	e.route.reqOps.apply(h)
 }
@@ -382,6 +393,13 @@ func modifyResponse(resp *http.Response) error {
 
 func errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	e, _ := r.Context().Value(exchangeKey{}).(*exchange)
+	fail(w, e, r.Context(), err)
+}
+
+// fail answers a request whose exchange with the backend failed before a
+// response: 504 for a timeout, 502 otherwise, nothing (recorded as 499)
+// when the client went away.
+func fail(w http.ResponseWriter, e *exchange, ctx context.Context, err error) {
 	status := http.StatusBadGateway
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
@@ -392,7 +410,7 @@ func errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 			e.respondedAt = time.Now()
 			e.failed = true
 		}
-		if r.Context().Err() == context.Canceled && e.st != nil {
+		if ctx.Err() == context.Canceled && e.st != nil {
 			// The client went away: not the backend's fault.
 			e.failed = false
 			status = 499

@@ -1,0 +1,185 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// send forwards a request that is not an upgrade: the proxy's own lean
+// version of what net/http/httputil.ReverseProxy does (which still carries
+// upgrades), with the same rules: hop-by-hop headers and every header the
+// client names in Connection are dropped from the request and from the
+// response, the client's forwarding headers are replaced (or extended, for
+// trusted proxies), bodies stream through pooled buffers, and a response
+// the backend cuts short is cut short to the client too.
+//
+// Unlike ReverseProxy it does not clone the request: it builds the outgoing
+// header from the incoming one by reference (values are never changed in
+// place; an added value goes to a copy) and copies the response header the
+// same way.
+func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx context.Context) {
+	in := r.Header
+	h := make(http.Header, len(in)+6)
+	conn := in["Connection"]
+	for k, vv := range in {
+		if isHopHeader(k) || isForwardingHeader(k) || (len(conn) > 0 && tokenListHas(conn, k)) {
+			continue
+		}
+		h[k] = vv
+	}
+	if tokenListHas(in["Te"], "trailers") {
+		h["Te"] = teTrailers[:1:1]
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = emptyValue[:1:1] // or Go adds its own
+	}
+	st.forwardingHeaders(h, in, e, r.Host)
+
+	out := &http.Request{
+		Method:        r.Method,
+		URL:           &url.URL{Scheme: "http", Host: e.backend.ID, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Host:          r.Host,
+		ContentLength: r.ContentLength,
+		Body:          r.Body,
+		Trailer:       r.Trailer,
+	}
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	out = out.WithContext(ctx)
+	resp, err := st.transport.RoundTrip(out)
+	if err != nil {
+		fail(w, e, ctx, err)
+		return
+	}
+	defer resp.Body.Close()
+	e.respondedAt = time.Now()
+
+	rh := resp.Header
+	if c := rh["Connection"]; len(c) > 0 {
+		for k := range rh {
+			if tokenListHas(c, k) {
+				delete(rh, k)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(rh, k)
+	}
+	e.route.respOps.apply(rh)
+	dst := w.Header()
+	for k, vv := range rh {
+		if old, ok := dst[k]; ok {
+			dst[k] = append(old[:len(old):len(old)], vv...)
+		} else {
+			dst[k] = vv
+		}
+	}
+	if len(resp.Trailer) > 0 {
+		keys := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		dst["Trailer"] = []string{strings.Join(keys, ", ")}
+	}
+	w.WriteHeader(resp.StatusCode)
+
+	stream := resp.ContentLength == -1 || strings.HasPrefix(rh.Get("Content-Type"), "text/event-stream")
+	if err := copyBody(w, resp.Body, stream); err != nil {
+		if ctx.Err() != nil || errors.Is(err, errClientWrite) {
+			return // the client went away or the route timed out
+		}
+		// The backend broke off the body: make the client see a cut
+		// response, not a complete one.
+		e.failed = true
+		st.log.Warn("backend response cut short", "route", e.route.name, "backend", e.backend.ID, "request_id", e.reqID, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	for k, vv := range resp.Trailer {
+		dst[k] = vv
+	}
+}
+
+var errClientWrite = errors.New("write to client")
+
+// copyBody streams src to w with a pooled buffer, flushing after every
+// write when stream is set.
+func copyBody(w http.ResponseWriter, src io.Reader, stream bool) error {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	var flush func() error
+	if stream {
+		if f, ok := w.(http.Flusher); ok {
+			flush = func() error { f.Flush(); return nil }
+		} else {
+			flush = http.NewResponseController(w).Flush
+		}
+	}
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return errClientWrite
+			}
+			if flush != nil {
+				if err := flush(); err != nil {
+					return errClientWrite
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// Read-only values shared by all requests.
+var (
+	teTrailers = []string{"trailers"}
+	emptyValue = []string{""}
+)
+
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+func isForwardingHeader(k string) bool {
+	switch k {
+	case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded":
+		return true
+	}
+	return false
+}
+
+// tokenListHas reports whether a comma-separated header value list holds
+// token, case-insensitively, without allocating.
+func tokenListHas(values []string, token string) bool {
+	for _, v := range values {
+		for v != "" {
+			var t string
+			t, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(textproto.TrimString(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}

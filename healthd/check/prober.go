@@ -52,17 +52,18 @@ type Config struct {
 	Jitter float64
 	// Resolution groups check starts: the checks due within one tick of
 	// this length start together at its end, so the Prober wakes once per
-	// tick, not once per check (a wake-up costs more CPU than a loopback
-	// connect). Default 5ms; negative starts every check at its own time.
+	// tick, not once per check. Default 5ms; negative starts every check
+	// at its own time.
 	Resolution time.Duration
 	// Clock schedules checks and stamps results. Default SystemClock.
 	Clock Clock
 	// Logger receives one line per state change. Default: discard.
 	Logger *slog.Logger
-	// OnEvent, if set, receives every event. Calls are made one target at a
-	// time in the order of its events, from the goroutine that ran the
-	// check; they must return quickly and must not call Set, Remove or Run
-	// (Status and Statuses are fine).
+	// OnEvent, if set, receives every event, from the goroutine that ran
+	// the check. The events of one target arrive one at a time, in order;
+	// those of different targets may arrive concurrently. It should return
+	// quickly (the check holds its concurrency slot meanwhile); it may call
+	// the Prober's methods.
 	OnEvent func(Event)
 	// OnResult, if set, receives every check result, like OnEvent, after
 	// the event the result caused, if any.

@@ -568,3 +568,42 @@ func TestProberRunAgainAfterStop(t *testing.T) {
 		t.Fatalf("status after restart: %+v", st)
 	}
 }
+
+// A callback may call the Prober: here it removes a target that failed.
+func TestProberCallbackMayCallProber(t *testing.T) {
+	closed := closedPort(t)
+	clock := checktest.NewClock(time.Unix(1_700_000_000, 0))
+	results := make(chan string, 10)
+	var p *check.Prober
+	p = check.NewProber(check.Config{Clock: clock, Jitter: check.NoJitter,
+		OnEvent: func(ev check.Event) {
+			if ev.To == check.Unhealthy {
+				p.Remove(ev.ID)
+				_ = p.Set(ev.ID+"-replacement", check.Spec{Kind: check.TCP, Target: closed, Interval: time.Second})
+			}
+		},
+		OnResult: func(id string, _ check.Result) { results <- id },
+	})
+	if err := p.Set("b", check.Spec{Kind: check.TCP, Target: closed, Interval: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for clock.Armed() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	clock.Advance(time.Second)
+	select {
+	case <-results:
+	case <-time.After(wait):
+		t.Fatal("no result")
+	}
+	if _, ok := p.Status("b"); ok {
+		t.Fatal("b not removed by the callback")
+	}
+	if _, ok := p.Status("b-replacement"); !ok {
+		t.Fatal("replacement not added by the callback")
+	}
+}

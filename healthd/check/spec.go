@@ -74,8 +74,8 @@
 //	go p.Run(ctx) // until ctx is cancelled; Set and Remove work before and during Run
 //	st, ok := p.Status("web-1")
 //
-// OnEvent and OnResult are called from the goroutine that ran the check, one
-// target at a time in order. Tests drive a Prober with the fake clock of
+// OnEvent and OnResult are called from the goroutine that ran the check: in
+// order for each target, concurrently across targets. Tests drive a Prober with the fake clock of
 // package checktest; check timeouts always use real time.
 package check
 

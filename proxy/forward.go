@@ -41,22 +41,21 @@ func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx c
 	}
 	st.forwardingHeaders(h, in, e, r.Host)
 
-	out := &http.Request{
-		Method:        r.Method,
-		URL:           &url.URL{Scheme: "http", Host: e.backend.ID, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        h,
-		Host:          r.Host,
-		ContentLength: r.ContentLength,
-		Body:          r.Body,
-		Trailer:       r.Trailer,
-	}
+	// One shallow copy of r carrying ctx (WithContext is the only way to set
+	// it); every field a client request uses is then set or cleared.
+	out := r.WithContext(ctx)
+	out.URL = &url.URL{Scheme: "http", Host: e.backend.ID, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	out.Header = h
+	out.TransferEncoding = nil
+	out.Close = false
+	out.Form, out.PostForm, out.MultipartForm = nil, nil, nil
+	out.RemoteAddr, out.RequestURI, out.Pattern = "", "", ""
+	out.TLS = nil
+	out.Response = nil
 	if r.ContentLength == 0 {
 		out.Body = nil
 	}
-	out = out.WithContext(ctx)
 	resp, err := st.transport.RoundTrip(out)
 	if err != nil {
 		fail(w, e, ctx, err)

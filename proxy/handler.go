@@ -236,7 +236,9 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 		}
 	}
 	ctx := r.Context()
-	if ctx.Value(exchangeKey{}) == nil {
+	if upgrade && ctx.Value(exchangeKey{}) == nil {
+		// Only net/http/httputil (upgrades) finds the exchange through the
+		// context; the plain path gets it as an argument.
 		ctx = context.WithValue(ctx, exchangeKey{}, e)
 	}
 	if rt.timeout > 0 {

@@ -84,7 +84,7 @@ int xdp_lb(struct xdp_md *ctx)
 	f = 0;
 	if (!(p.flags & (PKT_SYN | PKT_IP_OPTIONS))) {
 		if (p.key.proto == IPPROTO_TCP) {
-			slot = cache_slot(flow_hash(&p.key, cfg->hash_seed, 0));
+			slot = cache_slot(&p.key);
 			if (slot && cache_get(slot, &p.key, &cached) &&
 			    established_backend(&p, &cached, cfg, &c))
 				return forward(ctx, &p, &c, cfg, bytes);

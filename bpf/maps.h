@@ -43,7 +43,7 @@ struct {
 	__type(value, __u64);
 } vip_filter SEC(".maps");
 
-/* flow_cache: flow hash % FLOW_CACHE_SIZE -> struct flow_cache_slot, a copy
+/* flow_cache: cache_slot(5-tuple) -> struct flow_cache_slot, a copy
  * of a TCP flow's entry in flows; written by xdp_lb (flowcache.h), cleared by
  * the loader for the flows of a removed VIP. */
 struct {

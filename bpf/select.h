@@ -142,7 +142,7 @@ static __always_inline int select_new(const struct packet *p,
 	else
 		bpf_map_update_elem(&flows, &p->key, &nf, BPF_ANY);
 	if (p->key.proto == IPPROTO_TCP) {
-		struct flow_cache_slot *s = cache_slot(c->hash);
+		struct flow_cache_slot *s = cache_slot(&p->key);
 
 		if (s)
 			cache_put(s, &p->key, &nf);

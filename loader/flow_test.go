@@ -359,16 +359,25 @@ func TestRemoveVIPEndsFlows(t *testing.T) {
 func TestFlowCacheCollision(t *testing.T) {
 	d := newTestDatapath(t)
 	a := tcpTo(vip4, client4, 80, testutil.TCPSyn)
-	slotOf := func(p testutil.Packet) uint32 { return FlowHash(flowOf(p), DefaultHashSeed, false) % flowCacheSize }
-	b := a
-	for port := 1; port < 1<<16; port++ {
-		b.SrcPort = uint16(port)
-		if b.SrcPort != a.SrcPort && slotOf(b) == slotOf(a) {
-			break
-		}
+	keyOf := func(p testutil.Packet) lbFlowKey {
+		return lbFlowKey{Src: addr16(p.Src), Dst: addr16(p.Dst), Sport: be16(p.SrcPort), Dport: be16(p.DstPort), Proto: p.Proto, Family: familyOf(p.Src)}
 	}
-	if slotOf(b) != slotOf(a) || b.SrcPort == a.SrcPort {
-		t.Fatal("no colliding port found")
+	slotOf := func(p testutil.Packet) uint32 { return cacheSlot(keyOf(p)) }
+	// Find two client ports and addresses that share a slot.
+	seen := map[uint32]testutil.Packet{}
+	var b testutil.Packet
+	found := false
+	for i := 0; i < 1<<20 && !found; i++ {
+		p := a
+		p.SrcPort = uint16(1024 + i%60000)
+		p.Src = netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i/60000)})
+		if q, ok := seen[slotOf(p)]; ok {
+			a, b, found = q, p, true
+		}
+		seen[slotOf(p)] = p
+	}
+	if !found {
+		t.Fatal("no colliding flows found")
 	}
 	must(t, d.SetTable(1, tableFor(flowOf(a), 1, 2)))
 	if got := backendOf(t, d, a); got != 1 {
@@ -382,9 +391,6 @@ func TestFlowCacheCollision(t *testing.T) {
 		var s lbFlowCacheSlot
 		must(t, d.objs.FlowCache.Lookup(slotOf(a), &s))
 		return s.Key
-	}
-	keyOf := func(p testutil.Packet) lbFlowKey {
-		return lbFlowKey{Src: addr16(p.Src), Dst: addr16(p.Dst), Sport: be16(p.SrcPort), Dport: be16(p.DstPort), Proto: p.Proto, Family: familyOf(p.Src)}
 	}
 	if cachedKey() != keyOf(b) {
 		t.Fatal("the slot does not hold b after b's SYN")

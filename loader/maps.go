@@ -19,7 +19,8 @@ const (
 	backendUsableNew         = 0x1
 	backendUsableEstablished = 0x2
 
-	flowCacheSize = 1 << 17 // FLOW_CACHE_SIZE in bpf/common.h
+	flowCacheBits = 17 // FLOW_CACHE_BITS in bpf/common.h
+	flowCacheSize = 1 << flowCacheBits
 
 	configSrc4 = 0x1
 	configSrc6 = 0x2
@@ -150,15 +151,11 @@ func (d *Datapath) purgeFlows(k lbVipKey, id uint32) error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("list flows of vip %d: %w", id, err)
 	}
-	var cfg lbConfig
-	if err := d.objs.Settings.Lookup(uint32(0), &cfg); err != nil {
-		return fmt.Errorf("read datapath config: %w", err)
-	}
 	for _, fk := range stale {
 		if err := d.objs.Flows.Delete(&fk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("remove flow of vip %d: %w", id, err)
 		}
-		if err := d.uncache(fk, cfg.HashSeed); err != nil {
+		if err := d.uncache(fk); err != nil {
 			return err
 		}
 	}
@@ -168,11 +165,11 @@ func (d *Datapath) purgeFlows(k lbVipKey, id uint32) error {
 // uncache clears the flow cache slot of a flow if it holds that flow. A
 // reader racing with the write sees the sequence number change and falls
 // back to the flow table.
-func (d *Datapath) uncache(fk lbFlowKey, seed uint32) error {
+func (d *Datapath) uncache(fk lbFlowKey) error {
 	if fk.Proto != 6 {
 		return nil
 	}
-	idx := FlowHash(flowOfKey(fk), seed, false) % flowCacheSize
+	idx := cacheSlot(fk)
 	var slot lbFlowCacheSlot
 	if err := d.objs.FlowCache.Lookup(idx, &slot); err != nil {
 		return fmt.Errorf("read flow cache: %w", err)
@@ -186,16 +183,21 @@ func (d *Datapath) uncache(fk lbFlowKey, seed uint32) error {
 	return nil
 }
 
-func flowOfKey(fk lbFlowKey) Flow {
-	f := Flow{SrcPort: be16(fk.Sport), DstPort: be16(fk.Dport), Proto: fk.Proto}
-	if fk.Family == familyV4 {
-		f.Src = netip.AddrFrom4([4]byte(fk.Src[:4]))
-		f.Dst = netip.AddrFrom4([4]byte(fk.Dst[:4]))
-	} else {
-		f.Src = netip.AddrFrom16(fk.Src)
-		f.Dst = netip.AddrFrom16(fk.Dst)
+// cacheSlot is the flow cache slot of a key (cache_slot in
+// bpf/flowcache.h): the xor of its five 64-bit native-endian words times
+// 0x9e3779b97f4a7c15, top 17 bits.
+func cacheSlot(fk lbFlowKey) uint32 {
+	var b [40]byte
+	copy(b[0:], fk.Src[:])
+	copy(b[16:], fk.Dst[:])
+	binary.NativeEndian.PutUint16(b[32:], fk.Sport)
+	binary.NativeEndian.PutUint16(b[34:], fk.Dport)
+	b[36], b[37] = fk.Proto, fk.Family
+	var x uint64
+	for i := 0; i < 40; i += 8 {
+		x ^= binary.NativeEndian.Uint64(b[i:])
 	}
-	return f
+	return uint32((x * 0x9e3779b97f4a7c15) >> (64 - flowCacheBits))
 }
 
 // VIPFilterHash is the datapath's hash of a VIP address into the VIP filter

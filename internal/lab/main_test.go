@@ -7,38 +7,50 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/xlb-project/xlb/internal/testutil"
 )
 
-// xlbBinary is the xlb binary built for the end-to-end tests: the lab runs
-// its echo servers, backend-host setup and daemons from it, as a user would.
-var xlbBinary string
+// The xlb binary built for the end-to-end tests: the lab runs its echo
+// servers, backend-host setup and daemons from it, as a user would. Built
+// once, when the first test needs it.
+var (
+	binDir    string
+	binOnce   sync.Once
+	xlbBinary string
+	xlbErr    error
+	labSeq    atomic.Uint32
+)
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		if os.Geteuid() == 0 {
-			dir, err := os.MkdirTemp("", "xlb-lab-test-")
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer os.RemoveAll(dir)
-			xlbBinary = filepath.Join(dir, "xlb")
-			out, err := exec.Command("go", "build", "-o", xlbBinary, "github.com/xlb-project/xlb/cmd/xlb").CombinedOutput()
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "build xlb for the lab tests: %v\n%s", err, out)
-				return 1
-			}
-		}
-		return m.Run()
-	}()
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
 	os.Exit(code)
 }
 
-var labSeq atomic.Uint32
+func buildXLB(tb testing.TB) string {
+	tb.Helper()
+	binOnce.Do(func() {
+		binDir, xlbErr = os.MkdirTemp("", "xlb-lab-test-")
+		if xlbErr != nil {
+			return
+		}
+		xlbBinary = filepath.Join(binDir, "xlb")
+		out, err := exec.Command("go", "build", "-o", xlbBinary, "github.com/xlb-project/xlb/cmd/xlb").CombinedOutput()
+		if err != nil {
+			xlbErr = fmt.Errorf("build xlb for the lab tests: %v\n%s", err, out)
+		}
+	})
+	if xlbErr != nil {
+		tb.Fatal(xlbErr)
+	}
+	return xlbBinary
+}
 
 // testPrefix names a test lab's namespaces so that testutil's sweep
 // recognises them (xlbt-PID-...) and they never meet "xlb lab up" (xlb-).
@@ -50,10 +62,10 @@ func testPrefix() string {
 func newLab(t *testing.T, cfg Config) *Lab {
 	t.Helper()
 	testutil.RequirePrivileged(t)
+	cfg.Binary = buildXLB(t)
 	cfg.Prefix = testPrefix()
 	// Short: the daemon's Unix socket lives here (108-byte limit).
 	cfg.StateDir = filepath.Join("/run", strings.TrimSuffix(cfg.Prefix, "-"))
-	cfg.Binary = xlbBinary
 	t.Cleanup(func() {
 		if err := Down(cfg.Prefix, cfg.StateDir); err != nil {
 			t.Errorf("lab down: %v", err)

@@ -1,0 +1,315 @@
+package lab
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xlb-project/xlb/internal/hostnet"
+	"github.com/xlb-project/xlb/internal/testutil"
+	"github.com/xlb-project/xlb/loader"
+	"github.com/xlb-project/xlb/maglev"
+)
+
+// The packet-rate rig (DESIGN.md, Lab): xdp_rig_gen injects frames with
+// BPF_PROG_RUN in live-frames mode into veth rga; the program under test on
+// the peer rgb sends them back with XDP_TX; xdp_rig_count on rga counts and
+// drops them. Everything runs on one CPU. The ceiling is the same rig with
+// xdp_swap under test, measured in the same run.
+
+const (
+	rigFrames = 2_000_000 // per measured run
+	rigRounds = 3         // medians of
+	rigCPU    = 1
+	tcpSYN    = 0x02
+	tcpACK    = 0x10
+)
+
+// rigFrame is a 64-byte Ethernet + IPv4 + TCP frame from the client to the
+// VIP; the generator varies its source port.
+func rigFrame(dst, src net.HardwareAddr, flags byte) []byte {
+	f := make([]byte, 64)
+	copy(f[0:], dst)
+	copy(f[6:], src)
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := ipv4Header(netip.MustParseAddr("198.51.100.1"), VIP4, unix.IPPROTO_TCP, 50, 0, nil)
+	copy(f[14:], ip)
+	tcp := f[34:]
+	binary.BigEndian.PutUint16(tcp[0:], 1024)
+	binary.BigEndian.PutUint16(tcp[2:], HTTPPort)
+	binary.BigEndian.PutUint32(tcp[4:], 1)
+	tcp[12] = 5 << 4
+	tcp[13] = flags
+	binary.BigEndian.PutUint16(tcp[14:], 65535)
+	return f
+}
+
+type rigCase struct {
+	name   string
+	flags  byte
+	flows  uint32
+	attach func() (prog *loader.Program, detach func(), err error)
+}
+
+type rigFigures struct {
+	rate     float64 // frames/s returned, median of rounds
+	nsPerPkt float64 // kernel run-time statistics of the program under test
+	returned float64 // share of the injected frames that came back
+}
+
+// runRig measures one case in ns, on a thread pinned to rigCPU.
+func runRig(b *testing.B, ns hostnet.Netns, rig *loader.Rig, frame []byte, c rigCase) rigFigures {
+	b.Helper()
+	var fig rigFigures
+	err := ns.Do(func() error {
+		var old unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &old); err != nil {
+			return err
+		}
+		var one unix.CPUSet
+		one.Set(rigCPU)
+		if err := unix.SchedSetaffinity(0, &one); err != nil {
+			return err
+		}
+		defer unix.SchedSetaffinity(0, &old)
+
+		prog, detach, err := c.attach()
+		if err != nil {
+			return err
+		}
+		defer detach()
+		// Warm-up: fills the flow table for the established case.
+		if _, err := rig.Run(frame, c.flows, rigFrames/4); err != nil {
+			return err
+		}
+		// Rates with run-time statistics off: they cost tens of ns per
+		// run of every program in the path.
+		var rates []float64
+		var sent, returned uint64
+		for range rigRounds {
+			res, err := rig.Run(frame, c.flows, rigFrames)
+			if err != nil {
+				return err
+			}
+			rates = append(rates, res.Rate())
+			sent += res.Sent
+			returned += res.Returned
+		}
+		// Then one round with them on, for the in-path cost.
+		stats, err := loader.EnableRunStats()
+		if err != nil {
+			return err
+		}
+		defer stats.Close()
+		t0, n0, err := prog.RunStats()
+		if err != nil {
+			return err
+		}
+		if _, err := rig.Run(frame, c.flows, rigFrames/2); err != nil {
+			return err
+		}
+		t1, n1, err := prog.RunStats()
+		if err != nil {
+			return err
+		}
+		slices.Sort(rates)
+		fig.rate = rates[len(rates)/2]
+		if n1 > n0 {
+			fig.nsPerPkt = float64(t1-t0) / float64(n1-n0)
+		}
+		fig.returned = float64(returned) / float64(sent)
+		return nil
+	})
+	if err != nil {
+		b.Fatalf("%s: %v", c.name, err)
+	}
+	return fig
+}
+
+// BenchmarkPacketRate reports frames per second forwarded by xdp_lb for
+// established and new flows next to xdp_swap (the ceiling), and the
+// programs' in-path ns/packet from the kernel's run-time statistics. Run it
+// with -benchtime 1x: one iteration measures everything.
+func BenchmarkPacketRate(b *testing.B) {
+	ns := testutil.Netns(b)
+	testutil.Veth(b, hostnet.VethEnd{Netns: ns, Name: "rga"}, hostnet.VethEnd{Netns: ns, Name: "rgb"})
+	var genMAC, dutMAC net.HardwareAddr
+	var rig *loader.Rig
+	err := ns.Do(func() error {
+		for name, mac := range map[string]*net.HardwareAddr{"rga": &genMAC, "rgb": &dutMAC} {
+			ifi, err := net.InterfaceByName(name)
+			if err != nil {
+				return err
+			}
+			*mac = ifi.HardwareAddr
+		}
+		var err error
+		rig, err = loader.NewRig("rga")
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { rig.Close() })
+
+	swap := func() (*loader.Program, func(), error) {
+		p, err := loader.LoadSwap()
+		if err != nil {
+			return nil, nil, err
+		}
+		l, err := p.AttachRig("rgb")
+		if err != nil {
+			p.Close()
+			return nil, nil, err
+		}
+		return p, func() { l.Close(); p.Close() }, nil
+	}
+	lb := func() (*loader.Program, func(), error) {
+		dp, err := rigDatapath(dutMAC, genMAC)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := dp.Attach("rgb", false); err != nil {
+			dp.Close()
+			return nil, nil, err
+		}
+		return dp.Program(), func() { _ = dp.Detach(); dp.Close() }, nil
+	}
+	cases := []rigCase{
+		{name: "xdp_swap (ceiling)", flags: tcpACK, flows: 1024, attach: swap},
+		{name: "xdp_lb established", flags: tcpACK, flows: 1024, attach: lb},
+		{name: "xdp_lb new flows (SYN)", flags: tcpSYN, flows: 60000, attach: lb},
+	}
+	for b.Loop() {
+		figs := make([]rigFigures, len(cases))
+		for i, c := range cases {
+			figs[i] = runRig(b, ns, rig, rigFrame(dutMAC, genMAC, c.flags), c)
+		}
+		ceil := figs[0].rate
+		b.Logf("%-24s %10s %8s %10s %9s", "program", "Mframes/s", "ratio", "ns/packet", "returned")
+		for i, c := range cases {
+			b.Logf("%-24s %10.2f %8.2f %10.1f %8.1f%%", c.name, figs[i].rate/1e6, figs[i].rate/ceil, figs[i].nsPerPkt, 100*figs[i].returned)
+		}
+		b.ReportMetric(ceil/1e6, "swap_Mfps")
+		b.ReportMetric(figs[1].rate/1e6, "lb_est_Mfps")
+		b.ReportMetric(figs[2].rate/1e6, "lb_new_Mfps")
+		b.ReportMetric(figs[1].rate/ceil, "est_ratio")
+		b.ReportMetric(figs[2].rate/ceil, "new_ratio")
+		b.ReportMetric(figs[0].nsPerPkt, "swap_ns/pkt")
+		b.ReportMetric(figs[1].nsPerPkt, "lb_est_ns/pkt")
+		b.ReportMetric(figs[2].nsPerPkt, "lb_new_ns/pkt")
+	}
+}
+
+// rigDatapath loads xdp_lb (no pins) with the lab's VIP on port 80 over
+// three backends whose next hop is the generator's interface, so forwarded
+// frames come back to the counter.
+func rigDatapath(self, next net.HardwareAddr) (*loader.Datapath, error) {
+	dp, err := loader.Load(loader.Options{FlowTableSize: 1 << 17})
+	if err != nil {
+		return nil, err
+	}
+	err = func() error {
+		if err := dp.SetConfig(loader.Config{SourceMAC: self, OuterSource4: OuterSource4, OuterSource6: OuterSource6}); err != nil {
+			return err
+		}
+		var set []maglev.Backend
+		for i := range 3 {
+			addr := netip.AddrFrom4([4]byte{198, 51, 100, byte(11 + i)})
+			if err := dp.PutBackend(uint32(i+1), loader.Backend{Addr: addr, MAC: next, UsableNew: true, UsableEstablished: true}); err != nil {
+				return err
+			}
+			set = append(set, maglev.Backend{Key: addr.String(), Weight: 1})
+		}
+		pos, err := maglev.Build(set, directTableSize)
+		if err != nil {
+			return err
+		}
+		table := make([]uint32, len(pos))
+		for s, p := range pos {
+			table[s] = p + 1
+		}
+		if err := dp.PutVIP(loader.VIPKey{Addr: VIP4, Port: HTTPPort, Proto: unix.IPPROTO_TCP}, loader.VIP{ID: 1, TableSize: directTableSize}); err != nil {
+			return err
+		}
+		return dp.SetTable(1, table)
+	}()
+	if err != nil {
+		dp.Close()
+		return nil, err
+	}
+	return dp, nil
+}
+
+// TestPacketRig checks the rig itself: every frame the generator injects
+// comes back through xdp_swap and is counted, and xdp_lb forwards every
+// frame of a VIP flow back the same way.
+func TestPacketRig(t *testing.T) {
+	ns := testutil.Netns(t)
+	testutil.Veth(t, hostnet.VethEnd{Netns: ns, Name: "rga"}, hostnet.VethEnd{Netns: ns, Name: "rgb"})
+	err := ns.Do(func() error {
+		ga, err := net.InterfaceByName("rga")
+		if err != nil {
+			return err
+		}
+		gb, err := net.InterfaceByName("rgb")
+		if err != nil {
+			return err
+		}
+		rig, err := loader.NewRig("rga")
+		if err != nil {
+			return err
+		}
+		defer rig.Close()
+		swap, err := loader.LoadSwap()
+		if err != nil {
+			return err
+		}
+		defer swap.Close()
+		dp, err := rigDatapath(gb.HardwareAddr, ga.HardwareAddr)
+		if err != nil {
+			return err
+		}
+		defer dp.Close()
+		for _, tc := range []struct {
+			name   string
+			attach func() (func(), error)
+		}{
+			{"xdp_swap", func() (func(), error) {
+				l, err := swap.AttachRig("rgb")
+				if err != nil {
+					return nil, err
+				}
+				return func() { l.Close() }, nil
+			}},
+			{"xdp_lb", func() (func(), error) {
+				return func() { _ = dp.Detach() }, dp.Attach("rgb", false)
+			}},
+		} {
+			detach, err := tc.attach()
+			if err != nil {
+				return err
+			}
+			const n = 20000
+			res, err := rig.Run(rigFrame(gb.HardwareAddr, ga.HardwareAddr, tcpACK), 100, n)
+			detach()
+			if err != nil {
+				return err
+			}
+			if res.Sent != n || res.Returned != n {
+				t.Errorf("%s: sent %d, returned %d; want %d both", tc.name, res.Sent, res.Returned, n)
+			}
+		}
+		if c, err := dp.VIPCounters(1); err != nil || c.Packets != 20000 {
+			t.Errorf("xdp_lb VIP counter = %+v, %v; want 20000 packets", c, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

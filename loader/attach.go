@@ -24,6 +24,8 @@ func (d *Datapath) linkPin(ifname string) string {
 // same interface exists, the program is replaced through it atomically:
 // no packet is missed and the maps stay.
 func (d *Datapath) Attach(ifname string, generic bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	iface, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return fmt.Errorf("attach xdp to %s: %w", ifname, err)
@@ -84,6 +86,8 @@ func (d *Datapath) replacePinned(ifname string, ifindex int) (bool, error) {
 // Detach detaches xdp_lb from every interface this Datapath attached it to
 // and removes the pinned links.
 func (d *Datapath) Detach() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if len(d.links) == 0 {
 		return ErrNotAttached
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -21,8 +22,11 @@ type Datapath struct {
 	inner  map[uint32]*ebpf.MapSpec // table size → inner map template
 	tables map[uint32]*ebpf.Map     // table size → outer hash-of-maps
 	pinDir string
-	links  map[string]link.Link // ifname → link
 	prog   *Program
+
+	mu     sync.Mutex           // guards links and closed
+	links  map[string]link.Link // ifname → link
+	closed bool
 }
 
 func (o Options) validate() error {
@@ -104,8 +108,16 @@ func loadError(what string, err error, verbose bool) error {
 func (d *Datapath) Program() *Program { return d.prog }
 
 // Close releases the file descriptors. Pinned maps and links stay, and so
-// does a pinned attachment; without a PinDir the program is detached.
+// does a pinned attachment; without a PinDir the program is detached. A
+// second Close does nothing. The map methods of a Datapath are safe for
+// concurrent use; none may be called after Close.
 func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
 	var errs []error
 	for name, l := range d.links {
 		if err := l.Close(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -236,4 +237,30 @@ func TestInvalidInput(t *testing.T) {
 	if _, err := d.Table(1); !errors.Is(err, ErrNotFound) {
 		t.Errorf("table of a removed vip: %v, want ErrNotFound", err)
 	}
+}
+
+func TestLoadError(t *testing.T) {
+	ve := &ebpf.VerifierError{Cause: unix.EACCES, Log: []string{"0: R1=ctx()", "1: invalid access to packet"}}
+	short := loadError("xdp_lb", ve, false)
+	long := loadError("xdp_lb", ve, true)
+	if !errors.Is(short, ErrVerifier) || !errors.Is(long, ErrVerifier) {
+		t.Fatalf("not ErrVerifier: %v / %v", short, long)
+	}
+	if !strings.Contains(long.Error(), "0: R1=ctx()") || !strings.Contains(long.Error(), "invalid access") {
+		t.Errorf("verbose error lacks the verifier log: %v", long)
+	}
+	if strings.Contains(short.Error(), "0: R1=ctx()") {
+		t.Errorf("short error holds the whole log: %v", short)
+	}
+	if !strings.HasPrefix(short.Error(), "load xdp_lb: ") {
+		t.Errorf("error does not say what failed: %v", short)
+	}
+}
+
+func TestCloseTwice(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	d, err := Load(Options{FlowTableSize: 1024})
+	must(t, err)
+	must(t, d.Close())
+	must(t, d.Close())
 }

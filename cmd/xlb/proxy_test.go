@@ -38,6 +38,17 @@ func TestProxyUsageErrors(t *testing.T) {
 	}
 }
 
+func TestProxyCheckConfig(t *testing.T) {
+	code, stdout, stderr := runCLI(t, "proxy", "--config", "../../testdata/proxy/example.yaml", "--check-config")
+	if code != 0 || !strings.Contains(stdout, "ok (1 listeners, 2 pools, 5 routes)") {
+		t.Errorf("check example: %d %q %q", code, stdout, stderr)
+	}
+	code, _, stderr = runCLI(t, "proxy", "--config", "../../testdata/proxy/invalid/bad-regex.yaml", "--check-config")
+	if code != 1 || !strings.Contains(stderr, "must be a Go regular expression") {
+		t.Errorf("check invalid: %d %q", code, stderr)
+	}
+}
+
 func TestProxyBackendVerbs(t *testing.T) {
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer be.Close()

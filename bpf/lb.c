@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* xdp_lb: the balancer. Parse, look the VIP up, pick a backend (flow table,
- * then Maglev table), forward with IPIP or L2 DSR out of the same interface.
- * Anything that is not for a VIP goes to the kernel untouched. */
+/* xdp_lb: the balancer. Parse; leave at once when no VIP has the
+ * destination address (VIP filter); an established flow goes where the flow
+ * cache (TCP) or the flow table says; anything else looks the VIP up and
+ * picks a backend in its Maglev table. Forward with IPIP or L2 DSR out of the
+ * same interface (XDP_TX). Anything that is not for a VIP goes to the kernel
+ * untouched. */
 #include "common.h"
 #include "maps.h"
 #include "parse.h"
@@ -14,7 +17,6 @@ static __always_inline __u32 encap_overhead(const struct packet *p)
 					  : sizeof(struct ipv6hdr);
 }
 
-/* forward sends p to be according to the VIP's mode. */
 /* forward_check returns why p cannot go to c, or EXIT_NONE. */
 static __always_inline enum exit_reason
 forward_check(const struct packet *p, const struct choice *c,

@@ -81,6 +81,22 @@ func TestFlowStickiness(t *testing.T) {
 	if got := backendOf(t, d, ack); got != 4 {
 		t.Errorf("re-steered flow moved again to %d", got)
 	}
+	// An ICMP "fragmentation needed" about the flow follows the flow, not
+	// the table.
+	if got := backendOf(t, d, ptb4(ack)); got != 4 {
+		t.Errorf("icmp frag needed went to %d, want the flow's backend 4", got)
+	}
+	// For IPv6 too, through the flow table (the cache is TCP-only but
+	// the entry is the same).
+	syn6 := tcpTo(vip6, client6, 80, testutil.TCPSyn)
+	must(t, d.SetTable(10, tableFor(flowOf(syn6), 11, 12)))
+	if got := backendOf(t, d, syn6); got != 11 {
+		t.Fatalf("ipv6 syn went to %d, want 11", got)
+	}
+	must(t, d.SetTable(10, tableFor(flowOf(syn6), 13, 12)))
+	if got := backendOf(t, d, ptb6(syn6)); got != 11 {
+		t.Errorf("icmpv6 packet too big went to %d, want the flow's backend 11", got)
+	}
 }
 
 func TestUDPTimeout(t *testing.T) {

@@ -36,12 +36,26 @@ forward_check(const struct packet *p, const struct choice *c,
 	return EXIT_NONE;
 }
 
-/* forward counts p and sends it to the chosen backend by the VIP's mode. */
+/* rewrite applies the VIP's mode to the packet; XDP_TX when done. */
+static __always_inline int rewrite(struct xdp_md *ctx, const struct packet *p,
+				   const struct choice *c,
+				   const struct config *cfg)
+{
+	if (c->mode == MODE_L2DSR)
+		return rewrite_l2(ctx, p, c->be, cfg);
+	if (p->key.family == FAMILY_V4)
+		return encap_ipv4(ctx, p, c->be, cfg, c->hash);
+	return encap_ipv6(ctx, p, c->be, cfg, c->hash);
+}
+
+/* forward counts p and sends it to the chosen backend: back out of the
+ * receiving interface, or through the egress devmap when configured. */
 static __always_inline int forward(struct xdp_md *ctx, const struct packet *p,
 				   const struct choice *c,
 				   const struct config *cfg, __u64 bytes)
 {
 	enum exit_reason reason = forward_check(p, c, cfg);
+	int verdict;
 
 	/* Drop: the packet is for a VIP but cannot be delivered (see the
 	 * reasons in forward_check). */
@@ -49,11 +63,10 @@ static __always_inline int forward(struct xdp_md *ctx, const struct packet *p,
 		return count_exit(reason, XDP_DROP);
 	count(&vip_stats, c->vip_id, bytes);
 	count(&backend_stats, c->backend_id, bytes);
-	if (c->mode == MODE_L2DSR)
-		return rewrite_l2(ctx, p, c->be, cfg);
-	if (p->key.family == FAMILY_V4)
-		return encap_ipv4(ctx, p, c->be, cfg, c->hash);
-	return encap_ipv6(ctx, p, c->be, cfg, c->hash);
+	verdict = rewrite(ctx, p, c, cfg);
+	if (verdict == XDP_TX && (cfg->flags & CONFIG_F_REDIRECT))
+		return bpf_redirect_map(&egress, 0, XDP_TX);
+	return verdict;
 }
 
 SEC("xdp")

@@ -53,6 +53,16 @@ struct {
 	__type(value, struct flow_cache_slot);
 } flow_cache SEC(".maps");
 
+/* egress: 0 -> ifindex of the interface towards the backends, when it is
+ * not the receiving one (CONFIG_F_REDIRECT); written by the loader
+ * (SetConfig). */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} egress SEC(".maps");
+
 /* settings: 0 -> struct config; written by the loader (SetConfig). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

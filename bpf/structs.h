@@ -80,6 +80,7 @@ struct flow_cache_slot {
 
 #define CONFIG_F_SRC4 0x1
 #define CONFIG_F_SRC6 0x2
+#define CONFIG_F_REDIRECT 0x4	/* send through the egress devmap */
 
 struct config {
 	__u8 src_mac[6];

@@ -2,9 +2,12 @@ package loader
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 func (c Config) withDefaults() Config {
@@ -32,6 +35,9 @@ func (c Config) validate() error {
 	}
 	if c.UDPTimeout < 0 {
 		return fmt.Errorf("%w: udp timeout %s: want a positive duration", ErrInvalid, c.UDPTimeout)
+	}
+	if c.EgressIfindex < 0 {
+		return fmt.Errorf("%w: egress ifindex %d: want 0 (none) or an interface index", ErrInvalid, c.EgressIfindex)
 	}
 	if c.MTU != 0 && c.MTU < 68 {
 		return fmt.Errorf("%w: mtu %d: want 68..65535", ErrInvalid, c.MTU)
@@ -76,8 +82,21 @@ func (d *Datapath) SetConfig(c Config) error {
 		v.Src6Mask = hostMask32(p.Bits(), 128)
 		v.Flags |= configSrc6
 	}
+	// The devmap entry exists before the flag names it, and the flag is
+	// cleared before the entry goes.
+	if c.EgressIfindex != 0 {
+		if err := d.objs.Egress.Put(uint32(0), uint32(c.EgressIfindex)); err != nil {
+			return fmt.Errorf("set egress interface %d: %w", c.EgressIfindex, err)
+		}
+		v.Flags |= configRedirect
+	}
 	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("set datapath config: %w", err)
+	}
+	if c.EgressIfindex == 0 {
+		if err := d.objs.Egress.Delete(uint32(0)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clear egress interface: %w", err)
+		}
 	}
 	return nil
 }

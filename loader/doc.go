@@ -164,6 +164,12 @@ type Config struct {
 	// MTU is the largest IP packet (outer header included) sent towards
 	// backends; larger ones are dropped (reason too_big). Default DefaultMTU.
 	MTU uint16
+	// EgressIfindex, if not 0, is the interface (in the network namespace
+	// of the attached one) that forwarded packets leave through, by
+	// XDP_REDIRECT over a devmap, for balancers whose backends sit behind
+	// another interface; SourceMAC should then be its MAC. 0 (default)
+	// sends them back out of the receiving interface (XDP_TX).
+	EgressIfindex int
 }
 
 // Counters are packets and bytes summed over CPUs.

@@ -96,6 +96,7 @@ type lbVipMeta struct {
 const (
 	lbMapBackendStats = "backend_stats"
 	lbMapBackends     = "backends"
+	lbMapEgress       = "egress"
 	lbMapExits        = "exits"
 	lbMapFlowCache    = "flow_cache"
 	lbMapFlows        = "flows"
@@ -160,6 +161,7 @@ type lbProgramSpecs struct {
 type lbMapSpecs struct {
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
+	Egress       *ebpf.MapSpec `ebpf:"egress"`
 	Exits        *ebpf.MapSpec `ebpf:"exits"`
 	FlowCache    *ebpf.MapSpec `ebpf:"flow_cache"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
@@ -200,6 +202,7 @@ func (o *lbObjects) Close() error {
 type lbMaps struct {
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
+	Egress       *ebpf.Map `ebpf:"egress"`
 	Exits        *ebpf.Map `ebpf:"exits"`
 	FlowCache    *ebpf.Map `ebpf:"flow_cache"`
 	Flows        *ebpf.Map `ebpf:"flows"`
@@ -216,6 +219,7 @@ func (m *lbMaps) Close() error {
 	return _LbClose(
 		m.BackendStats,
 		m.Backends,
+		m.Egress,
 		m.Exits,
 		m.FlowCache,
 		m.Flows,

@@ -22,8 +22,9 @@ const (
 	flowCacheBits = 17 // FLOW_CACHE_BITS in bpf/common.h
 	flowCacheSize = 1 << flowCacheBits
 
-	configSrc4 = 0x1
-	configSrc6 = 0x2
+	configSrc4     = 0x1
+	configSrc6     = 0x2
+	configRedirect = 0x4
 )
 
 // ExitReasons names the datapath's non-forwarding exits; ExitReasons[i] is

@@ -264,3 +264,37 @@ func TestCloseTwice(t *testing.T) {
 	must(t, d.Close())
 	must(t, d.Close())
 }
+
+// TestEgressRedirect: with an egress interface configured, forwarded
+// packets leave by XDP_REDIRECT with the same bytes; without, by XDP_TX.
+func TestEgressRedirect(t *testing.T) {
+	ns := testVeth(t)
+	d := newTestDatapath(t)
+	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
+	want := encapsulated(syn, expectedBackend(roundRobin(tableSize, 1, 2, 3, 4), flowOf(syn), false), FlowHash(flowOf(syn), DefaultHashSeed, false))
+	cfg := Config{SourceMAC: balancerMAC, OuterSource4: outer4, OuterSource6: outer6}
+	must(t, ns.Do(func() error {
+		l, err := netlink.LinkByName("xlb0")
+		if err != nil {
+			return err
+		}
+		cfg.EgressIfindex = l.Attrs().Index
+		return d.SetConfig(cfg)
+	}))
+	for _, c := range []struct {
+		egress int
+		want   Action
+	}{{cfg.EgressIfindex, ActionRedirect}, {0, ActionTX}} {
+		cfg.EgressIfindex = c.egress
+		must(t, ns.Do(func() error { return d.SetConfig(cfg) }))
+		act, out, err := d.Program().Run(syn.Bytes())
+		must(t, err)
+		if act != c.want {
+			t.Errorf("egress %d: verdict %s, want %s", c.egress, act, c.want)
+		}
+		diffBytes(t, out, want)
+	}
+	if err := d.SetConfig(Config{SourceMAC: balancerMAC, EgressIfindex: -1}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("negative egress ifindex: %v, want ErrInvalid", err)
+	}
+}

@@ -89,6 +89,9 @@ func labUpCommand() *command {
 			if checkEvery < 100*time.Millisecond {
 				return usageErrorf("--check-interval %s: allowed is 100ms or more", checkEvery)
 			}
+			if os.Geteuid() != 0 {
+				return fmt.Errorf("lab up: needs root (it creates network namespaces and attaches XDP programs)")
+			}
 			cfg.Prefix, cfg.StateDir, cfg.Log = f.prefix, f.dir(), progressLogger(io)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

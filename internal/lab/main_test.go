@@ -6,11 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/xlb-project/xlb/internal/hostnet"
 	"github.com/xlb-project/xlb/internal/testutil"
 )
 
@@ -23,6 +25,7 @@ var (
 	xlbBinary string
 	xlbErr    error
 	labSeq    atomic.Uint32
+	sweepOnce sync.Once
 )
 
 func TestMain(m *testing.M) {
@@ -58,10 +61,36 @@ func testPrefix() string {
 	return fmt.Sprintf("xlbt-%d-L%d-", os.Getpid(), labSeq.Add(1))
 }
 
+// sweepStaleLabs removes labs of test processes that died without cleaning
+// up (killed by a timeout): their servers and daemons still run inside the
+// namespaces and would hold them forever.
+func sweepStaleLabs() {
+	entries, _ := os.ReadDir(hostnet.NetnsDir)
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), "xlbt-")
+		if !ok {
+			continue
+		}
+		pid, lab, _ := strings.Cut(rest, "-")
+		if !strings.HasPrefix(lab, "L") {
+			continue
+		}
+		if n, err := strconv.Atoi(pid); err != nil || n == os.Getpid() {
+			continue
+		} else if _, err := os.Stat("/proc/" + pid); err == nil {
+			continue
+		}
+		labID, _, _ := strings.Cut(lab, "-")
+		prefix := "xlbt-" + pid + "-" + labID + "-"
+		_ = Down(prefix, filepath.Join("/run", strings.TrimSuffix(prefix, "-")))
+	}
+}
+
 // newLab brings up a lab for one test and removes it when the test ends.
 func newLab(t *testing.T, cfg Config) *Lab {
 	t.Helper()
 	testutil.RequirePrivileged(t)
+	sweepOnce.Do(sweepStaleLabs)
 	cfg.Binary = buildXLB(t)
 	cfg.Prefix = testPrefix()
 	// Short: the daemon's Unix socket lives here (108-byte limit).

@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* The flow cache: a direct-mapped array in front of the LRU flow table for
- * TCP flows. An array read is inlined by the verifier, needs no kernel hash
+/* The flow cache: a direct-mapped array in front of the LRU flow table. An array read is inlined by the verifier, needs no kernel hash
  * and touches one cache line, where an LRU hash lookup costs a call, a
  * bucket and an element. The LRU table stays the record of every flow; the
- * cache holds a copy of the entries of recently seen TCP flows, at a slot
+ * cache holds a copy of the entries of recently seen flows, at a slot
  * chosen by a cheap hash of the key, and a colliding flow replaces it.
  *
  * Slots are shared by all CPUs. A writer takes a slot by moving its
  * sequence number from even to odd with a compare-and-swap (a busy slot is
  * left alone) and makes it even again when done; a reader uses the copy only
- * if the sequence number was even and unchanged around its reads. */
+ * if the sequence number was even and unchanged around its reads. For UDP
+ * the slot's last-seen time is the newest (refreshed by readers with a plain
+ * store) and is written back to the flow table when the slot is taken by
+ * another flow. */
 #ifndef XLB_FLOWCACHE_H
 #define XLB_FLOWCACHE_H
 
@@ -60,8 +62,22 @@ static __always_inline int cache_get(const struct flow_cache_slot *s,
 	f->hash = s->hash;
 	f->vip_id = s->vip_id;
 	f->mode = s->mode;
+	f->last_seen = s->last_seen;
 	barrier();
 	return READ_ONCE_U32(s->seq) == seq;
+}
+
+/* write_back gives a UDP flow pushed out of the cache its last-seen time
+ * in the flow table, which the cache kept newer. */
+static __always_inline void write_back(const struct flow_cache_slot *s)
+{
+	struct flow *f;
+
+	if (s->key.proto != IPPROTO_UDP)
+		return;
+	f = bpf_map_lookup_elem(&flows, &s->key);
+	if (f && f->backend_id == s->backend_id && f->last_seen < s->last_seen)
+		f->last_seen = s->last_seen;
 }
 
 /* cache_put stores f as the cached entry of key, unless another CPU is
@@ -76,11 +92,14 @@ static __always_inline void cache_put(struct flow_cache_slot *s,
 		return;
 	if (__sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
 		return;
+	if (!same_key(&s->key, key))
+		write_back(s);
 	__builtin_memcpy(&s->key, key, sizeof(*key));
 	s->backend_id = f->backend_id;
 	s->hash = f->hash;
 	s->vip_id = f->vip_id;
 	s->mode = f->mode;
+	s->last_seen = f->last_seen;
 	__sync_fetch_and_add(&s->seq, 1);
 }
 

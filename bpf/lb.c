@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* xdp_lb: the balancer. Parse; leave at once when no VIP has the
  * destination address (VIP filter); an established flow goes where the flow
- * cache (TCP) or the flow table says; anything else looks the VIP up and
- * picks a backend in its Maglev table. Forward with IPIP or L2 DSR out of the
- * same interface (XDP_TX). Anything that is not for a VIP goes to the kernel
+ * cache or the flow table says; anything else looks the VIP up and picks a
+ * backend in its Maglev table. Forward with IPIP or L2 DSR, out of the same
+ * interface (XDP_TX) or an egress one (devmap). Anything that is not for a VIP goes to the kernel
  * untouched. */
 #include "common.h"
 #include "maps.h"
@@ -80,7 +80,6 @@ int xdp_lb(struct xdp_md *ctx)
 	struct vip_meta *vip;
 	struct config *cfg;
 	struct flow_cache_slot *slot = 0;
-	struct flow cached = {};
 	struct flow *f;
 	__u32 zero = 0;
 	int ret;
@@ -94,16 +93,13 @@ int xdp_lb(struct xdp_md *ctx)
 	if (!cfg)
 		return count_exit(EXIT_NO_BACKEND, XDP_DROP); /* never: array */
 	/* Fast path: an established flow (not a SYN, which selects again
-	 * without looking, and no IPv4 options): the flow cache for TCP, then
-	 * the flow table. */
+	 * without looking, and no IPv4 options): the flow cache, then the
+	 * flow table. */
 	f = 0;
 	if (!(p.flags & (PKT_SYN | PKT_IP_OPTIONS))) {
-		if (p.key.proto == IPPROTO_TCP) {
-			slot = cache_slot(&p.key);
-			if (slot && cache_get(slot, &p.key, &cached) &&
-			    established_backend(&p, &cached, cfg, &c))
-				return forward(ctx, &p, &c, cfg, bytes);
-		}
+		slot = cache_slot(&p.key);
+		if (slot && cache_established(&p, slot, cfg, &c))
+			return forward(ctx, &p, &c, cfg, bytes);
 		f = bpf_map_lookup_elem(&flows, &p.key);
 		if (f && established_backend(&p, f, cfg, &c)) {
 			if (slot && !(p.flags & PKT_PTB))

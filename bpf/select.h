@@ -108,6 +108,22 @@ static __always_inline int established_backend(const struct packet *p,
 	return 1;
 }
 
+/* cache_established fills c from the cache if p's flow is there and may
+ * stay on its backend; for UDP the slot's last-seen time is refreshed. */
+static __always_inline int cache_established(const struct packet *p,
+					     struct flow_cache_slot *s,
+					     const struct config *cfg,
+					     struct choice *c)
+{
+	struct flow f = {};
+
+	if (!cache_get(s, &p->key, &f) || !established_backend(p, &f, cfg, c))
+		return 0;
+	if (p->key.proto == IPPROTO_UDP && !(p->flags & PKT_PTB))
+		s->last_seen = f.last_seen;
+	return 1;
+}
+
 /* select_new picks a backend from the VIP's table and records it in the
  * flow table (except for ICMP errors, which only follow a flow). f is the
  * flow's current entry, if any. */
@@ -141,7 +157,7 @@ static __always_inline int select_new(const struct packet *p,
 		*f = nf;
 	else
 		bpf_map_update_elem(&flows, &p->key, &nf, BPF_ANY);
-	if (p->key.proto == IPPROTO_TCP) {
+	{
 		struct flow_cache_slot *s = cache_slot(&p->key);
 
 		if (s)

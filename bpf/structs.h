@@ -67,15 +67,16 @@ struct flow {
 };
 
 /* flow_cache_slot is one slot of the flow cache (flowcache.h): a copy of
- * a TCP flow's entry. One cache line. */
+ * a flow's entry. One cache line. */
 struct flow_cache_slot {
 	struct flow_key key;
 	__u32 backend_id;
 	__u32 hash;
-	__u32 vip_id;
 	__u32 seq;		/* odd while a CPU writes the slot */
+	__u16 vip_id;		/* < MAX_VIPS */
 	__u8 mode;
-	__u8 pad[7];
+	__u8 pad;
+	__u64 last_seen;	/* UDP: newer than the flow table's copy */
 };
 
 #define CONFIG_F_SRC4 0x1

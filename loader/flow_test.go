@@ -423,3 +423,46 @@ func TestFlowCacheCollision(t *testing.T) {
 		t.Errorf("b went to %d, want 3", got)
 	}
 }
+
+// TestFlowCacheUDPWriteBack: a UDP flow served from the cache keeps its
+// newest last-seen time there, and gets it written back to the flow table
+// when a colliding flow takes the slot.
+func TestFlowCacheUDPWriteBack(t *testing.T) {
+	d := newTestDatapath(t)
+	keyOf := func(p testutil.Packet) lbFlowKey {
+		return lbFlowKey{Src: addr16(p.Src), Dst: addr16(p.Dst), Sport: be16(p.SrcPort), Dport: be16(p.DstPort), Proto: p.Proto, Family: familyOf(p.Src)}
+	}
+	seen := map[uint32]testutil.Packet{}
+	var a, b testutil.Packet
+	for i := 0; ; i++ {
+		p := udpTo(vip4, client4, 53)
+		p.SrcPort = uint16(1024 + i%60000)
+		p.Src = netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i/60000)})
+		if q, ok := seen[cacheSlot(keyOf(p))]; ok {
+			a, b = q, p
+			break
+		}
+		seen[cacheSlot(keyOf(p))] = p
+	}
+	lastSeen := func(p testutil.Packet) uint64 {
+		var f lbFlow
+		k := keyOf(p)
+		must(t, d.objs.Flows.Lookup(&k, &f))
+		return f.LastSeen
+	}
+	backendOf(t, d, a)
+	t0 := lastSeen(a)
+	backendOf(t, d, a) // from the cache
+	var s lbFlowCacheSlot
+	must(t, d.objs.FlowCache.Lookup(cacheSlot(keyOf(a)), &s))
+	if s.Key != keyOf(a) || s.LastSeen <= t0 {
+		t.Fatalf("slot %+v: want a with a last-seen time after %d", s, t0)
+	}
+	if got := lastSeen(a); got != t0 {
+		t.Errorf("flow table last seen %d, want %d while the cache serves", got, t0)
+	}
+	backendOf(t, d, b) // takes the slot
+	if got := lastSeen(a); got != s.LastSeen {
+		t.Errorf("flow table last seen %d after eviction, want the cache's %d", got, s.LastSeen)
+	}
+}

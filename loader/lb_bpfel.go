@@ -56,10 +56,11 @@ type lbFlowCacheSlot struct {
 	Key       lbFlowKey
 	BackendId uint32
 	Hash      uint32
-	VipId     uint32
 	Seq       uint32
+	VipId     uint16
 	Mode      uint8
-	Pad       [7]uint8
+	Pad       uint8
+	LastSeen  uint64
 }
 
 type lbFlowKey struct {

@@ -167,9 +167,6 @@ func (d *Datapath) purgeFlows(k lbVipKey, id uint32) error {
 // reader racing with the write sees the sequence number change and falls
 // back to the flow table.
 func (d *Datapath) uncache(fk lbFlowKey) error {
-	if fk.Proto != 6 {
-		return nil
-	}
 	idx := cacheSlot(fk)
 	var slot lbFlowCacheSlot
 	if err := d.objs.FlowCache.Lookup(idx, &slot); err != nil {

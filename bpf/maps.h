@@ -44,7 +44,7 @@ struct {
 } vip_filter SEC(".maps");
 
 /* flow_cache: cache_slot(5-tuple) -> struct flow_cache_slot, a copy
- * of a TCP flow's entry in flows; written by xdp_lb (flowcache.h), cleared by
+ * of a flow's entry in flows; written by xdp_lb (flowcache.h), cleared by
  * the loader for the flows of a removed VIP. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Rebuilds the bpf2go output in a scratch copy and fails if it differs from
-# what is committed, so the objects in loader/ always match bpf/.
+# Rebuilds the bpf2go output from bpf/ in a scratch copy of the module and
+# fails if it differs from what is committed in loader/. The working tree is
+# never written to.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! ls bpf/*.c >/dev/null 2>&1; then
@@ -9,11 +10,10 @@ if ! ls bpf/*.c >/dev/null 2>&1; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cp -a loader "$tmp/before"
-go generate ./loader/...
-if ! diff -r "$tmp/before" loader >"$tmp/diff"; then
-	cat "$tmp/diff" | head -20
-	rm -rf loader && cp -a "$tmp/before" loader
+cp -a go.mod go.sum bpf loader "$tmp/"
+(cd "$tmp" && go generate ./loader/...)
+if ! diff -r loader "$tmp/loader" >"$tmp/diff"; then
+	head -20 "$tmp/diff"
 	echo "check-generated: loader/ is stale; run 'make generate' and commit the result" >&2
 	exit 1
 fi

@@ -70,98 +70,125 @@ func TestE2ETwoBalancers(t *testing.T) {
 	}
 }
 
-// icmpInDestUnreachs reads a host's count of ICMP destination-unreachable
-// messages received.
-func icmpInDestUnreachs(t *testing.T, ns hostnet.Netns) int {
+// icmpCounter reads one ICMP counter of a host: file is /proc/net/snmp
+// (IPv4, "Icmp:" rows of names and values) or /proc/net/snmp6 (one "name
+// value" per line).
+func icmpCounter(t *testing.T, ns hostnet.Netns, file, name string) int {
 	t.Helper()
-	out, err := ns.Command("cat", "/proc/net/snmp").Output()
+	out, err := ns.Command("cat", file).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var header []string
 	for line := range strings.Lines(string(out)) {
 		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "Icmp:" {
-			continue
-		}
-		if header == nil {
+		switch {
+		case len(f) == 2 && f[0] == name:
+			n, _ := strconv.Atoi(f[1])
+			return n
+		case len(f) > 0 && f[0] == "Icmp:" && header == nil:
 			header = f
-			continue
-		}
-		for i, h := range header {
-			if h == "InDestUnreachs" && i < len(f) {
-				n, _ := strconv.Atoi(f[i])
-				return n
+		case len(f) > 0 && f[0] == "Icmp:":
+			for i, h := range header {
+				if h == name && i < len(f) {
+					n, _ := strconv.Atoi(f[i])
+					return n
+				}
 			}
 		}
 	}
-	t.Fatal("no Icmp InDestUnreachs in /proc/net/snmp")
+	t.Fatalf("no %s in %s", name, file)
 	return 0
 }
 
-// fragNeeded builds an ICMP "fragmentation needed" message about a packet
-// from src to dst (TCP ports sport → dport), as a router on the path back
-// to the client would send it towards the VIP.
-func fragNeeded(src, dst netip.Addr, sport, dport uint16, mtu uint16) []byte {
-	inner := ipv4Header(src, dst, syscall.IPPROTO_TCP, 20+20, 0, nil)
+// icmpTooBig builds the ICMP message a router on the path back to the
+// client would send towards the VIP about the backend's answer (VIP:EchoPort
+// → client): IPv4 "fragmentation needed" or ICMPv6 "packet too big". The
+// kernel fills in the ICMPv6 checksum.
+func icmpTooBig(client netip.AddrPort, vip netip.Addr, mtu uint16) []byte {
 	tcp := make([]byte, 8)
-	binary.BigEndian.PutUint16(tcp[0:], sport)
-	binary.BigEndian.PutUint16(tcp[2:], dport)
+	binary.BigEndian.PutUint16(tcp[0:], EchoPort)
+	binary.BigEndian.PutUint16(tcp[2:], client.Port())
 	binary.BigEndian.PutUint32(tcp[4:], 1)
-	msg := []byte{3, 4, 0, 0, 0, 0, byte(mtu >> 8), byte(mtu)}
-	msg = append(append(msg, inner...), tcp...)
-	binary.BigEndian.PutUint16(msg[2:], checksum(msg))
-	return msg
+	if vip.Is4() {
+		msg := []byte{3, 4, 0, 0, 0, 0, byte(mtu >> 8), byte(mtu)}
+		msg = append(append(msg, ipv4Header(vip, client.Addr(), syscall.IPPROTO_TCP, 20+20, 0, nil)...), tcp...)
+		binary.BigEndian.PutUint16(msg[2:], checksum(msg))
+		return msg
+	}
+	msg := []byte{2, 0, 0, 0, 0, 0, byte(mtu >> 8), byte(mtu)}
+	ip6 := make([]byte, 40)
+	ip6[0] = 0x60
+	binary.BigEndian.PutUint16(ip6[4:], 20)
+	ip6[6] = syscall.IPPROTO_TCP
+	ip6[7] = 64
+	src, dst := vip.As16(), client.Addr().As16()
+	copy(ip6[8:], src[:])
+	copy(ip6[24:], dst[:])
+	return append(append(msg, ip6...), tcp...)
 }
 
-// TestE2EICMPFragNeeded: an ICMP "fragmentation needed" about an
-// established flow reaches the backend that holds the flow, and no other.
-func TestE2EICMPFragNeeded(t *testing.T) {
-	l := e2eLab(t, Config{Backends: 3}, DaemonConfig{})
+// TestE2EICMPTooBig: an ICMP "fragmentation needed" (IPv4) or "packet too
+// big" (IPv6) about an established flow reaches the backend that holds the
+// flow, and no other.
+func TestE2EICMPTooBig(t *testing.T) {
+	l := e2eLab(t, Config{Backends: 3}, DaemonConfig{IPv6: true})
 	c := Client{Netns: l.Client.Netns}
-	conn, err := c.Open(echoVIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	local := netip.MustParseAddrPort(conn.LocalAddr().String())
-
-	before := map[string]int{}
-	for _, be := range l.Backends {
-		before[be.Name] = icmpInDestUnreachs(t, be.Netns)
-	}
-	const sent = 5
-	err = l.Client.Netns.Do(func() error {
-		pc, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
-		if err != nil {
-			return err
-		}
-		defer pc.Close()
-		// The embedded packet is the backend's answer: VIP → client.
-		msg := fragNeeded(VIP4, local.Addr(), EchoPort, local.Port(), 1400)
-		for range sent {
-			if _, err := pc.WriteTo(msg, &net.IPAddr{IP: VIP4.AsSlice()}); err != nil {
-				return err
+	for _, tc := range []struct {
+		vip           netip.Addr
+		network, file string
+		counter       string
+	}{
+		{VIP4, "ip4:icmp", "/proc/net/snmp", "InDestUnreachs"},
+		{VIP6, "ip6:ipv6-icmp", "/proc/net/snmp6", "Icmp6InPktTooBigs"},
+	} {
+		t.Run(tc.vip.String(), func(t *testing.T) {
+			conn, err := c.Open(netip.AddrPortFrom(tc.vip, EchoPort))
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("send icmp: %v", err)
-	}
-	time.Sleep(200 * time.Millisecond)
-	for _, be := range l.Backends {
-		got := icmpInDestUnreachs(t, be.Netns) - before[be.Name]
-		want := 0
-		if be.Name == conn.Backend {
-			want = sent
-		}
-		if got != want {
-			t.Errorf("%s received %d ICMP destination unreachable, want %d (flow is on %s)", be.Name, got, want, conn.Backend)
-		}
-	}
-	if err := conn.Echo("after icmp"); err != nil {
-		t.Fatal(err)
+			defer conn.Close()
+			local := netip.MustParseAddrPort(conn.LocalAddr().String())
+			before := map[string]int{}
+			for _, be := range l.Backends {
+				before[be.Name] = icmpCounter(t, be.Netns, tc.file, tc.counter)
+			}
+			const sent = 5
+			err = l.Client.Netns.Do(func() error {
+				pc, err := net.ListenPacket(tc.network, "::")
+				if tc.vip.Is4() {
+					pc, err = net.ListenPacket(tc.network, "0.0.0.0")
+				}
+				if err != nil {
+					return err
+				}
+				defer pc.Close()
+				msg := icmpTooBig(local, tc.vip, 1400)
+				for range sent {
+					if _, err := pc.WriteTo(msg, &net.IPAddr{IP: tc.vip.AsSlice()}); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("send icmp: %v", err)
+			}
+			time.Sleep(200 * time.Millisecond)
+			for _, be := range l.Backends {
+				got := icmpCounter(t, be.Netns, tc.file, tc.counter) - before[be.Name]
+				want := 0
+				if be.Name == conn.Backend {
+					want = sent
+				}
+				if got != want {
+					t.Errorf("%s counted %d %s, want %d (the flow is on %s)", be.Name, got, tc.counter, want, conn.Backend)
+				}
+			}
+			if err := conn.Echo("after icmp"); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 

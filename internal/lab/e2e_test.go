@@ -31,6 +31,10 @@ type backendJSON struct {
 	Weight  int    `json:"weight"`
 	Admin   string `json:"admin"`
 	Health  string `json:"health"`
+	// UsableNew: the datapath may send it new flows.
+	UsableNew bool `json:"usable_new"`
+	// NextHopErr: the daemon could not resolve the backend's MAC.
+	NextHopErr string `json:"next_hop_error"`
 }
 
 // e2eLab is a lab whose balancers run the daemon with the given config.
@@ -42,9 +46,16 @@ func e2eLab(t *testing.T, cfg Config, dc DaemonConfig) *Lab {
 			t.Fatal(err)
 		}
 	}
+	want := len(l.Backends) * len(dc.VIPs())
 	for _, b := range l.Balancers {
-		waitFor(t, 15*time.Second, fmt.Sprintf("all backends healthy on %s", b.Name), func() bool {
-			return countHealth(listBackends(t, l, b.Name, vipTCP), "healthy") == len(l.Backends)
+		waitFor(t, 15*time.Second, fmt.Sprintf("every backend of every VIP healthy and usable on %s", b.Name), func() bool {
+			n := 0
+			for _, be := range listBackends(t, l, b.Name, "") {
+				if be.Health == "healthy" && be.UsableNew && be.NextHopErr == "" {
+					n++
+				}
+			}
+			return n == want
 		})
 	}
 	return l
@@ -59,24 +70,19 @@ func cli(t *testing.T, l *Lab, balancer string, args ...string) string {
 	return out
 }
 
+// listBackends lists the backends of vip, or of every VIP for "".
 func listBackends(t *testing.T, l *Lab, balancer, vip string) []backendJSON {
 	t.Helper()
 	var bs []backendJSON
-	out := cli(t, l, balancer, "backend", "list", vip, "-o", "json")
+	args := []string{"backend", "list", "-o", "json"}
+	if vip != "" {
+		args = append(args, vip)
+	}
+	out := cli(t, l, balancer, args...)
 	if err := json.Unmarshal([]byte(out), &bs); err != nil {
 		t.Fatalf("parse backend list: %v\n%s", err, out)
 	}
 	return bs
-}
-
-func countHealth(bs []backendJSON, health string) int {
-	n := 0
-	for _, b := range bs {
-		if b.Health == health {
-			n++
-		}
-	}
-	return n
 }
 
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {

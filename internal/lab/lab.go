@@ -276,6 +276,9 @@ func Down(prefix, stateDir string) error {
 	if err := os.RemoveAll(stateDir); err != nil {
 		errs = append(errs, fmt.Errorf("remove lab state: %w", err))
 	}
+	if filepath.Dir(stateDir) == DefaultStateDir {
+		_ = os.Remove(DefaultStateDir) // only when no other lab is up
+	}
 	return errors.Join(errs...)
 }
 

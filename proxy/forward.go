@@ -6,7 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
-	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -36,35 +36,21 @@ func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx c
 	if tokenListHas(in["Te"], "trailers") {
 		h["Te"] = teTrailers[:1:1]
 	}
-	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = emptyValue[:1:1] // or Go adds its own
-	}
 	st.forwardingHeaders(h, in, e, r.Host)
 
-	// One shallow copy of r carrying ctx (WithContext is the only way to set
-	// it); every field a client request uses is then set or cleared.
-	out := r.WithContext(ctx)
-	out.URL = &url.URL{Scheme: "http", Host: e.backend.ID, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
-	out.Header = h
-	out.TransferEncoding = nil
-	out.Close = false
-	out.Form, out.PostForm, out.MultipartForm = nil, nil, nil
-	out.RemoteAddr, out.RequestURI, out.Pattern = "", "", ""
-	out.TLS = nil
-	out.Response = nil
-	if r.ContentLength == 0 {
-		out.Body = nil
+	host := r.Host
+	if host == "" {
+		host = e.backend.ID
 	}
-	resp, err := st.transport.RoundTrip(out)
+	resp, err := st.client.do(ctx, w, e.backend.ID, r, host, h)
 	if err != nil {
 		fail(w, e, ctx, err)
 		return
 	}
-	defer resp.Body.Close()
+	defer resp.release()
 	e.respondedAt = time.Now()
 
-	rh := resp.Header
+	rh := resp.header
 	if c := rh["Connection"]; len(c) > 0 {
 		for k := range rh {
 			if tokenListHas(c, k) {
@@ -84,17 +70,13 @@ func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx c
 			dst[k] = vv
 		}
 	}
-	if len(resp.Trailer) > 0 {
-		keys := make([]string, 0, len(resp.Trailer))
-		for k := range resp.Trailer {
-			keys = append(keys, k)
-		}
-		dst["Trailer"] = []string{strings.Join(keys, ", ")}
+	if len(resp.trailers) > 0 {
+		dst["Trailer"] = []string{strings.Join(resp.trailers, ", ")}
 	}
-	w.WriteHeader(resp.StatusCode)
+	w.WriteHeader(resp.status)
 
-	stream := resp.ContentLength == -1 || strings.HasPrefix(rh.Get("Content-Type"), "text/event-stream")
-	if err := copyBody(w, resp.Body, stream); err != nil {
+	stream := resp.length == -1 || strings.HasPrefix(headerFirst(rh, "Content-Type"), "text/event-stream")
+	if err := copyBody(w, &resp.body, stream); err != nil {
 		if ctx.Err() != nil || errors.Is(err, errClientWrite) {
 			return // the client went away or the route timed out
 		}
@@ -104,9 +86,19 @@ func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx c
 		st.log.Warn("backend response cut short", "route", e.route.name, "backend", e.backend.ID, "request_id", e.reqID, "err", err)
 		panic(http.ErrAbortHandler)
 	}
-	for k, vv := range resp.Trailer {
+	for k, vv := range resp.body.trailer {
+		if !slices.Contains(resp.trailers, k) {
+			k = http.TrailerPrefix + k // not announced before the header
+		}
 		dst[k] = vv
 	}
+}
+
+func headerFirst(h http.Header, k string) string {
+	if v := h[k]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 var errClientWrite = errors.New("write to client")
@@ -149,7 +141,6 @@ func copyBody(w http.ResponseWriter, src io.Reader, stream bool) error {
 // Read-only values shared by all requests.
 var (
 	teTrailers = []string{"trailers"}
-	emptyValue = []string{""}
 )
 
 func isHopHeader(k string) bool {

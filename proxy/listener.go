@@ -260,6 +260,7 @@ func (p *Proxy) shutdown() error {
 	p.wg.Wait()
 	if st := p.state.Load(); st != nil {
 		st.transport.CloseIdleConnections()
+		st.client.CloseIdleConnections()
 		if st.accessLog != nil {
 			st.accessLog.close()
 		}

@@ -87,7 +87,8 @@ type state struct {
 	reqIDHeader string
 	accessLog   *accessLog
 	rp          *httputil.ReverseProxy
-	transport   *http.Transport
+	transport   *http.Transport // upgrades (WebSocket)
+	client      *client         // plain requests
 	metrics     *metrics
 	log         *slog.Logger
 }
@@ -186,8 +187,10 @@ func (p *Proxy) compile(cfg *Config, old *state) (*state, error) {
 	}
 	if old != nil && old.cfg.Timeouts == cfg.Timeouts {
 		st.transport = old.transport // keep the idle backend connections
+		st.client = old.client
 	} else {
 		st.transport = newTransport(cfg.Timeouts)
+		st.client = newClient(cfg.Timeouts)
 	}
 	if old != nil && old.cfg.AccessLog == cfg.AccessLog {
 		st.accessLog = old.accessLog
@@ -240,10 +243,11 @@ func (p *Proxy) install(cfg *Config, st *state) {
 			}
 		}
 		if old.transport != st.transport {
-			go func(t *http.Transport) {
+			go func(t *http.Transport, c *client) {
 				time.Sleep(cfg.DrainTimeout.D())
 				t.CloseIdleConnections()
-			}(old.transport)
+				c.CloseIdleConnections()
+			}(old.transport, old.client)
 		}
 		if old.accessLog != nil && old.accessLog != st.accessLog {
 			go func(al *accessLog) {

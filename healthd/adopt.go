@@ -31,6 +31,42 @@ type vipLister interface {
 	VIPs() (map[loader.VIPKey]loader.VIP, error)
 }
 
+// tableReader is implemented by datapaths that can read a VIP's installed
+// table back (loader.Datapath).
+type tableReader interface {
+	Table(vipID uint32) ([]uint32, error)
+}
+
+// warmBackendsLocked records which adopted backends the running tables
+// name. Their health checks start healthy: a previous daemon found them
+// usable, and a restart must not move established flows off them while the
+// new checks are still counting up to rise.
+func (d *Daemon) warmBackendsLocked() {
+	r, ok := d.opts.Datapath.(tableReader)
+	if !ok {
+		return
+	}
+	d.warm = map[VIPKey]map[netip.Addr]bool{}
+	for k, dv := range d.dp.vips {
+		table, err := r.Table(dv.id)
+		if err != nil {
+			continue // no table: nothing was usable for new flows
+		}
+		inTable := map[uint32]bool{}
+		for _, id := range table {
+			inTable[id] = true
+		}
+		for a, db := range dv.backends {
+			if inTable[db.id] {
+				if d.warm[k] == nil {
+					d.warm[k] = map[netip.Addr]bool{}
+				}
+				d.warm[k][a] = true
+			}
+		}
+	}
+}
+
 // adoptLocked takes over the IDs a previous daemon gave out, and marks VIPs
 // found in the datapath so that a reconcile removes those not desired.
 func (d *Daemon) adoptLocked() error {
@@ -61,6 +97,7 @@ func (d *Daemon) adoptLocked() error {
 				d.dp.vips[k] = dv
 			}
 			d.dp.vipIDs.next, d.dp.backendID.next = f.NextVIP, f.NextBackend
+			d.warmBackendsLocked()
 		}
 	}
 	l, ok := d.opts.Datapath.(vipLister)

@@ -50,6 +50,10 @@ type Daemon struct {
 	timer   func() bool // pending debounced reconcile
 	lastErr error       // of the last reconcile
 	adopted bool        // IDs of a previous daemon taken over
+	// warm names the backends that were in an adopted table: their checks
+	// start healthy, so a restart does not pull established flows off
+	// them while the first checks are still rising. Used once, then nil.
+	warm map[VIPKey]map[netip.Addr]bool
 	// nextHops caches resolutions; cleared on neighbour changes.
 	nextHops   map[nextHopKey]nextHopResult
 	nextHopsAt time.Time

@@ -493,6 +493,49 @@ func TestRestartKeepsIDsAndTables(t *testing.T) {
 	}
 }
 
+// A restarted daemon starts the checks of backends it finds in the adopted
+// tables healthy: while the new checks count up to rise, a backend that is
+// still unknown must stay usable, or the established flows on it would be
+// re-steered (and reset) the moment the others turn healthy and panic ends.
+func TestRestartStartsAdoptedBackendsHealthy(t *testing.T) {
+	r := newRig(t, threeBackends)
+	r.setHealth("198.51.100.11", HealthHealthy)
+	r.setHealth("198.51.100.12", HealthHealthy)
+	r.setHealth("198.51.100.13", HealthUnhealthy)
+	r.clock.fire()
+	if got := r.tableShare(t, "203.0.113.10:80/tcp"); got["198.51.100.13"] != 0 || got["198.51.100.11"] == 0 {
+		t.Fatalf("before restart: table shares %v, want .13 out", got)
+	}
+
+	r.start(t, threeBackends)
+	for id, c := range r.prober.checks {
+		want := c.Target.Addr().String() != "198.51.100.13"
+		if c.StartHealthy != want {
+			t.Errorf("check %s: StartHealthy = %v, want %v", id, c.StartHealthy, want)
+		}
+	}
+	for _, a := range []string{"198.51.100.11", "198.51.100.12"} {
+		if b := r.backend(t, "203.0.113.10:80/tcp", a); b.Health != HealthHealthy {
+			t.Errorf("%s after restart: health %q, want healthy", a, b.Health)
+		}
+	}
+	if v := r.vip(t, "203.0.113.10:80/tcp"); v.Panic {
+		t.Errorf("VIP in panic after restart: %+v", v)
+	}
+	if got := r.tableShare(t, "203.0.113.10:80/tcp"); got["198.51.100.13"] != 0 || got["198.51.100.11"] == 0 || got["198.51.100.12"] == 0 {
+		t.Errorf("after restart: table shares %v, want .11 and .12 only", got)
+	}
+	// Only the first reconcile after adoption starts checks warm.
+	if err := r.d.AddBackend(mustKey(t, "203.0.113.10:80/tcp"), BackendConfig{Address: "198.51.100.14"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range r.prober.checks {
+		if c.Target.Addr().String() == "198.51.100.14" && c.StartHealthy {
+			t.Error("a backend added after the restart starts healthy")
+		}
+	}
+}
+
 // The ordering rule, step by step: a backend is written before a table
 // names it; the table stops naming it before it is removed; a VIP entry
 // comes after its table.

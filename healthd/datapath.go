@@ -39,6 +39,9 @@ type HealthCheck struct {
 	Fall     int
 	Path     string
 	Host     string
+	// StartHealthy starts the check healthy instead of unknown: used for
+	// backends a restarted daemon finds in the tables it adopts.
+	StartHealthy bool
 }
 
 // Resolver finds the next-hop MAC of a backend: the backend's own for L2 DSR

@@ -180,6 +180,17 @@ func (m *MemDatapath) SetTable(vipID uint32, table []uint32) error {
 	return nil
 }
 
+// Table returns a VIP's installed table, like loader.Datapath.Table.
+func (m *MemDatapath) Table(vipID uint32) ([]uint32, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.Tables[vipID]
+	if !ok {
+		return nil, fmt.Errorf("table of VIP %d: %w", vipID, loader.ErrNotFound)
+	}
+	return slices.Clone(t), nil
+}
+
 // VIPs lists the VIPs, like loader.Datapath.VIPs.
 func (m *MemDatapath) VIPs() (map[loader.VIPKey]loader.VIP, error) {
 	m.mu.Lock()

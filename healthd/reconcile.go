@@ -167,7 +167,12 @@ func (d *Daemon) syncChecksLocked() {
 			if id == "" {
 				continue
 			}
-			if _, ok := want[id]; ok {
+			warm := d.warm[v.Key][b.Addr]
+			if c, ok := want[id]; ok {
+				if warm && !c.StartHealthy {
+					c.StartHealthy = true
+					want[id] = c
+				}
 				continue
 			}
 			c := v.checkFor(b)
@@ -175,9 +180,11 @@ func (d *Daemon) syncChecksLocked() {
 				Kind: c.Kind, Target: netip.AddrPortFrom(b.Addr, c.Port),
 				Interval: time.Duration(c.Interval), Timeout: time.Duration(c.Timeout),
 				Rise: c.Rise, Fall: c.Fall, Path: c.Path, Host: c.Host,
+				StartHealthy: warm,
 			}
 		}
 	}
+	d.warm = nil
 	for id := range d.checks {
 		if _, ok := want[id]; !ok {
 			if d.opts.Prober != nil {
@@ -198,7 +205,11 @@ func (d *Daemon) syncChecksLocked() {
 			}
 		}
 		d.checks[id] = c
-		d.health[id] = &healthInfo{state: HealthUnknown, since: d.opts.Clock.Now()}
+		state := HealthUnknown
+		if c.StartHealthy {
+			state = HealthHealthy
+		}
+		d.health[id] = &healthInfo{state: state, since: d.opts.Clock.Now()}
 	}
 }
 

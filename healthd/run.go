@@ -246,7 +246,7 @@ type proberAdapter struct{ p *check.Prober }
 func (a proberAdapter) Set(id string, c HealthCheck) error {
 	s := check.Spec{
 		Kind: check.Kind(c.Kind), Target: c.Target.String(), Interval: c.Interval, Timeout: c.Timeout,
-		Rise: c.Rise, Fall: c.Fall, Path: c.Path, Host: c.Host,
+		Rise: c.Rise, Fall: c.Fall, Path: c.Path, Host: c.Host, StartHealthy: c.StartHealthy,
 	}
 	if s.Timeout == 0 && s.Interval != 0 && s.Interval < check.DefaultTimeout {
 		s.Timeout = s.Interval

@@ -11,7 +11,14 @@
  * if the sequence number was even and unchanged around its reads. For UDP
  * the slot's last-seen time is the newest (refreshed by readers with a plain
  * store) and is written back to the flow table when the slot is taken by
- * another flow. */
+ * another flow.
+ *
+ * A slot also carries a copy of its backend's address and next hop, valid
+ * while the slot's generation equals the config's: the loader bumps that
+ * generation after every backend write (usability, address, MAC), so a
+ * copy taken before a change is never used after it, and the flow goes
+ * through the flow table and the backend map again. Readers read the
+ * generation before reading a backend. */
 #ifndef XLB_FLOWCACHE_H
 #define XLB_FLOWCACHE_H
 
@@ -46,23 +53,28 @@ static __always_inline int same_key(const struct flow_key *a,
 	       x[4] == y[4];
 }
 
-/* cache_get copies the cached entry of p's flow into f; 0 on a miss. */
+/* cache_get copies the cached entry of p's flow into f and its backend's
+ * address and next hop into be; 0 on a miss or when the copy is older than
+ * generation gen (some backend changed since). */
 static __always_inline int cache_get(const struct flow_cache_slot *s,
-				     const struct flow_key *key,
-				     struct flow *f)
+				     const struct flow_key *key, __u32 gen,
+				     struct flow *f, struct backend *be)
 {
 	__u32 seq = READ_ONCE_U32(s->seq);
 
 	if (seq & 1)
 		return 0;
 	barrier();
-	if (!same_key(&s->key, key))
+	if (s->gen != gen || !same_key(&s->key, key))
 		return 0;
 	f->backend_id = s->backend_id;
 	f->hash = s->hash;
 	f->vip_id = s->vip_id;
 	f->mode = s->mode;
 	f->last_seen = s->last_seen;
+	__builtin_memcpy(be->addr, s->addr, sizeof(be->addr));
+	__builtin_memcpy(be->mac, s->mac, sizeof(be->mac));
+	be->family = s->family;
 	barrier();
 	return READ_ONCE_U32(s->seq) == seq;
 }
@@ -80,11 +92,12 @@ static __always_inline void write_back(const struct flow_cache_slot *s)
 		f->last_seen = s->last_seen;
 }
 
-/* cache_put stores f as the cached entry of key, unless another CPU is
- * writing the slot. */
+/* cache_put stores f and its backend be, read at generation gen, as the
+ * cached entry of key, unless another CPU is writing the slot. */
 static __always_inline void cache_put(struct flow_cache_slot *s,
 				      const struct flow_key *key,
-				      const struct flow *f)
+				      const struct flow *f,
+				      const struct backend *be, __u32 gen)
 {
 	__u32 seq = READ_ONCE_U32(s->seq);
 
@@ -100,6 +113,10 @@ static __always_inline void cache_put(struct flow_cache_slot *s,
 	s->vip_id = f->vip_id;
 	s->mode = f->mode;
 	s->last_seen = f->last_seen;
+	__builtin_memcpy(s->addr, be->addr, sizeof(s->addr));
+	__builtin_memcpy(s->mac, be->mac, sizeof(s->mac));
+	s->family = be->family;
+	s->gen = gen;
 	__sync_fetch_and_add(&s->seq, 1);
 }
 

@@ -81,7 +81,7 @@ int xdp_lb(struct xdp_md *ctx)
 	struct config *cfg;
 	struct flow_cache_slot *slot = 0;
 	struct flow *f;
-	__u32 zero = 0;
+	__u32 zero = 0, gen;
 	int ret;
 
 	ret = parse_packet(&p, data, end);
@@ -92,19 +92,22 @@ int xdp_lb(struct xdp_md *ctx)
 	cfg = bpf_map_lookup_elem(&settings, &zero);
 	if (!cfg)
 		return count_exit(EXIT_NO_BACKEND, XDP_DROP); /* never: array */
+	/* The generation is read before any backend (flowcache.h). */
+	gen = READ_ONCE_U32(cfg->gen);
+	barrier();
 	/* Fast path: an established flow (not a SYN, which selects again
 	 * without looking, and no IPv4 options): the flow cache, then the
 	 * flow table. */
 	f = 0;
 	if (!(p.flags & (PKT_SYN | PKT_IP_OPTIONS))) {
 		slot = cache_slot(&p.key);
-		if (slot && cache_established(&p, slot, cfg, &c))
-			return forward(ctx, &p, &c, cfg, bytes);
+		if (slot && cache_established(&p, slot, cfg, gen, &c))
+			goto send;
 		f = bpf_map_lookup_elem(&flows, &p.key);
 		if (f && established_backend(&p, f, cfg, &c)) {
 			if (slot && !(p.flags & PKT_PTB))
-				cache_put(slot, &p.key, f);
-			return forward(ctx, &p, &c, cfg, bytes);
+				cache_put(slot, &p.key, f, c.be, gen);
+			goto send;
 		}
 	}
 
@@ -116,8 +119,12 @@ int xdp_lb(struct xdp_md *ctx)
 		return count_exit(EXIT_IP_OPTIONS, XDP_DROP);
 	/* Drop: the VIP has no table, the slot is empty, or its backend is
 	 * not usable for new flows. */
-	if (!select_new(&p, vip, cfg, f, &c))
+	if (!select_new(&p, vip, cfg, gen, f, &c))
 		return count_exit(EXIT_NO_BACKEND, XDP_DROP);
+send:
+	/* One call site: forward() and the rewrites it inlines are emitted
+	 * once, which keeps the program's code (and the pages a packet's path
+	 * touches) small. */
 	return forward(ctx, &p, &c, cfg, bytes);
 }
 

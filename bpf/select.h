@@ -75,7 +75,8 @@ static __always_inline __u32 table_slot(const struct vip_meta *vip, __u32 hash)
 
 /* choice is where a packet goes. */
 struct choice {
-	struct backend *be;
+	const struct backend *be;	/* a backends entry or &copy */
+	struct backend copy;		/* the flow cache's copy */
 	__u32 backend_id;
 	__u32 hash;		/* the flow's 5-tuple hash */
 	__u32 vip_id;
@@ -89,10 +90,11 @@ static __always_inline int established_backend(const struct packet *p,
 					       const struct config *cfg,
 					       struct choice *c)
 {
+	struct backend *be = lookup_backend(f->backend_id);
 	__u64 now;
 
-	c->be = lookup_backend(f->backend_id);
-	if (!c->be || !(c->be->flags & BACKEND_F_USABLE_ESTABLISHED))
+	c->be = be;
+	if (!be || !(be->flags & BACKEND_F_USABLE_ESTABLISHED))
 		return 0;
 	if (p->key.proto == IPPROTO_UDP) {
 		now = bpf_ktime_get_ns();
@@ -108,19 +110,31 @@ static __always_inline int established_backend(const struct packet *p,
 	return 1;
 }
 
-/* cache_established fills c from the cache if p's flow is there and may
- * stay on its backend; for UDP the slot's last-seen time is refreshed. */
+/* cache_established fills c from the cache if p's flow is there and its
+ * copy of the backend is current (gen); for UDP the flow must have been seen
+ * within the timeout, and the slot's last-seen time is refreshed. */
 static __always_inline int cache_established(const struct packet *p,
 					     struct flow_cache_slot *s,
 					     const struct config *cfg,
-					     struct choice *c)
+					     __u32 gen, struct choice *c)
 {
 	struct flow f = {};
+	__u64 now;
 
-	if (!cache_get(s, &p->key, &f) || !established_backend(p, &f, cfg, c))
+	if (!cache_get(s, &p->key, gen, &f, &c->copy))
 		return 0;
-	if (p->key.proto == IPPROTO_UDP && !(p->flags & PKT_PTB))
-		s->last_seen = f.last_seen;
+	if (p->key.proto == IPPROTO_UDP) {
+		now = bpf_ktime_get_ns();
+		if (now - f.last_seen > cfg->udp_timeout_ns)
+			return 0;
+		if (!(p->flags & PKT_PTB))
+			s->last_seen = now;
+	}
+	c->be = &c->copy;
+	c->backend_id = f.backend_id;
+	c->hash = f.hash;
+	c->vip_id = f.vip_id;
+	c->mode = f.mode;
 	return 1;
 }
 
@@ -129,10 +143,11 @@ static __always_inline int cache_established(const struct packet *p,
  * flow's current entry, if any. */
 static __always_inline int select_new(const struct packet *p,
 				      const struct vip_meta *vip,
-				      const struct config *cfg, struct flow *f,
-				      struct choice *c)
+				      const struct config *cfg, __u32 gen,
+				      struct flow *f, struct choice *c)
 {
 	struct flow nf = {};
+	struct backend *be;
 	__u32 slot_hash;
 
 	c->hash = flow_hash(&p->key, cfg->hash_seed, 0);
@@ -140,8 +155,9 @@ static __always_inline int select_new(const struct packet *p,
 	if (vip->flags & VIP_F_HASH_SRC_ONLY)
 		slot_hash = flow_hash(&p->key, cfg->hash_seed, 1);
 	c->backend_id = table_slot(vip, slot_hash);
-	c->be = lookup_backend(c->backend_id);
-	if (!c->be || !(c->be->flags & BACKEND_F_USABLE_NEW))
+	be = lookup_backend(c->backend_id);
+	c->be = be;
+	if (!be || !(be->flags & BACKEND_F_USABLE_NEW))
 		return 0;
 	c->vip_id = vip->id;
 	c->mode = vip->mode;
@@ -161,7 +177,7 @@ static __always_inline int select_new(const struct packet *p,
 		struct flow_cache_slot *s = cache_slot(&p->key);
 
 		if (s)
-			cache_put(s, &p->key, &nf);
+			cache_put(s, &p->key, &nf, be, gen);
 	}
 	return 1;
 }

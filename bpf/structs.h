@@ -67,16 +67,24 @@ struct flow {
 };
 
 /* flow_cache_slot is one slot of the flow cache (flowcache.h): a copy of
- * a flow's entry. One cache line. */
+ * a flow's entry and of its backend's address and next hop, so that a
+ * packet served from the cache reads no backend. The copy is valid while
+ * gen equals the config's gen, which the loader bumps after any backend
+ * change. The first cache line holds what a lookup compares. */
 struct flow_cache_slot {
 	struct flow_key key;
+	__u32 seq;		/* odd while a CPU writes the slot */
+	__u32 gen;		/* config gen when the backend was copied */
 	__u32 backend_id;
 	__u32 hash;
-	__u32 seq;		/* odd while a CPU writes the slot */
 	__u16 vip_id;		/* < MAX_VIPS */
 	__u8 mode;
-	__u8 pad;
+	__u8 family;		/* the backend's */
+	__u32 pad;
 	__u64 last_seen;	/* UDP: newer than the flow table's copy */
+	__u8 addr[16];		/* the backend's */
+	__u8 mac[6];		/* its next hop's */
+	__u16 pad2;
 };
 
 #define CONFIG_F_SRC4 0x1
@@ -94,6 +102,8 @@ struct config {
 	__be32 src6_mask;	/* host bits of its last 32 bits */
 	__u32 flags;		/* CONFIG_F_* */
 	__u64 udp_timeout_ns;
+	__u32 gen;		/* bumped by the loader after a backend changes */
+	__u32 pad2;
 };
 
 struct counters {

@@ -90,6 +90,13 @@ func (d *Datapath) SetConfig(c Config) error {
 		}
 		v.Flags |= configRedirect
 	}
+	d.settingsMu.Lock()
+	defer d.settingsMu.Unlock()
+	var old lbConfig
+	if err := d.objs.Settings.Lookup(uint32(0), &old); err != nil {
+		return fmt.Errorf("read datapath config: %w", err)
+	}
+	v.Gen = old.Gen
 	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("set datapath config: %w", err)
 	}
@@ -113,9 +120,31 @@ func (d *Datapath) initConfig() error {
 		return nil
 	}
 	c := Config{}.withDefaults()
-	v = lbConfig{Mtu: uint32(c.MTU), HashSeed: c.HashSeed, UdpTimeoutNs: uint64(c.UDPTimeout)}
+	// Generation 1: a zeroed flow cache slot (generation 0) is never used.
+	v = lbConfig{Mtu: uint32(c.MTU), HashSeed: c.HashSeed, UdpTimeoutNs: uint64(c.UDPTimeout), Gen: 1}
 	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("set default datapath config: %w", err)
+	}
+	return nil
+}
+
+// bumpGen raises the generation in the settings map after a backend was
+// written: the flow cache's copies of backends (bpf/flowcache.h) taken
+// before are no longer used, so the change applies to the next packet of
+// every flow. Generation 0 is skipped.
+func (d *Datapath) bumpGen() error {
+	d.settingsMu.Lock()
+	defer d.settingsMu.Unlock()
+	var v lbConfig
+	if err := d.objs.Settings.Lookup(uint32(0), &v); err != nil {
+		return fmt.Errorf("read datapath config: %w", err)
+	}
+	v.Gen++
+	if v.Gen == 0 {
+		v.Gen = 1
+	}
+	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("bump backend generation: %w", err)
 	}
 	return nil
 }

@@ -24,6 +24,10 @@ type Datapath struct {
 	pinDir string
 	prog   *Program
 
+	// settingsMu orders the writes of the settings map: SetConfig keeps
+	// the generation that bumpGen raises.
+	settingsMu sync.Mutex
+
 	mu     sync.Mutex           // guards links and closed
 	links  map[string]link.Link // ifname → link
 	closed bool

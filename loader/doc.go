@@ -31,7 +31,9 @@
 //
 // The datapath writes the flow table (5-tuple → backend, VIP ID and mode;
 // an LRU hash, global by default), the flow cache (a direct-mapped copy of
-// flow entries, read first) and the per-CPU counters, read with VIPCounters,
+// flow entries and of their backends' address and MAC, read first, valid
+// while their generation is current: PutBackend and RemoveBackend bump it)
+// and the per-CPU counters, read with VIPCounters,
 // BackendCounters and Drops. RemoveVIP, and PutVIP changing a VIP's ID or
 // mode, delete that VIP's flows.
 //

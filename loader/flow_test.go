@@ -296,9 +296,9 @@ func TestStructSizes(t *testing.T) {
 		{"backend", unsafe.Sizeof(lbBackend{}), 24},
 		{"flow_key", unsafe.Sizeof(lbFlowKey{}), 40},
 		{"flow", unsafe.Sizeof(lbFlow{}), 24},
-		{"config", unsafe.Sizeof(lbConfig{}), 56},
+		{"config", unsafe.Sizeof(lbConfig{}), 64},
 		{"counters", unsafe.Sizeof(lbCounters{}), 16},
-		{"flow_cache_slot", unsafe.Sizeof(lbFlowCacheSlot{}), 64},
+		{"flow_cache_slot", unsafe.Sizeof(lbFlowCacheSlot{}), 96},
 	} {
 		if c.got != c.want {
 			t.Errorf("struct %s: %d bytes in Go, want %d", c.name, c.got, c.want)
@@ -464,5 +464,83 @@ func TestFlowCacheUDPWriteBack(t *testing.T) {
 	backendOf(t, d, b) // takes the slot
 	if got := lastSeen(a); got != s.LastSeen {
 		t.Errorf("flow table last seen %d after eviction, want the cache's %d", got, s.LastSeen)
+	}
+}
+
+// TestFlowCacheBackendChange: a flow served from the flow cache sees a
+// change of its backend at its next packet (the cache's copy of the backend
+// is invalidated by the generation the loader bumps), and SetConfig keeps
+// the generation.
+func TestFlowCacheBackendChange(t *testing.T) {
+	d := newTestDatapath(t)
+	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
+	ack := syn
+	ack.TCPFlags = testutil.TCPAck
+	fk := lbFlowKey{Src: addr16(syn.Src), Dst: addr16(syn.Dst), Sport: be16(syn.SrcPort), Dport: be16(syn.DstPort), Proto: syn.Proto, Family: familyOf(syn.Src)}
+	gen := func() uint32 {
+		var c lbConfig
+		must(t, d.objs.Settings.Lookup(uint32(0), &c))
+		return c.Gen
+	}
+	must(t, d.SetTable(1, tableFor(flowOf(syn), 1, 2)))
+	if got := backendOf(t, d, syn); got != 1 {
+		t.Fatalf("SYN went to %d, want 1", got)
+	}
+	if got := backendOf(t, d, ack); got != 1 {
+		t.Fatalf("ACK went to %d, want 1", got)
+	}
+	var s lbFlowCacheSlot
+	must(t, d.objs.FlowCache.Lookup(cacheSlot(fk), &s))
+	if s.Key != fk || s.Gen != gen() || s.BackendId != 1 || s.Family != 4 {
+		t.Fatalf("slot %+v: want the flow on backend 1 at generation %d", s, gen())
+	}
+
+	// A new MAC and address for backend 1: the next packet uses them.
+	b := testBackend(1)
+	b.MAC = backendMAC(9)
+	b.Addr = netip.MustParseAddr("198.51.100.99")
+	before := gen()
+	must(t, d.PutBackend(1, b))
+	if gen() == before {
+		t.Fatal("PutBackend did not bump the generation")
+	}
+	act, out, err := d.Program().Run(ack.Bytes())
+	must(t, err)
+	if act != ActionTX || binary.BigEndian.Uint16(out[4:6]) != 9 {
+		t.Fatalf("after the MAC change: %s to MAC %x, want XDP_TX to backend MAC %s", act, out[0:6], backendMAC(9))
+	}
+	if got := netip.AddrFrom4([4]byte(out[14+16 : 14+20])); got != b.Addr {
+		t.Errorf("outer destination %s, want the new address %s", got, b.Addr)
+	}
+
+	// SetConfig keeps the generation.
+	before = gen()
+	must(t, d.SetConfig(Config{SourceMAC: balancerMAC, OuterSource4: outer4, OuterSource6: outer6, MTU: 1500}))
+	if got := gen(); got != before {
+		t.Fatalf("SetConfig changed the generation from %d to %d", before, got)
+	}
+
+	// Backend 1 no longer usable: the flow is re-steered at once. (The
+	// new table alone moves no established flow.)
+	must(t, d.SetTable(1, roundRobin(tableSize, 2)))
+	if got := backendOf(t, d, ack); got != 9 {
+		t.Fatalf("after the table change the flow went to %d, want 1 (MAC 9)", got)
+	}
+	b.UsableNew, b.UsableEstablished = false, false
+	must(t, d.PutBackend(1, b))
+	if got := backendOf(t, d, ack); got != 2 {
+		t.Errorf("after backend 1 became unusable the flow went to %d, want 2", got)
+	}
+	// Removed backend: the same.
+	must(t, d.SetTable(1, tableFor(flowOf(syn), 3, 3)))
+	must(t, d.PutBackend(1, testBackend(1)))
+	if got := backendOf(t, d, syn); got != 3 {
+		t.Fatalf("SYN went to %d, want 3", got)
+	}
+	backendOf(t, d, ack)
+	must(t, d.RemoveBackend(3))
+	must(t, d.SetTable(1, roundRobin(tableSize, 4)))
+	if got := backendOf(t, d, ack); got != 4 {
+		t.Errorf("after backend 3 was removed the flow went to %d, want 4", got)
 	}
 }

@@ -33,6 +33,8 @@ type lbConfig struct {
 	Src6Mask     uint32
 	Flags        uint32
 	UdpTimeoutNs uint64
+	Gen          uint32
+	Pad2         uint32
 }
 
 type lbCounters struct {
@@ -54,13 +56,18 @@ type lbFlow struct {
 type lbFlowCacheSlot struct {
 	_         structs.HostLayout
 	Key       lbFlowKey
+	Seq       uint32
+	Gen       uint32
 	BackendId uint32
 	Hash      uint32
-	Seq       uint32
 	VipId     uint16
 	Mode      uint8
-	Pad       uint8
+	Family    uint8
+	Pad       uint32
 	LastSeen  uint64
+	Addr      [16]uint8
+	Mac       [6]uint8
+	Pad2      uint16
 }
 
 type lbFlowKey struct {

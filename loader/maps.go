@@ -356,7 +356,7 @@ func (d *Datapath) PutBackend(id uint32, b Backend) error {
 	if err := d.objs.Backends.Put(id, &v); err != nil {
 		return fmt.Errorf("put backend %d: %w", id, err)
 	}
-	return nil
+	return d.bumpGen()
 }
 
 // RemoveBackend clears a backend. Flows on it are re-steered; table slots
@@ -369,7 +369,7 @@ func (d *Datapath) RemoveBackend(id uint32) error {
 	if err := d.objs.Backends.Put(id, &lbBackend{}); err != nil {
 		return fmt.Errorf("remove backend %d: %w", id, err)
 	}
-	return nil
+	return d.bumpGen()
 }
 
 // SetTable installs the Maglev table of a VIP ID: table[slot] is a backend

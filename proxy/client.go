@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"syscall"
@@ -79,14 +80,15 @@ type bconn struct {
 	hdr    http.Header // response header map, reused (values are not)
 	resp   backendResponse
 	reused bool // taken from the pool
+	// deadline is the read and write deadline set on nc; limit the one
+	// the exchange must end by (zero: none); ctx the exchange's context.
+	deadline time.Time
+	limit    time.Time
+	ctx      context.Context
 	// peek state: alive is set by peekFn.
-	alive   bool
-	peekFn  func(fd uintptr) bool // bc.peek, made once
-	abortFn func()                // bc.abort, made once
+	alive  bool
+	peekFn func(fd uintptr) bool // bc.peek, made once
 }
-
-// abort makes a blocked read or write on the connection return at once.
-func (bc *bconn) abort() { _ = bc.nc.SetDeadline(aLongTimeAgo) }
 
 func (c *client) pool(addr string) *connPool {
 	c.mu.Lock()
@@ -223,11 +225,10 @@ func (c *client) dial(ctx context.Context, p *connPool) (*bconn, error) {
 	bc := &bconn{
 		pool: p,
 		nc:   nc,
-		br:   bufio.NewReaderSize(nc, clientReadBuf),
-		bw:   bufio.NewWriterSize(nc, clientWriteBuf),
 		hdr:  make(http.Header, 8),
 	}
-	bc.abortFn = bc.abort
+	bc.br = bufio.NewReaderSize(bc, clientReadBuf)
+	bc.bw = bufio.NewWriterSize(bc, clientWriteBuf)
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			bc.rc = rc
@@ -270,50 +271,121 @@ func (c *client) do(ctx context.Context, w http.ResponseWriter, addr string, r *
 			return nil, err
 		}
 	}
-	stop := context.AfterFunc(ctx, bc.abortFn)
 	resp, err := c.exchange(ctx, w, bc, r, host, h, now)
 	if errors.Is(err, errUnsent) && ctx.Err() == nil {
 		// A pooled connection closed by the backend while idle, found when
 		// the head would not go out: one new connection, same request.
-		stop()
-		_ = bc.nc.Close()
+		bc.close()
 		if bc, err = c.dial(ctx, p); err != nil {
 			return nil, err
 		}
-		stop = context.AfterFunc(ctx, bc.abortFn)
 		resp, err = c.exchange(ctx, w, bc, r, host, h, now)
 	}
-	if !stop() || err != nil {
-		// The context ended (the deadline was forced) or the exchange
-		// failed: the connection is not reusable.
-		if err == nil {
-			err = ctx.Err()
-		}
-		_ = bc.nc.Close()
-		if ce := ctx.Err(); ce != nil && isTimeout(err) {
-			err = fmt.Errorf("%w: %w", ce, err)
-		}
+	if err != nil {
+		bc.close()
 		return nil, err
 	}
 	return resp, nil
 }
-
-var aLongTimeAgo = time.Unix(1, 0)
 
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// pollInterval is how often a wait on a backend looks whether the request's
+// context ended (the client went away): instead of a callback registered
+// on the context per request, reads and writes wake up this often.
+const pollInterval = time.Second
+
+// Read reads from the backend until limit, waking up every pollInterval to
+// give up if the request's context ended.
+func (bc *bconn) Read(p []byte) (int, error) {
+	for {
+		n, err := bc.nc.Read(p)
+		if n > 0 || err == nil || !bc.wakeup(err) {
+			return n, err
+		}
+	}
+}
+
+// Write writes to the backend like Read reads.
+func (bc *bconn) Write(p []byte) (int, error) {
+	total := 0
+	for {
+		n, err := bc.nc.Write(p[total:])
+		total += n
+		if err == nil || !bc.wakeup(err) {
+			return total, err
+		}
+	}
+}
+
+// wakeup handles err from a read or write: true to try again (a poll
+// deadline passed and the exchange goes on), false to fail with err.
+func (bc *bconn) wakeup(err error) bool {
+	if !errors.Is(err, os.ErrDeadlineExceeded) || bc.ctx == nil || bc.ctx.Err() != nil {
+		return false
+	}
+	now := time.Now()
+	if !bc.limit.IsZero() && !now.Before(bc.limit) {
+		return false
+	}
+	return bc.arm(now) == nil
+}
+
+// arm makes sure the connection's deadline lies ahead of now and not after
+// the limit: set to the limit or the next poll, whichever comes first. A
+// deadline already in that window is kept (no timer update per request).
+func (bc *bconn) arm(now time.Time) error {
+	d := bc.deadline
+	if d.After(now) && (bc.limit.IsZero() || !d.After(bc.limit)) {
+		return nil
+	}
+	d = now.Add(pollInterval)
+	if !bc.limit.IsZero() && bc.limit.Before(d) {
+		d = bc.limit
+	}
+	bc.deadline = d
+	return bc.nc.SetDeadline(d)
+}
+
+// close closes the connection.
+func (bc *bconn) close() {
+	bc.ctx = nil
+	_ = bc.nc.Close()
+}
+
+// ctxError turns a failure while the context ended into the context's
+// error (a route timeout or the client going away).
+func ctxError(ctx context.Context, err error) error {
+	if ce := ctx.Err(); ce != nil && !errors.Is(err, ce) {
+		return fmt.Errorf("%w: %w", ce, err)
+	}
+	return err
+}
+
 func (c *client) exchange(ctx context.Context, w http.ResponseWriter, bc *bconn, r *http.Request, host string, h http.Header, now time.Time) (*backendResponse, error) {
-	deadline := time.Time{}
+	resp, err := c.exchange1(ctx, w, bc, r, host, h, now)
+	if err != nil {
+		return nil, ctxError(ctx, err)
+	}
+	return resp, nil
+}
+
+func (c *client) exchange1(ctx context.Context, w http.ResponseWriter, bc *bconn, r *http.Request, host string, h http.Header, now time.Time) (*backendResponse, error) {
+	// The head must arrive by limit: the response header timeout or the
+	// route's deadline, whichever is first.
+	var limit time.Time
 	if c.respHeader > 0 {
-		deadline = now.Add(c.respHeader)
+		limit = now.Add(c.respHeader)
 	}
-	if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
-		deadline = d
+	ctxLimit, _ := ctx.Deadline()
+	if !ctxLimit.IsZero() && (limit.IsZero() || ctxLimit.Before(limit)) {
+		limit = ctxLimit
 	}
-	if err := bc.nc.SetDeadline(deadline); err != nil {
+	bc.ctx, bc.limit = ctx, limit
+	if err := bc.arm(now); err != nil {
 		return nil, err
 	}
 	body := r.Body
@@ -325,7 +397,7 @@ func (c *client) exchange(ctx context.Context, w http.ResponseWriter, bc *bconn,
 	writeHead(bc.bw, r, host, h, chunked, expect)
 	if body == nil || expect {
 		if err := bc.bw.Flush(); err != nil {
-			bc.bw.Reset(bc.nc)
+			bc.bw.Reset(bc)
 			if bc.reused && !isTimeout(err) {
 				return nil, fmt.Errorf("%w: %w", errUnsent, err)
 			}
@@ -343,15 +415,19 @@ func (c *client) exchange(ctx context.Context, w http.ResponseWriter, bc *bconn,
 		if expect && !bodyDone {
 			// Wait a little for 100 Continue (or an early final answer).
 			wait := time.Now().Add(continueWait)
-			if deadline.IsZero() || wait.Before(deadline) {
-				_ = bc.nc.SetReadDeadline(wait)
+			if limit.IsZero() || wait.Before(limit) {
+				bc.limit = wait
 			}
-			if _, err := bc.br.Peek(1); err != nil && !isTimeout(err) {
+			_, err := bc.br.Peek(1)
+			bc.limit = limit
+			if err != nil && !isTimeout(err) {
 				return nil, err
 			} else if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			_ = bc.nc.SetReadDeadline(deadline)
+			if err := bc.arm(time.Now()); err != nil {
+				return nil, err
+			}
 			if bc.br.Buffered() == 0 || isContinue(bc.br) {
 				if err := writeBody(bc.bw, body, chunked, r); err != nil {
 					return nil, fmt.Errorf("send request body to backend: %w", err)
@@ -376,11 +452,8 @@ func (c *client) exchange(ctx context.Context, w http.ResponseWriter, bc *bconn,
 			resp.reuse = false // the backend answered without the body
 		}
 		// The body may take longer than the head: only the route's own
-		// deadline bounds it.
-		d, _ := ctx.Deadline()
-		if err := bc.nc.SetDeadline(d); err != nil {
-			return nil, err
-		}
+		// deadline bounds it. A poll deadline already set stays.
+		bc.limit = ctxLimit
 		return resp, nil
 	}
 }
@@ -858,6 +931,7 @@ func parseContentLength(vv []string) (int64, bool) {
 // body was read to its end and nothing prevents reuse, else it is closed.
 func (resp *backendResponse) release() {
 	bc := resp.bc
+	bc.ctx = nil
 	if resp.reuse && resp.body.done && bc.br.Buffered() == 0 {
 		// Deadlines are set again by the next exchange.
 		bc.pool.put(bc, time.Now())

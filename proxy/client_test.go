@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // rawBackend is a TCP backend that answers every request it reads with
@@ -512,5 +513,32 @@ func TestClientRequestHead(t *testing.T) {
 				t.Errorf("backend saw %q\nwant %q", s, tt.want)
 			}
 		})
+	}
+}
+
+// TestClientGoneAbortsBackend: when the client goes away while the backend
+// has not answered, the proxy gives up the backend connection.
+func TestClientGoneAbortsBackend(t *testing.T) {
+	got := make(chan struct{}, 1)
+	gone := make(chan struct{}, 1)
+	rb := newRawBackend(t, func(req *http.Request, c net.Conn, br *bufio.Reader) bool {
+		drain(req)
+		got <- struct{}{}
+		_, _ = br.ReadByte() // returns when the proxy closes the connection
+		gone <- struct{}{}
+		return false
+	})
+	_, base := startProxy(t, oneBackendConfig(rb.addr(), ""), Options{})
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-got
+	c.Close()
+	select {
+	case <-gone:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the backend connection stayed open after the client went away")
 	}
 }

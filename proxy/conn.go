@@ -23,6 +23,9 @@ type trackedConn struct {
 	peer      netip.Addr
 	peerStr   string
 	peerSlice []string // []string{peerStr}, shared read-only
+	// fwd caches the forwarding header values of the connection's last
+	// request; requests on one connection mostly name the same host.
+	fwd atomic.Pointer[fwdValues]
 
 	// backend is the backend an upgraded connection is tunnelled to.
 	backend atomic.Pointer[backend]

@@ -34,10 +34,11 @@ type exchange struct {
 	reqID       string
 	peer        netip.Addr // socket peer
 	peerStr     string
-	peerSlice   []string   // []string{peerStr}, read-only, from the connection when it has one
-	reqIDs      []string   // []string{reqID}, read-only
-	client      netip.Addr // client by trusted forwarding headers, else peer
-	trusted     bool       // peer is a trusted proxy
+	peerSlice   []string     // []string{peerStr}, read-only, from the connection when it has one
+	conn        *trackedConn // nil: not known
+	reqIDs      []string     // []string{reqID}, read-only
+	client      netip.Addr   // client by trusted forwarding headers, else peer
+	trusted     bool         // peer is a trusted proxy
 	tls         bool
 	origPath    string
 }
@@ -106,6 +107,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if tc != nil && tc.peer.IsValid() {
 		e.peer, e.peerStr, e.peerSlice = tc.peer, tc.peerStr, tc.peerSlice
+		e.conn = tc
 	} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		e.peer = ap.Addr().Unmap()
 		e.peerStr = e.peer.String()
@@ -306,6 +308,7 @@ func (st *state) forwardingHeaders(h, in http.Header, e *exchange, host string) 
 	if e.tls {
 		proto = "https"
 	}
+	fv := e.fwdValues(host)
 	if e.trusted {
 		if prior := in["X-Forwarded-For"]; len(prior) > 0 {
 			h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + peer}
@@ -320,18 +323,18 @@ func (st *state) forwardingHeaders(h, in http.Header, e *exchange, host string) 
 		if v := in["X-Forwarded-Host"]; len(v) > 0 {
 			h["X-Forwarded-Host"] = v
 		} else {
-			h["X-Forwarded-Host"] = []string{host}
+			h["X-Forwarded-Host"] = fv.host[:1:1]
 		}
 	} else {
 		h["X-Forwarded-For"] = e.peerXFF()
 		h["X-Forwarded-Proto"] = protoValue(e.tls)
-		h["X-Forwarded-Host"] = []string{host}
+		h["X-Forwarded-Host"] = fv.host[:1:1]
 	}
-	fwd := forwardedElement(e.peer, host, proto)
 	if prior := in["Forwarded"]; e.trusted && len(prior) > 0 {
-		fwd = strings.Join(prior, ", ") + ", " + fwd
+		h["Forwarded"] = []string{strings.Join(prior, ", ") + ", " + forwardedElement(e.peer, host, proto)}
+	} else {
+		h["Forwarded"] = fv.forwarded[:1:1]
 	}
-	h["Forwarded"] = []string{fwd}
 	// Set again: a client naming it in Connection would have it removed.
 	h[st.reqIDHeader] = e.reqIDs[:1:1]
 	e.route.reqOps.apply(h)
@@ -349,6 +352,34 @@ func protoValue(tls bool) []string {
 		return protoHTTPS[:1:1]
 	}
 	return protoHTTP[:1:1]
+}
+
+// fwdValues are the X-Forwarded-Host and Forwarded values for one host,
+// peer and scheme, shared read-only (capacity 1).
+type fwdValues struct {
+	hostName  string
+	tls       bool
+	host      []string
+	forwarded []string
+}
+
+// fwdValues returns the values for host, from the connection's cache when
+// its last request had the same host.
+func (e *exchange) fwdValues(host string) *fwdValues {
+	if e.conn != nil {
+		if v := e.conn.fwd.Load(); v != nil && v.hostName == host && v.tls == e.tls {
+			return v
+		}
+	}
+	proto := "http"
+	if e.tls {
+		proto = "https"
+	}
+	v := &fwdValues{hostName: host, tls: e.tls, host: []string{host}, forwarded: []string{forwardedElement(e.peer, host, proto)}}
+	if e.conn != nil {
+		e.conn.fwd.Store(v)
+	}
+	return v
 }
 
 func (e *exchange) peerXFF() []string {

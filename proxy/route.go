@@ -78,6 +78,7 @@ type rewrite struct {
 type headerOps struct {
 	remove []string
 	set    [][2]string
+	setVal [][]string // set[i][1] as a one-value slice of capacity 1, shared read-only
 	add    [][2]string
 	host   string // set "Host" on a request: changes the Host sent
 }
@@ -155,6 +156,7 @@ func compileOps(h HeaderOps, request bool) headerOps {
 			continue
 		}
 		o.set = append(o.set, [2]string{k, v})
+		o.setVal = append(o.setVal, []string{v})
 	}
 	for k, v := range sortedKeys(h.Add) {
 		o.add = append(o.add, [2]string{http.CanonicalHeaderKey(k), v})
@@ -182,8 +184,8 @@ func (o *headerOps) apply(h http.Header) {
 	for _, k := range o.remove {
 		delete(h, k)
 	}
-	for _, kv := range o.set {
-		h[kv[0]] = []string{kv[1]}
+	for i, kv := range o.set {
+		h[kv[0]] = o.setVal[i][:1:1]
 	}
 	for _, kv := range o.add {
 		h[kv[0]] = append(h[kv[0]], kv[1])

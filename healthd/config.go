@@ -39,6 +39,7 @@ type Config struct {
 	Socket      string      `yaml:"socket" json:"socket,omitempty"`             // default DefaultSocket
 	SocketGroup string      `yaml:"socket_group" json:"socket_group,omitempty"` // default "": only root
 	MetricsAddr *string     `yaml:"metrics_addr" json:"metrics_addr,omitempty"` // default DefaultMetricsAddr; "" disables
+	MaxBackends uint32      `yaml:"max_backends" json:"max_backends,omitempty"` // backend IDs, one per (VIP, backend); default loader.MaxBackends; sizes the pins
 	Encap       EncapConfig `yaml:"encap" json:"encap"`
 	VIPs        []VIPConfig `yaml:"vips" json:"vips"`
 }
@@ -201,6 +202,16 @@ func (c *Config) Validate() error {
 			return fieldErr("encap.source_v6", "%q is not an IPv6 prefix", c.Encap.SourceV6)
 		}
 	}
+	if c.MaxBackends != 0 && (c.MaxBackends < loader.MinMaxBackends || c.MaxBackends > loader.MaxMaxBackends) {
+		return fieldErr("max_backends", "%d: allowed are %d-%d", c.MaxBackends, loader.MinMaxBackends, loader.MaxMaxBackends)
+	}
+	pairs := 0
+	for i := range c.VIPs {
+		pairs += len(c.VIPs[i].Backends)
+	}
+	if limit := c.maxBackends(); pairs > int(limit)-1 {
+		return fieldErr("max_backends", "%d holds %d (VIP, backend) pairs, the configuration has %d: raise max_backends", limit, limit-1, pairs)
+	}
 	seen := map[VIPKey]int{}
 	for i := range c.VIPs {
 		field := fmt.Sprintf("vips[%d]", i)
@@ -214,6 +225,14 @@ func (c *Config) Validate() error {
 		seen[k] = i
 	}
 	return nil
+}
+
+// maxBackends is MaxBackends or its default.
+func (c *Config) maxBackends() uint32 {
+	if c.MaxBackends == 0 {
+		return loader.MaxBackends
+	}
+	return c.MaxBackends
 }
 
 func (v *VIPConfig) validate(field string) (VIPKey, error) {

@@ -29,6 +29,26 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 }
 
+func TestConfigMaxBackends(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		want uint32
+	}{
+		{"interface: eth0\n", 4096},
+		{"max_backends: 200000\n", 200000},
+		{"max_backends: 2\nvips:\n  - address: 203.0.113.1:80/tcp\n    backends: [{address: 198.51.100.1}]\n", 2},
+	} {
+		c, err := ParseConfig([]byte(tt.yaml))
+		if err != nil {
+			t.Errorf("%q: %v", tt.yaml, err)
+			continue
+		}
+		if got := c.maxBackends(); got != tt.want {
+			t.Errorf("%q: max backends %d, want %d", tt.yaml, got, tt.want)
+		}
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -56,6 +76,11 @@ func TestConfigErrors(t *testing.T) {
 		{"check timeout", "vips:\n  - address: 203.0.113.1:80/tcp\n    check: { kind: tcp, interval: 1s, timeout: 2s }\n", "vips[0].check.timeout"},
 		{"bad metrics addr", "metrics_addr: localhost\n", "metrics_addr"},
 		{"bad encap", "encap: { source_v4: 2001:db8::/64 }\n", "encap.source_v4"},
+		{"max backends too small", "max_backends: 1\n", "line 1: max_backends: 1: allowed are 2-1048576"},
+		{"max backends too large", "max_backends: 2000000\n", "max_backends: 2000000: allowed are 2-1048576"},
+		{"max backends negative", "max_backends: -5\n", "line 1"},
+		{"max backends full", "max_backends: 3\nvips:\n  - address: 203.0.113.1:80/tcp\n    backends: [{address: 198.51.100.1}, {address: 198.51.100.2}]\n  - address: 203.0.113.2:80/tcp\n    backends: [{address: 198.51.100.1}]\n",
+			"line 1: max_backends: 3 holds 2 (VIP, backend) pairs, the configuration has 3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -117,7 +117,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		return err
 	}
 
-	dp, err := loader.Load(loader.Options{PinDir: set.BPFFS, Verbose: o.Verbose})
+	dp, err := loader.Load(loader.Options{PinDir: set.BPFFS, Verbose: o.Verbose, MaxBackends: cfg.maxBackends()})
 	if err != nil {
 		return fmt.Errorf("load datapath: %w", err)
 	}
@@ -136,7 +136,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	})
 	d, err = New(Options{
 		Datapath: dp, Prober: proberAdapter{prober}, Resolver: neighborResolver{},
-		StateDir: set.StateDir, Log: log,
+		StateDir: set.StateDir, Log: log, MaxBackends: dp.MaxBackends(),
 	})
 	if err != nil {
 		return err
@@ -203,6 +203,11 @@ func Run(ctx context.Context, o RunOptions) error {
 					log.Error("reload refused: the running state is kept", "err", err)
 					continue
 				}
+			}
+			if c.maxBackends() != dp.MaxBackends() {
+				log.Error("reload refused: the running state is kept",
+					"err", fieldErr("max_backends", "%d differs from the running %d: it sizes the pinned maps; stop, run xlb daemon --cleanup and start again", c.maxBackends(), dp.MaxBackends()))
+				continue
 			}
 			if err := d.Apply(c); err != nil {
 				log.Error("reload refused: the running state is kept", "err", err)

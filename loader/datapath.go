@@ -23,6 +23,8 @@ type Datapath struct {
 	tables map[uint32]*ebpf.Map     // table size → outer hash-of-maps
 	pinDir string
 	prog   *Program
+	// maxBackends is Options.MaxBackends: backend IDs are below it.
+	maxBackends uint32
 
 	// settingsMu orders the writes of the settings map: SetConfig keeps
 	// the generation that bumpGen raises.
@@ -37,6 +39,9 @@ func (o Options) validate() error {
 	if o.PinDir != "" && !filepath.IsAbs(o.PinDir) {
 		return fmt.Errorf("%w: pin dir %q: must be an absolute path", ErrInvalid, o.PinDir)
 	}
+	if o.MaxBackends != 0 && (o.MaxBackends < MinMaxBackends || o.MaxBackends > MaxMaxBackends) {
+		return fmt.Errorf("%w: max backends %d: want %d..%d", ErrInvalid, o.MaxBackends, MinMaxBackends, MaxMaxBackends)
+	}
 	return nil
 }
 
@@ -50,11 +55,16 @@ func Load(opts Options) (*Datapath, error) {
 	if opts.FlowTableSize == 0 {
 		opts.FlowTableSize = DefaultFlowTableSize
 	}
+	if opts.MaxBackends == 0 {
+		opts.MaxBackends = MaxBackends
+	}
 	spec, err := loadSpec()
 	if err != nil {
 		return nil, fmt.Errorf("load xdp_lb spec: %w", err)
 	}
 	spec.Maps[lbMapFlows].MaxEntries = opts.FlowTableSize
+	spec.Maps[lbMapBackends].MaxEntries = opts.MaxBackends
+	spec.Maps[lbMapBackendStats].MaxEntries = opts.MaxBackends
 	if opts.PerCPULRU {
 		spec.Maps[lbMapFlows].Flags |= unix.BPF_F_NO_COMMON_LRU
 	}
@@ -73,6 +83,8 @@ func Load(opts Options) (*Datapath, error) {
 		tables: map[uint32]*ebpf.Map{},
 		pinDir: opts.PinDir,
 		links:  map[string]link.Link{},
+
+		maxBackends: opts.MaxBackends,
 	}
 	if err := spec.LoadAndAssign(&d.objs, colOpts); err != nil {
 		return nil, loadError("xdp_lb", err, opts.Verbose)
@@ -103,10 +115,14 @@ func loadError(what string, err error, verbose bool) error {
 		return fmt.Errorf("load %s: %w: %v (run with verbose for the full log)", what, ErrVerifier, ve)
 	}
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		return fmt.Errorf("load %s: %w: %w", what, ErrIncompatiblePin, err)
+		return fmt.Errorf("load %s: %w (another flow table size, LRU kind or max backends than the pins were made with; remove the pins with xlb daemon --cleanup, which loses the flows): %w", what, ErrIncompatiblePin, err)
 	}
 	return fmt.Errorf("load %s: %w", what, err)
 }
+
+// MaxBackends is the number of backend IDs this datapath holds
+// (Options.MaxBackends): IDs 1..MaxBackends()-1 are usable.
+func (d *Datapath) MaxBackends() uint32 { return d.maxBackends }
 
 // Program is the xdp_lb program, for running packets through it.
 func (d *Datapath) Program() *Program { return d.prog }

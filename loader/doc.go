@@ -19,7 +19,8 @@
 //     hashing option, table size). PutVIP, RemoveVIP.
 //   - Backends: backend ID → Backend (address, next-hop MAC, usable for new and
 //     for established flows). PutBackend, RemoveBackend. IDs run from 1 to
-//     MaxBackends-1; 0 marks an empty table slot.
+//     Options.MaxBackends-1 (default MaxBackends); 0 marks an empty table
+//     slot.
 //   - Tables: one hash-of-maps per supported table size; VIP ID → a one-entry
 //     array whose value is the whole Maglev table (backend ID per slot).
 //     SetTable builds a new inner map and swaps it in, so a packet sees either
@@ -68,8 +69,13 @@ var (
 
 // Limits of the maps. Backend and VIP IDs index arrays.
 const (
-	MaxVIPs     = 1024 // VIP IDs 0..MaxVIPs-1; also the number of VIP keys
-	MaxBackends = 4096 // backend IDs 1..MaxBackends-1; 0 marks an empty slot
+	MaxVIPs = 1024 // VIP IDs 0..MaxVIPs-1; also the number of VIP keys
+	// MaxBackends is the default of Options.MaxBackends: backend IDs
+	// 1..MaxBackends-1; 0 marks an empty slot.
+	MaxBackends = 4096
+	// MinMaxBackends and MaxMaxBackends bound Options.MaxBackends.
+	MinMaxBackends = 2
+	MaxMaxBackends = 1 << 20
 	// DefaultFlowTableSize is the number of flows the global LRU remembers.
 	DefaultFlowTableSize = 1 << 20
 	// DefaultHashSeed is the fixed flow hash seed. Every balancer of a fleet
@@ -104,6 +110,12 @@ type Options struct {
 	// list. Default off (one common LRU list). Changing it for an existing
 	// pin gives ErrIncompatiblePin.
 	PerCPULRU bool
+	// MaxBackends is the number of backend IDs (the size of the maps a
+	// backend ID indexes): IDs 1..MaxBackends-1 are usable. Default
+	// MaxBackends; allowed MinMaxBackends..MaxMaxBackends. Each ID costs
+	// 24 bytes plus 16 bytes per possible CPU of kernel memory. Changing
+	// it for an existing pin gives ErrIncompatiblePin.
+	MaxBackends uint32
 }
 
 // Mode is how a VIP's packets reach the backend.

@@ -316,9 +316,9 @@ func (d *Datapath) VIPs() (map[VIPKey]VIP, error) {
 	return out, nil
 }
 
-func validBackendID(id uint32) error {
-	if id == 0 || id >= MaxBackends {
-		return fmt.Errorf("%w: backend id %d: want 1..%d", ErrInvalid, id, MaxBackends-1)
+func (d *Datapath) validBackendID(id uint32) error {
+	if id == 0 || id >= d.maxBackends {
+		return fmt.Errorf("%w: backend id %d: want 1..%d", ErrInvalid, id, d.maxBackends-1)
 	}
 	return nil
 }
@@ -326,7 +326,7 @@ func validBackendID(id uint32) error {
 // PutBackend creates or replaces a backend. Its counters start at zero when
 // the ID was free.
 func (d *Datapath) PutBackend(id uint32, b Backend) error {
-	if err := validBackendID(id); err != nil {
+	if err := d.validBackendID(id); err != nil {
 		return err
 	}
 	if !b.Addr.IsValid() {
@@ -363,7 +363,7 @@ func (d *Datapath) PutBackend(id uint32, b Backend) error {
 // still naming it drop their packets (reason no_backend), so install
 // tables without it first.
 func (d *Datapath) RemoveBackend(id uint32) error {
-	if err := validBackendID(id); err != nil {
+	if err := d.validBackendID(id); err != nil {
 		return err
 	}
 	if err := d.objs.Backends.Put(id, &lbBackend{}); err != nil {
@@ -388,8 +388,8 @@ func (d *Datapath) SetTable(vipID uint32, table []uint32) error {
 	}
 	buf := make([]byte, 4*len(table))
 	for i, id := range table {
-		if id >= MaxBackends {
-			return fmt.Errorf("%w: table slot %d: backend id %d: want 0..%d", ErrInvalid, i, id, MaxBackends-1)
+		if id >= d.maxBackends {
+			return fmt.Errorf("%w: table slot %d: backend id %d: want 0..%d", ErrInvalid, i, id, d.maxBackends-1)
 		}
 		binary.NativeEndian.PutUint32(buf[4*i:], id)
 	}
@@ -474,7 +474,7 @@ func (d *Datapath) VIPCounters(id uint32) (Counters, error) {
 
 // BackendCounters reads a backend's packets and bytes, summed over CPUs.
 func (d *Datapath) BackendCounters(id uint32) (Counters, error) {
-	return sumCounters(d.objs.BackendStats, id, MaxBackends, "backend")
+	return sumCounters(d.objs.BackendStats, id, d.maxBackends, "backend")
 }
 
 // Drops reads the packet count of every non-forwarding exit (ExitReasons),

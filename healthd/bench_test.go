@@ -1,23 +1,27 @@
 package healthd
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/xlb-project/xlb/internal/testutil"
 	"github.com/xlb-project/xlb/loader"
 	"github.com/xlb-project/xlb/maglev"
 )
 
 // scaleConfig is nVIPs VIPs sharing the same nBackends backends, with one
-// TCP check per backend (shared by every VIP).
+// TCP check per backend (shared by every VIP), and backend IDs for all
+// pairs with a few to spare.
 func scaleConfig(nVIPs, nBackends int, tableSize uint32) string {
 	var b strings.Builder
-	b.WriteString("vips:\n")
+	fmt.Fprintf(&b, "max_backends: %d\nvips:\n", nVIPs*nBackends+10)
 	for v := range nVIPs {
 		fmt.Fprintf(&b, "  - address: 203.0.%d.%d:80/tcp\n    table_size: %d\n    check: { kind: tcp, port: 80 }\n    backends:\n", 100+v/250, 1+v%250, tableSize)
 		for i := range nBackends {
@@ -41,7 +45,7 @@ func newScaleRig(b *testing.B, dp Datapath, nVIPs, nBackends int, tableSize uint
 		b.Fatal(err)
 	}
 	clock := newFakeClock()
-	d, err := New(Options{Datapath: dp, Clock: clock, Prober: &fakeProber{}, MaxBackends: uint32(nVIPs*nBackends + 1)})
+	d, err := New(Options{Datapath: dp, Clock: clock, Prober: &fakeProber{}, MaxBackends: uint32(nVIPs*nBackends + 10)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -86,9 +90,8 @@ func heapMB() float64 {
 }
 
 // BenchmarkScaleFlip: 1,000 VIPs × 100 backends from config (65537-slot
-// tables) on the in-memory datapath (the loader's maps hold 4,095 backend
-// IDs, fewer than the 100,000 VIP-backend pairs); one backend shared by all
-// VIPs flips unhealthy, then healthy. Reported: seconds from the event to all
+// tables) on the in-memory datapath (BenchmarkScaleFlipLoader does the same
+// on the real loader); one backend shared by all VIPs flips unhealthy, then healthy. Reported: seconds from the event to all
 // 1,000 tables installed (budget < 1 s), the daemon's heap, and as a
 // reference one Maglev build of the same set in the same run.
 func BenchmarkScaleFlip(b *testing.B) {
@@ -96,7 +99,7 @@ func BenchmarkScaleFlip(b *testing.B) {
 	before := heapMB()
 	dp := NewMemDatapath()
 	dp.DiscardTables = true
-	dp.MaxBackends = nVIPs*nBackends + 1
+	dp.MaxBackends = nVIPs*nBackends + 10
 	r := newScaleRig(b, dp, nVIPs, nBackends, size)
 	heap := heapMB() - before
 	ref := referenceBuild(b, nBackends, size)
@@ -120,17 +123,24 @@ func BenchmarkScaleFlip(b *testing.B) {
 	}
 }
 
-// BenchmarkScaleFlipLoader is the same on the real loader with what its
-// maps hold: 40 VIPs × 100 backends (4,000 backend IDs).
+// BenchmarkScaleFlipLoader is the same on the real loader, whose backend
+// maps are sized for the 100,000 VIP-backend pairs (Options.MaxBackends).
+// Reported besides the times: the Go heap the daemon and loader hold, and
+// the kernel memory (memlock) of the maps made for it, inner table maps
+// included.
 func BenchmarkScaleFlipLoader(b *testing.B) {
 	testutil.RequirePrivileged(b)
-	const nVIPs, nBackends, size = 40, 100, 65537
-	dp, err := loader.Load(loader.Options{})
+	const nVIPs, nBackends, size = 1000, 100, 65537
+	before := heapMB()
+	firstMap := lastMapID(b)
+	dp, err := loader.Load(loader.Options{MaxBackends: nVIPs*nBackends + 10, FlowTableSize: 1 << 16})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer dp.Close()
 	r := newScaleRig(b, dp, nVIPs, nBackends, size)
+	heap := heapMB() - before
+	kernel, maps := mapMemlockMB(b, firstMap)
 	ref := referenceBuild(b, nBackends, size)
 	var total time.Duration
 	b.ResetTimer()
@@ -146,6 +156,70 @@ func BenchmarkScaleFlipLoader(b *testing.B) {
 	b.ReportMetric(per/ref.Seconds(), "x-one-maglev-build")
 	b.ReportMetric(ref.Seconds(), "s-reference-build")
 	b.ReportMetric(r.load.Seconds(), "s-initial-load")
+	b.ReportMetric(heap, "MB-heap")
+	b.ReportMetric(kernel, "MB-maps-kernel")
+	b.ReportMetric(float64(maps), "maps")
+	if r.d.stats.installs < nVIPs {
+		b.Fatalf("only %d tables installed", r.d.stats.installs)
+	}
+}
+
+// lastMapID is the highest BPF map ID now; maps made later have higher IDs.
+func lastMapID(b *testing.B) ebpf.MapID {
+	var id ebpf.MapID
+	for {
+		next, err := ebpf.MapGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return id
+		}
+		if err != nil {
+			b.Fatalf("list bpf maps: %v", err)
+		}
+		id = next
+	}
+}
+
+// mapMemlockMB sums the kernel memory (memlock, as /proc/PID/fdinfo shows
+// it) of the xdp_lb maps made after map ID after: the loader's and the
+// inner table maps. Maps other processes make meanwhile are told apart by
+// name.
+func mapMemlockMB(b *testing.B, after ebpf.MapID) (float64, int) {
+	var sum uint64
+	n := 0
+	for id := after; ; {
+		next, err := ebpf.MapGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if err != nil {
+			b.Fatalf("list bpf maps: %v", err)
+		}
+		id = next
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		info, err := m.Info()
+		m.Close()
+		if err != nil {
+			b.Fatalf("info of map %d: %v", id, err)
+		}
+		if !xlbMapNames[info.Name] && !strings.HasPrefix(info.Name, "table") {
+			continue
+		}
+		if ml, ok := info.Memlock(); ok {
+			sum += ml
+			n++
+		}
+	}
+	return float64(sum) / (1 << 20), n
+}
+
+// xlbMapNames are the maps of xdp_lb (bpf/maps.h) as the kernel names them
+// (at most 15 characters).
+var xlbMapNames = map[string]bool{
+	"vips": true, "backends": true, "flows": true, "vip_filter": true, "flow_cache": true,
+	"egress": true, "settings": true, "vip_stats": true, "backend_stats": true, "exits": true,
 }
 
 // referenceBuild times one Maglev build of n backends, the unit of work a

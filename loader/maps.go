@@ -386,19 +386,19 @@ func (d *Datapath) SetTable(vipID uint32, table []uint32) error {
 	if !ok {
 		return fmt.Errorf("%w: table size %d: want one of %v", ErrInvalid, size, SupportedTableSizes)
 	}
-	buf := make([]byte, 4*len(table))
 	for i, id := range table {
 		if id >= d.maxBackends {
 			return fmt.Errorf("%w: table slot %d: backend id %d: want 0..%d", ErrInvalid, i, id, d.maxBackends-1)
 		}
-		binary.NativeEndian.PutUint32(buf[4*i:], id)
 	}
 	inner, err := ebpf.NewMap(d.inner[size])
 	if err != nil {
 		return fmt.Errorf("create table map for vip %d: %w", vipID, err)
 	}
 	defer inner.Close()
-	if err := inner.Put(uint32(0), buf); err != nil {
+	// A []uint32 is passed as its memory: the native-endian u32 array the
+	// value is, without a copy.
+	if err := inner.Put(uint32(0), table); err != nil {
 		return fmt.Errorf("fill table map for vip %d: %w", vipID, err)
 	}
 	if err := outer.Put(vipID, inner); err != nil {

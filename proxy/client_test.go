@@ -542,3 +542,37 @@ func TestClientGoneAbortsBackend(t *testing.T) {
 		t.Fatal("the backend connection stayed open after the client went away")
 	}
 }
+
+// TestClientIdleTimeout: an idle backend connection is closed once it has
+// been idle for timeouts.idle, and the next request dials a new one.
+func TestClientIdleTimeout(t *testing.T) {
+	closed := make(chan struct{}, 4)
+	rb := newRawBackend(t, func(req *http.Request, c net.Conn, br *bufio.Reader) bool {
+		drain(req)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		if _, err := br.Peek(1); err != nil {
+			closed <- struct{}{} // the proxy closed the idle connection
+			return false
+		}
+		return true
+	})
+	_, base := startProxy(t, oneBackendConfig(rb.addr(), "timeouts: {idle: 50ms}"), Options{})
+	for i := range 2 {
+		resp, err := http.Get(base + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d", i, resp.StatusCode)
+		}
+		select {
+		case <-closed:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the idle backend connection was not closed")
+		}
+	}
+	if n := rb.conns.Load(); n != 2 {
+		t.Errorf("backend saw %d connections, want 2", n)
+	}
+}

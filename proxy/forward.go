@@ -22,7 +22,8 @@ import (
 // Unlike ReverseProxy it does not clone the request: it builds the outgoing
 // header from the incoming one by reference (values are never changed in
 // place; an added value goes to a copy) and copies the response header the
-// same way.
+// same way. The exchange with the backend is the proxy's own client
+// (client.go), in this goroutine.
 func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx context.Context) {
 	in := r.Header
 	h := make(http.Header, len(in)+6)

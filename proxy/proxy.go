@@ -205,9 +205,10 @@ func (p *Proxy) compile(cfg *Config, old *state) (*state, error) {
 	return st, nil
 }
 
-// newTransport is the backend-side HTTP/1.1 client, tuned for a proxy: many
-// idle connections per backend (the default of 2 makes every burst dial),
-// no compression negotiated on the client's behalf, no environment proxy.
+// newTransport is the backend-side client of upgraded (WebSocket) requests;
+// plain requests use client (client.go). Tuned for a proxy: many idle
+// connections per backend (the default of 2 makes every burst dial), no
+// compression negotiated on the client's behalf, no environment proxy.
 func newTransport(t TimeoutConfig) *http.Transport {
 	d := &net.Dialer{Timeout: t.Connect.D(), KeepAlive: 30 * time.Second}
 	return &http.Transport{

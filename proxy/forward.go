@@ -26,7 +26,11 @@ import (
 // (client.go), in this goroutine.
 func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx context.Context) {
 	in := r.Header
-	h := make(http.Header, len(in)+6)
+	h := e.outHeader
+	if h == nil {
+		h = make(http.Header, len(in)+6)
+		e.outHeader = h
+	}
 	conn := in["Connection"]
 	for k, vv := range in {
 		if isHopHeader(k) || isForwardingHeader(k) || (len(conn) > 0 && tokenListHas(conn, k)) {

@@ -41,6 +41,9 @@ type exchange struct {
 	trusted     bool         // peer is a trusted proxy
 	tls         bool
 	origPath    string
+	// outHeader is the outgoing request's header map, kept across the
+	// exchange's reuses (cleared between requests).
+	outHeader http.Header
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
@@ -92,7 +95,7 @@ func exchangeOf(r *http.Request) *exchange {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := p.state.Load()
 	e := exchangePool.Get().(*exchange)
-	*e = exchange{w: w, st: st, start: time.Now(), tls: r.TLS != nil, origPath: r.URL.Path}
+	*e = exchange{w: w, st: st, start: time.Now(), tls: r.TLS != nil, origPath: r.URL.Path, outHeader: e.outHeader}
 	// Deferred: a response the backend cuts short panics out of the handler.
 	defer p.finish(e, r)
 
@@ -178,7 +181,13 @@ func (p *Proxy) finish(e *exchange, r *http.Request) {
 	if al := e.st.accessLog; al != nil {
 		al.write(e, r, end)
 	}
+	h := e.outHeader
 	*e = exchange{}
+	if len(h) <= 64 {
+		// Reused by the next request's send; its values were references.
+		clear(h)
+		e.outHeader = h
+	}
 	exchangePool.Put(e)
 }
 

@@ -417,6 +417,9 @@ func (c *client) exchange1(ctx context.Context, w http.ResponseWriter, bc *bconn
 			wait := time.Now().Add(continueWait)
 			if limit.IsZero() || wait.Before(limit) {
 				bc.limit = wait
+				if err := bc.arm(time.Now()); err != nil {
+					return nil, err
+				}
 			}
 			_, err := bc.br.Peek(1)
 			bc.limit = limit
@@ -445,6 +448,11 @@ func (c *client) exchange1(ctx context.Context, w http.ResponseWriter, bc *bconn
 			}
 			if resp.status != http.StatusContinue {
 				forward1xx(w, resp)
+			} else if !bodyDone {
+				if err := writeBody(bc.bw, body, chunked, r); err != nil {
+					return nil, fmt.Errorf("send request body to backend: %w", err)
+				}
+				bodyDone = true
 			}
 			continue
 		}

@@ -26,6 +26,12 @@
 #include "hash.h"
 #include "parse.h"
 
+/* A flow served from the cache looks its flow table entry up every
+ * CACHE_TOUCH_EVERY hits (a power of two): the lookup marks the LRU entry
+ * referenced, so that under flow table pressure the LRU evicts idle flows
+ * before busy ones that only the cache sees. */
+#define CACHE_TOUCH_EVERY 64
+
 #define READ_ONCE_U32(x) (*(volatile __u32 *)&(x))
 #define barrier() asm volatile("" ::: "memory")
 
@@ -90,6 +96,20 @@ static __always_inline void write_back(const struct flow_cache_slot *s)
 	f = bpf_map_lookup_elem(&flows, &s->key);
 	if (f && f->backend_id == s->backend_id && f->last_seen < s->last_seen)
 		f->last_seen = s->last_seen;
+}
+
+/* cache_touch counts a hit of slot s, the cached entry of key, and every
+ * CACHE_TOUCH_EVERY hits looks the flow up in the flow table, which marks
+ * its LRU entry referenced. The count is a plain increment: racing CPUs
+ * may lose some, which only spaces the touches further. */
+static __always_inline void cache_touch(struct flow_cache_slot *s,
+					const struct flow_key *key)
+{
+	__u32 hits = s->hits + 1;
+
+	s->hits = hits;
+	if (!(hits & (CACHE_TOUCH_EVERY - 1)))
+		bpf_map_lookup_elem(&flows, key);
 }
 
 /* cache_put stores f and its backend be, read at generation gen, as the

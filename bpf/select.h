@@ -130,6 +130,7 @@ static __always_inline int cache_established(const struct packet *p,
 		if (!(p->flags & PKT_PTB))
 			s->last_seen = now;
 	}
+	cache_touch(s, &p->key);
 	c->be = &c->copy;
 	c->backend_id = f.backend_id;
 	c->hash = f.hash;

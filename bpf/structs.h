@@ -80,7 +80,7 @@ struct flow_cache_slot {
 	__u16 vip_id;		/* < MAX_VIPS */
 	__u8 mode;
 	__u8 family;		/* the backend's */
-	__u32 pad;
+	__u32 hits;		/* cache hits, spacing flow table touches */
 	__u64 last_seen;	/* UDP: newer than the flow table's copy */
 	__u8 addr[16];		/* the backend's */
 	__u8 mac[6];		/* its next hop's */

@@ -63,7 +63,7 @@ type lbFlowCacheSlot struct {
 	VipId     uint16
 	Mode      uint8
 	Family    uint8
-	Pad       uint32
+	Hits      uint32
 	LastSeen  uint64
 	Addr      [16]uint8
 	Mac       [6]uint8

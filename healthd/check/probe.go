@@ -51,11 +51,11 @@ var dialer = net.Dialer{KeepAlive: -1}
 // connect finishes within the call, as on this host; about the same when
 // it waits in the poller), for a host name it uses net.Dialer.
 func newTCPProbe(target string) probe {
-	ap, err := netip.ParseAddrPort(target)
-	if err != nil || ap.Addr().Zone() != "" {
+	c := newConnector(target)
+	if c == nil {
 		return func(ctx context.Context) error { return dialTCP(ctx, target) }
 	}
-	return func(ctx context.Context) error { return connectTCP(ctx, ap) }
+	return c.probe
 }
 
 func dialTCP(ctx context.Context, target string) error {
@@ -69,45 +69,149 @@ func dialTCP(ctx context.Context, target string) error {
 	return c.Close()
 }
 
-// connectTCP connects to ap and closes the connection with a reset, so that
-// a checker making thousands of connections a second leaves no sockets in
-// TIME_WAIT. A connect that has not finished when the socket call returns
-// (any backend that is not on this host) waits in Go's network poller.
-func connectTCP(ctx context.Context, ap netip.AddrPort) error {
-	family := syscall.AF_INET6
-	var sa syscall.Sockaddr
-	if ap.Addr().Is4() || ap.Addr().Is4In6() {
-		family, sa = syscall.AF_INET, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}
-	} else {
-		sa = &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-	}
-	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open socket: %w", err)
-	}
-	_ = syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
-	err = syscall.Connect(fd, sa)
-	if err == nil {
-		return closeFD(fd)
-	}
-	if err != syscall.EINPROGRESS {
-		syscall.Close(fd)
-		return fmt.Errorf("connect %s: %w", ap, err)
-	}
-	if done, err := connected(fd); done && !forcePoller {
-		if err != nil {
-			syscall.Close(fd)
-			return fmt.Errorf("connect %s: %w", ap, err)
-		}
-		return closeFD(fd)
-	}
+// connector makes the connections of TCP checks of an IP address with
+// direct socket calls, in two steps: start, which needs no context and
+// never waits, and wait, only for a connect that start left in progress.
+type connector struct {
+	ap     netip.AddrPort
+	family int
+	sa     syscall.Sockaddr
+}
 
-	// Slow path: wait for the connect in the poller, until ctx ends.
+// newConnector returns the connector of target, or nil when target is not
+// an IP address and port (a host name, or an address with a zone).
+func newConnector(target string) *connector {
+	ap, err := netip.ParseAddrPort(target)
+	if err != nil || ap.Addr().Zone() != "" {
+		return nil
+	}
+	if ap.Addr().Is4() || ap.Addr().Is4In6() {
+		return &connector{ap: ap, family: syscall.AF_INET,
+			sa: &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}}
+	}
+	return &connector{ap: ap, family: syscall.AF_INET6,
+		sa: &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}}
+}
+
+// probe connects, waiting in the poller until ctx ends if need be.
+func (c *connector) probe(ctx context.Context) error {
+	fd, done, err := c.start(nil)
+	if done {
+		return err
+	}
+	return c.wait(ctx, fd)
+}
+
+// start connects a socket. It never blocks. When the connect finished
+// within the calls (a backend on this host) it returns done and the check's
+// outcome, and the socket is reset and kept in idle for the next check;
+// otherwise it returns the socket for wait (any backend that is not on this
+// host). idle is nil for a socket of the check's own, closed at the end.
+//
+// A kept socket saves a socket and a close call and their kernel work per
+// check: connect with AF_UNSPEC takes an established connection back to
+// CLOSE, sending a reset as a close with SO_LINGER 0 would, so a checker
+// making thousands of connections a second leaves no sockets in TIME_WAIT,
+// and the socket can connect again (the connect clears the socket's
+// pending error). The calls per check: connect, poll with no wait (a
+// non-blocking connect answers EINPROGRESS even when the handshake
+// completes before the call returns, as on loopback), getsockopt SO_ERROR
+// only when it failed, connect AF_UNSPEC. A new socket (the first, or after
+// one went to wait) costs socket, non-blocking and close-on-exec in one
+// call, and setsockopt SO_LINGER 0, for the close of a socket that waited.
+func (c *connector) start(idle *idleSockets) (fd int, done bool, err error) {
+	fd = idle.take(c.family)
+	if fd < 0 {
+		fd, err = syscall.Socket(c.family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return -1, true, fmt.Errorf("open socket: %w", err)
+		}
+		_ = syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
+	}
+	err = syscall.Connect(fd, c.sa)
+	switch {
+	case err == nil:
+	case err != syscall.EINPROGRESS:
+		err = fmt.Errorf("connect %s: %w", c.ap, err)
+	default:
+		ok, cerr := connected(fd)
+		if !ok || forcePoller {
+			return fd, false, nil
+		}
+		if cerr != nil {
+			err = fmt.Errorf("connect %s: %w", c.ap, cerr)
+		} else {
+			err = nil
+		}
+	}
+	idle.put(c.family, fd)
+	return -1, true, err
+}
+
+// idleSockets keeps one idle TCP socket per address family for the checks
+// the scheduling goroutine starts; only that goroutine uses it. A nil
+// *idleSockets keeps nothing.
+type idleSockets struct{ v4, v6 int }
+
+func newIdleSockets() *idleSockets { return &idleSockets{v4: -1, v6: -1} }
+
+func (s *idleSockets) slot(family int) *int {
+	if family == syscall.AF_INET {
+		return &s.v4
+	}
+	return &s.v6
+}
+
+// take returns the idle socket of family and forgets it, or -1.
+func (s *idleSockets) take(family int) int {
+	if s == nil {
+		return -1
+	}
+	p := s.slot(family)
+	fd := *p
+	*p = -1
+	return fd
+}
+
+// put disconnects fd (with a reset if it was connected) and keeps it as the
+// idle socket of family; it closes fd when that fails or s is nil.
+func (s *idleSockets) put(family, fd int) {
+	if s != nil && disconnect(fd) == nil {
+		*s.slot(family) = fd
+		return
+	}
+	syscall.Close(fd)
+}
+
+// close closes the idle sockets.
+func (s *idleSockets) close() {
+	for _, p := range []*int{&s.v4, &s.v6} {
+		if *p >= 0 {
+			syscall.Close(*p)
+			*p = -1
+		}
+	}
+}
+
+// disconnect takes the socket fd back to CLOSE: connect to an address of
+// family AF_UNSPEC.
+func disconnect(fd int) error {
+	var sa syscall.RawSockaddr // zero: AF_UNSPEC
+	_, _, errno := syscall.Syscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// wait waits in Go's network poller, until ctx ends, for the connect start
+// left in progress on fd, and closes fd.
+func (c *connector) wait(ctx context.Context, fd int) error {
 	f := os.NewFile(uintptr(fd), "tcp-check")
 	defer f.Close()
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", ap, err)
+		return fmt.Errorf("connect %s: %w", c.ap, err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = f.SetWriteDeadline(dl)
@@ -121,10 +225,10 @@ func connectTCP(ctx context.Context, ap netip.AddrPort) error {
 		return done
 	})
 	if werr != nil {
-		return fmt.Errorf("connect %s: %w", ap, werr)
+		return fmt.Errorf("connect %s: %w", c.ap, werr)
 	}
 	if cerr != nil {
-		return fmt.Errorf("connect %s: %w", ap, cerr)
+		return fmt.Errorf("connect %s: %w", c.ap, cerr)
 	}
 	return nil
 }
@@ -159,13 +263,6 @@ func connected(fd int) (bool, error) {
 		return true, syscall.ECONNRESET
 	}
 	return true, nil
-}
-
-func closeFD(fd int) error {
-	if err := syscall.Close(fd); err != nil {
-		return fmt.Errorf("close: %w", err)
-	}
-	return nil
 }
 
 func newHTTPProbe(s Spec) probe {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -62,8 +63,10 @@ type Config struct {
 	// OnEvent, if set, receives every event, from the goroutine that ran
 	// the check. The events of one target arrive one at a time, in order;
 	// those of different targets may arrive concurrently. It should return
-	// quickly (the check holds its concurrency slot meanwhile); it may call
-	// the Prober's methods.
+	// quickly: the check holds its concurrency slot meanwhile, and a TCP
+	// check whose connect finishes within its socket calls (a backend on
+	// this host) runs on the goroutine that starts the checks, so later
+	// checks wait for it. It may call the Prober's methods.
 	OnEvent func(Event)
 	// OnResult, if set, receives every check result, like OnEvent, after
 	// the event the result caused, if any.
@@ -122,6 +125,7 @@ type target struct {
 	id       string
 	spec     Spec
 	probe    probe
+	conn     *connector // TCP check of an IP address, else nil
 	machine  *Machine
 	history  []Result // ring, oldest at head once full
 	head     int
@@ -187,21 +191,26 @@ func (p *Prober) Set(id string, spec Spec) error {
 	}
 	spec = spec.WithDefaults()
 	spec.Payload, spec.Expect = bytes.Clone(spec.Payload), bytes.Clone(spec.Expect)
-	pr := newProbe(spec)
+	pr, conn := newProbe(spec), (*connector)(nil)
+	if spec.Kind == TCP {
+		if conn = newConnector(spec.Target); conn != nil {
+			pr = conn.probe
+		}
+	}
 	now := p.clock.Now()
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t, ok := p.targets[id]
 	if !ok {
-		t = &target{id: id, spec: spec, probe: pr, machine: NewMachine(spec, now),
+		t = &target{id: id, spec: spec, probe: pr, conn: conn, machine: NewMachine(spec, now),
 			history: make([]Result, 0, p.cfg.History)}
 		p.targets[id] = t
 		p.place(t, now)
 		heap.Push(&p.queue, t)
 	} else {
 		old := t.spec
-		t.spec, t.probe = spec, pr
+		t.spec, t.probe, t.conn = spec, pr, conn
 		t.machine.SetSpec(spec)
 		if old.Interval != spec.Interval {
 			p.place(t, now)
@@ -313,21 +322,49 @@ func (p *Prober) Run(ctx context.Context) error {
 	sem := make(chan struct{}, p.cfg.Concurrency)
 	timer := p.clock.NewTimer()
 	defer timer.Stop()
-	var jobs []*target
+	idle := newIdleSockets()
+	defer idle.close()
+	var jobs []job
 	for {
 		var next time.Time
 		jobs, next = p.collect(jobs[:0])
-		for i, t := range jobs {
+		for i, j := range jobs {
+			// A TCP check of an IP address starts here: its socket calls
+			// never wait, and on a connect that finishes within them (a
+			// backend on this host) the check is done, with no goroutine,
+			// context or timer. Only a connect still in progress moves to
+			// a goroutine of its own, to wait in the poller.
+			fd, start, began := -1, time.Time{}, time.Time{}
+			if j.conn != nil {
+				start, began = p.clock.Now(), time.Now()
+				var done bool
+				var err error
+				if fd, done, err = j.conn.start(idle); done {
+					p.finish(ctx, j, Result{Time: start, Latency: time.Since(began),
+						Err: describe(ctx, err, j.timeout)}, false)
+					continue
+				}
+			}
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
+				if fd >= 0 {
+					syscall.Close(fd)
+				}
 				p.abandon(jobs[i:])
 				return nil
 			}
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				p.check(ctx, t)
+				p.mu.Lock()
+				p.stats.InFlight++
+				p.mu.Unlock()
+				if fd >= 0 {
+					p.await(ctx, j, fd, start, began)
+				} else {
+					p.check(ctx, j)
+				}
 			}()
 		}
 		if len(jobs) > 0 {
@@ -346,9 +383,19 @@ func (p *Prober) Run(ctx context.Context) error {
 	}
 }
 
+// job is one check to run: its target, and the target's probe and the parts
+// of its spec the check needs, as they were when it was collected.
+type job struct {
+	t       *target
+	probe   probe
+	conn    *connector
+	target  string // Spec.Target
+	timeout time.Duration
+}
+
 // collect takes every target that is due, marks it in flight and moves it to
 // its next slot. It returns them and when the next target is due.
-func (p *Prober) collect(jobs []*target) ([]*target, time.Time) {
+func (p *Prober) collect(jobs []job) ([]job, time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.clock.Now()
@@ -358,7 +405,7 @@ func (p *Prober) collect(jobs []*target) ([]*target, time.Time) {
 			p.stats.Skipped++
 		} else {
 			t.inflight = true
-			jobs = append(jobs, t)
+			jobs = append(jobs, job{t: t, probe: t.probe, conn: t.conn, target: t.spec.Target, timeout: t.spec.Timeout})
 		}
 		t.nominal = t.nominal.Add(t.spec.Interval)
 		if !t.nominal.After(now) { // fell behind: skip to the next slot
@@ -376,29 +423,43 @@ func (p *Prober) collect(jobs []*target) ([]*target, time.Time) {
 
 // abandon clears the in-flight mark of jobs that were collected but never
 // started.
-func (p *Prober) abandon(jobs []*target) {
+func (p *Prober) abandon(jobs []job) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, t := range jobs {
-		t.inflight = false
+	for _, j := range jobs {
+		j.t.inflight = false
 	}
 }
 
-// check runs one check of t and records it.
-func (p *Prober) check(ctx context.Context, t *target) {
-	p.mu.Lock()
-	spec, pr := t.spec, t.probe
-	p.stats.InFlight++
-	p.mu.Unlock()
-
+// check runs one check of j and records it.
+func (p *Prober) check(ctx context.Context, j job) {
 	start := p.clock.Now()
-	cctx, cancel := context.WithTimeout(ctx, spec.Timeout)
+	cctx, cancel := context.WithTimeout(ctx, j.timeout)
 	began := time.Now()
-	err := pr(cctx)
+	err := j.probe(cctx)
 	latency := time.Since(began)
-	r := Result{Time: start, Latency: latency, Err: describe(cctx, err, spec.Timeout)}
+	r := Result{Time: start, Latency: latency, Err: describe(cctx, err, j.timeout)}
 	cancel()
+	p.finish(ctx, j, r, true)
+}
 
+// await waits for the connect that j's connector started at began on fd,
+// until the check's timeout, and records the check.
+func (p *Prober) await(ctx context.Context, j job, fd int, start, began time.Time) {
+	cctx, cancel := context.WithDeadline(ctx, began.Add(j.timeout))
+	err := j.conn.wait(cctx, fd)
+	latency := time.Since(began)
+	r := Result{Time: start, Latency: latency, Err: describe(cctx, err, j.timeout)}
+	cancel()
+	p.finish(ctx, j, r, true)
+}
+
+// finish records the result r of a check of j, unless the target was
+// removed or changed meanwhile or ctx ended, and calls the callbacks.
+// counted says whether the check was counted in flight (it ran in a
+// goroutine with a concurrency slot).
+func (p *Prober) finish(ctx context.Context, j job, r Result, counted bool) {
+	t := j.t
 	// deliver keeps the callbacks of one target in order, also when its
 	// next check finishes while these callbacks still run.
 	t.deliver.Lock()
@@ -410,18 +471,20 @@ func (p *Prober) check(ctx context.Context, t *target) {
 	if current {
 		t.record(r, p.cfg.History)
 		p.stats.Checks++
-		ev, changed = t.machine.Observe(start, r.Err)
+		ev, changed = t.machine.Observe(r.Time, r.Err)
 		ev.ID = t.id
 	}
 	t.inflight = false
-	p.stats.InFlight--
+	if counted {
+		p.stats.InFlight--
+	}
 	p.mu.Unlock()
 
 	if !current {
 		return
 	}
 	if changed {
-		p.log.Info("health state changed", "backend", t.id, "target", spec.Target,
+		p.log.Info("health state changed", "backend", t.id, "target", j.target,
 			"from", ev.From.String(), "to", ev.To.String(), "damped", ev.Damped,
 			"reason", ev.Reason, "err", ev.Err)
 		if p.cfg.OnEvent != nil {

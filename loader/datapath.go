@@ -21,6 +21,7 @@ type Datapath struct {
 	objs   lbObjects
 	inner  map[uint32]*ebpf.MapSpec // table size → inner map template
 	tables map[uint32]*ebpf.Map     // table size → outer hash-of-maps
+	pool   *tablePool               // inner table maps to reuse
 	pinDir string
 	prog   *Program
 	// maxBackends is Options.MaxBackends: backend IDs are below it.
@@ -81,6 +82,7 @@ func Load(opts Options) (*Datapath, error) {
 	d := &Datapath{
 		inner:  map[uint32]*ebpf.MapSpec{},
 		tables: map[uint32]*ebpf.Map{},
+		pool:   newTablePool(),
 		pinDir: opts.PinDir,
 		links:  map[string]link.Link{},
 
@@ -148,6 +150,7 @@ func (d *Datapath) Close() error {
 	if err := d.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close xdp_lb objects: %w", err))
 	}
+	d.pool.close()
 	return errors.Join(errs...)
 }
 

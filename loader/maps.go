@@ -374,9 +374,11 @@ func (d *Datapath) RemoveBackend(id uint32) error {
 
 // SetTable installs the Maglev table of a VIP ID: table[slot] is a backend
 // ID, 0 for an empty slot, and len(table) one of SupportedTableSizes (the
-// VIP's TableSize). A new inner map holding the whole table is created and
+// VIP's TableSize). An inner map holding the whole table is filled and
 // swapped into the hash-of-maps in one update, so a packet sees the old or
-// the new table, never a mix.
+// the new table, never a mix; the inner map is new, or one replaced earlier
+// that no packet can read any more (tablePool). Calls for different VIP IDs
+// may run in parallel; calls for the same VIP ID must not.
 func (d *Datapath) SetTable(vipID uint32, table []uint32) error {
 	if vipID >= MaxVIPs {
 		return fmt.Errorf("%w: vip id %d: want 0..%d", ErrInvalid, vipID, MaxVIPs-1)
@@ -391,18 +393,36 @@ func (d *Datapath) SetTable(vipID uint32, table []uint32) error {
 			return fmt.Errorf("%w: table slot %d: backend id %d: want 0..%d", ErrInvalid, i, id, d.maxBackends-1)
 		}
 	}
-	inner, err := ebpf.NewMap(d.inner[size])
-	if err != nil {
-		return fmt.Errorf("create table map for vip %d: %w", vipID, err)
+	inner := d.pool.get(size)
+	if inner == nil {
+		var err error
+		if inner, err = ebpf.NewMap(d.inner[size]); err != nil {
+			return fmt.Errorf("create table map for vip %d: %w", vipID, err)
+		}
 	}
-	defer inner.Close()
 	// A []uint32 is passed as its memory: the native-endian u32 array the
 	// value is, without a copy.
 	if err := inner.Put(uint32(0), table); err != nil {
+		d.pool.put(size, inner, false)
 		return fmt.Errorf("fill table map for vip %d: %w", vipID, err)
 	}
+	// Hold the table being replaced so that it can be reused (tablePool);
+	// without a reference of ours the kernel frees it after the swap.
+	var oldID ebpf.MapID
+	var old *ebpf.Map
+	if outer.Lookup(vipID, &oldID) == nil {
+		old, _ = ebpf.NewMapFromID(oldID)
+	}
 	if err := outer.Put(vipID, inner); err != nil {
+		d.pool.put(size, inner, false)
+		if old != nil {
+			old.Close()
+		}
 		return fmt.Errorf("install table for vip %d: %w", vipID, err)
+	}
+	inner.Close() // the outer map holds it now
+	if old != nil {
+		d.pool.put(size, old, true)
 	}
 	return nil
 }

@@ -116,17 +116,16 @@ func (c *connector) probe(ctx context.Context) error {
 // pending error). The calls per check: connect, poll with no wait (a
 // non-blocking connect answers EINPROGRESS even when the handshake
 // completes before the call returns, as on loopback), getsockopt SO_ERROR
-// only when it failed, connect AF_UNSPEC. A new socket (the first, or after
-// one went to wait) costs socket, non-blocking and close-on-exec in one
-// call, and setsockopt SO_LINGER 0, for the close of a socket that waited.
+// only when it failed, connect AF_UNSPEC. A new socket (the first, and one
+// in place of each that went to wait) costs socket, non-blocking and
+// close-on-exec in one call, and setsockopt SO_LINGER 0, for the close of a
+// socket that waited.
 func (c *connector) start(idle *idleSockets) (fd int, done bool, err error) {
 	fd = idle.take(c.family)
 	if fd < 0 {
-		fd, err = syscall.Socket(c.family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return -1, true, fmt.Errorf("open socket: %w", err)
+		if fd, err = newSocket(c.family); err != nil {
+			return -1, true, err
 		}
-		_ = syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
 	}
 	err = syscall.Connect(fd, c.sa)
 	switch {
@@ -136,6 +135,7 @@ func (c *connector) start(idle *idleSockets) (fd int, done bool, err error) {
 	default:
 		ok, cerr := connected(fd)
 		if !ok || forcePoller {
+			idle.refill(c.family)
 			return fd, false, nil
 		}
 		if cerr != nil {
@@ -181,6 +181,29 @@ func (s *idleSockets) put(family, fd int) {
 		return
 	}
 	syscall.Close(fd)
+}
+
+// refill opens the idle socket of family, given away to wait for its
+// connect, so that the checker keeps one socket per family it has used, no
+// more and no fewer.
+func (s *idleSockets) refill(family int) {
+	if s == nil {
+		return
+	}
+	if fd, err := newSocket(family); err == nil {
+		*s.slot(family) = fd
+	}
+}
+
+// newSocket opens a non-blocking TCP socket of family that closes with a
+// reset (SO_LINGER 0).
+func newSocket(family int) (int, error) {
+	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open socket: %w", err)
+	}
+	_ = syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
+	return fd, nil
 }
 
 // close closes the idle sockets.

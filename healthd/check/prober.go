@@ -126,6 +126,7 @@ type target struct {
 	spec     Spec
 	probe    probe
 	conn     *connector // TCP check of an IP address, else nil
+	waits    bool       // its last connect did not finish within the socket calls
 	machine  *Machine
 	history  []Result // ring, oldest at head once full
 	head     int
@@ -332,16 +333,20 @@ func (p *Prober) Run(ctx context.Context) error {
 			// A TCP check of an IP address starts here: its socket calls
 			// never wait, and on a connect that finishes within them (a
 			// backend on this host) the check is done, with no goroutine,
-			// context or timer. Only a connect still in progress moves to
-			// a goroutine of its own, to wait in the poller.
+			// context or timer. A connect still in progress moves to a
+			// goroutine of its own, to wait in the poller, and the next
+			// checks of that target start in their goroutines, as other
+			// checks do: with many of them, this goroutine would make the
+			// socket calls of all of them, and queue for a core behind
+			// their goroutines after each.
 			fd, start, began := -1, time.Time{}, time.Time{}
-			if j.conn != nil {
+			if j.inline {
 				start, began = p.clock.Now(), time.Now()
 				var done bool
 				var err error
 				if fd, done, err = j.conn.start(idle); done {
 					p.finish(ctx, j, Result{Time: start, Latency: time.Since(began),
-						Err: describe(ctx, err, j.timeout)}, false)
+						Err: describe(ctx, err, j.timeout)}, false, false)
 					continue
 				}
 			}
@@ -360,7 +365,7 @@ func (p *Prober) Run(ctx context.Context) error {
 				p.mu.Lock()
 				p.stats.InFlight++
 				p.mu.Unlock()
-				if fd >= 0 {
+				if j.conn != nil {
 					p.await(ctx, j, fd, start, began)
 				} else {
 					p.check(ctx, j)
@@ -389,6 +394,7 @@ type job struct {
 	t       *target
 	probe   probe
 	conn    *connector
+	inline  bool   // start on the scheduling goroutine, with a kept socket
 	target  string // Spec.Target
 	timeout time.Duration
 }
@@ -405,7 +411,8 @@ func (p *Prober) collect(jobs []job) ([]job, time.Time) {
 			p.stats.Skipped++
 		} else {
 			t.inflight = true
-			jobs = append(jobs, job{t: t, probe: t.probe, conn: t.conn, target: t.spec.Target, timeout: t.spec.Timeout})
+			jobs = append(jobs, job{t: t, probe: t.probe, conn: t.conn, inline: t.conn != nil && !t.waits,
+				target: t.spec.Target, timeout: t.spec.Timeout})
 		}
 		t.nominal = t.nominal.Add(t.spec.Interval)
 		if !t.nominal.After(now) { // fell behind: skip to the next slot
@@ -440,25 +447,37 @@ func (p *Prober) check(ctx context.Context, j job) {
 	latency := time.Since(began)
 	r := Result{Time: start, Latency: latency, Err: describe(cctx, err, j.timeout)}
 	cancel()
-	p.finish(ctx, j, r, true)
+	p.finish(ctx, j, r, true, false)
 }
 
-// await waits for the connect that j's connector started at began on fd,
-// until the check's timeout, and records the check.
+// await runs the TCP check j with its connector: it waits for the connect
+// started at began on fd, or, when fd < 0, starts one on a socket of its
+// own and waits if need be, until the check's timeout; it records the check.
 func (p *Prober) await(ctx context.Context, j job, fd int, start, began time.Time) {
+	if fd < 0 {
+		start, began = p.clock.Now(), time.Now()
+		var done bool
+		var err error
+		if fd, done, err = j.conn.start(nil); done {
+			p.finish(ctx, j, Result{Time: start, Latency: time.Since(began),
+				Err: describe(ctx, err, j.timeout)}, true, false)
+			return
+		}
+	}
 	cctx, cancel := context.WithDeadline(ctx, began.Add(j.timeout))
 	err := j.conn.wait(cctx, fd)
 	latency := time.Since(began)
 	r := Result{Time: start, Latency: latency, Err: describe(cctx, err, j.timeout)}
 	cancel()
-	p.finish(ctx, j, r, true)
+	p.finish(ctx, j, r, true, true)
 }
 
 // finish records the result r of a check of j, unless the target was
 // removed or changed meanwhile or ctx ended, and calls the callbacks.
 // counted says whether the check was counted in flight (it ran in a
-// goroutine with a concurrency slot).
-func (p *Prober) finish(ctx context.Context, j job, r Result, counted bool) {
+// goroutine with a concurrency slot), waited whether its connect waited in
+// the poller (TCP checks with a connector).
+func (p *Prober) finish(ctx context.Context, j job, r Result, counted, waited bool) {
 	t := j.t
 	// deliver keeps the callbacks of one target in order, also when its
 	// next check finishes while these callbacks still run.
@@ -475,6 +494,9 @@ func (p *Prober) finish(ctx context.Context, j job, r Result, counted bool) {
 		ev.ID = t.id
 	}
 	t.inflight = false
+	if j.conn != nil {
+		t.waits = waited
+	}
 	if counted {
 		p.stats.InFlight--
 	}

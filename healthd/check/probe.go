@@ -99,7 +99,9 @@ func (c *connector) probe(ctx context.Context) error {
 	if done {
 		return err
 	}
-	return c.wait(ctx, fd)
+	dl, _ := ctx.Deadline()
+	_, err = c.wait(ctx, fd, dl)
+	return err
 }
 
 // start connects a socket. It never blocks. When the connect finished
@@ -132,6 +134,8 @@ func (c *connector) start(idle *idleSockets) (fd int, done bool, err error) {
 	case err == nil:
 	case err != syscall.EINPROGRESS:
 		err = fmt.Errorf("connect %s: %w", c.ap, err)
+	case idle == nil:
+		return fd, false, nil // wait polls first
 	default:
 		ok, cerr := connected(fd)
 		if !ok || forcePoller {
@@ -227,17 +231,20 @@ func disconnect(fd int) error {
 	return nil
 }
 
-// wait waits in Go's network poller, until ctx ends, for the connect start
-// left in progress on fd, and closes fd.
-func (c *connector) wait(ctx context.Context, fd int) error {
+// wait waits in Go's network poller, until deadline (if not zero) or until
+// ctx ends, for the connect start left in progress on fd, and closes fd. It
+// reports whether the connect had not finished when it was first asked.
+// The deadline is the file's, so a check makes no context or timer of its
+// own.
+func (c *connector) wait(ctx context.Context, fd int, deadline time.Time) (waited bool, err error) {
 	f := os.NewFile(uintptr(fd), "tcp-check")
 	defer f.Close()
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", c.ap, err)
+		return false, fmt.Errorf("connect %s: %w", c.ap, err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = f.SetWriteDeadline(dl)
+	if !deadline.IsZero() {
+		_ = f.SetWriteDeadline(deadline)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = f.SetWriteDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -245,15 +252,16 @@ func (c *connector) wait(ctx context.Context, fd int) error {
 	werr := rc.Write(func(fd uintptr) bool {
 		done, err := connected(int(fd))
 		cerr = err
+		waited = waited || !done || forcePoller
 		return done
 	})
 	if werr != nil {
-		return fmt.Errorf("connect %s: %w", c.ap, werr)
+		return true, fmt.Errorf("connect %s: %w", c.ap, werr)
 	}
 	if cerr != nil {
-		return fmt.Errorf("connect %s: %w", c.ap, cerr)
+		return waited, fmt.Errorf("connect %s: %w", c.ap, cerr)
 	}
-	return nil
+	return waited, nil
 }
 
 // forcePoller makes every TCP check wait in the poller, as a connect to a

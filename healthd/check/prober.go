@@ -464,12 +464,9 @@ func (p *Prober) await(ctx context.Context, j job, fd int, start, began time.Tim
 			return
 		}
 	}
-	cctx, cancel := context.WithDeadline(ctx, began.Add(j.timeout))
-	err := j.conn.wait(cctx, fd)
+	waited, err := j.conn.wait(ctx, fd, began.Add(j.timeout))
 	latency := time.Since(began)
-	r := Result{Time: start, Latency: latency, Err: describe(cctx, err, j.timeout)}
-	cancel()
-	p.finish(ctx, j, r, true, true)
+	p.finish(ctx, j, Result{Time: start, Latency: latency, Err: describe(ctx, err, j.timeout)}, true, waited)
 }
 
 // finish records the result r of a check of j, unless the target was

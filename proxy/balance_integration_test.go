@@ -15,7 +15,9 @@ func TestAlgorithmsThroughProxy(t *testing.T) {
 	slowSrv, slow := echoBackend(t, "slow")
 	slowHandler := slowSrv.Config.Handler
 	slowSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(30 * time.Millisecond)
+		// Far slower than any scheduling delay on a loaded machine, so the
+		// latency- and load-aware algorithms see the difference clearly.
+		time.Sleep(100 * time.Millisecond)
 		slowHandler.ServeHTTP(w, r)
 	})
 	tests := []struct {

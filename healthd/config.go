@@ -235,6 +235,13 @@ func (c *Config) maxBackends() uint32 {
 	return c.MaxBackends
 }
 
+// Validate checks a VIP as the API would, so that a client can refuse bad
+// input before it contacts the daemon.
+func (v *VIPConfig) Validate() error {
+	_, err := v.validate("vip")
+	return err
+}
+
 func (v *VIPConfig) validate(field string) (VIPKey, error) {
 	k, err := ParseVIPKey(v.Address)
 	if err != nil {

@@ -57,6 +57,9 @@ func vipAddCommand() *command {
 				return err
 			}
 			c.DrainTimeout = d
+			if err := c.Validate(); err != nil {
+				return usageErrorf("%v", err)
+			}
 			if err := sock.client().AddVIP(c); err != nil {
 				return err
 			}

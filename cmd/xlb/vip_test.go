@@ -192,6 +192,8 @@ func TestBadInput(t *testing.T) {
 		{"vip add ipv6 without brackets", []string{"vip", "add", "2001:db8:f::1:80/tcp"}, 2, "IPv6 goes in brackets"},
 		{"vip add bad proto", []string{"vip", "add", "203.0.113.1:80/icmp"}, 2, "allowed are tcp, udp"},
 		{"vip add bad table", []string{"vip", "add", "203.0.113.1:80/tcp", "--table-size", "abc"}, 2, "table-size"},
+		{"vip add table not prime", append([]string{"vip", "add", "203.0.113.1:80/tcp", "--table-size", "1000"}, missing...), 2, "vip.table_size: 1000 is not a prime: allowed are 251, 4093, 65537"},
+		{"vip add bad mode", append([]string{"vip", "add", "203.0.113.1:80/tcp", "--mode", "nat"}, missing...), 2, `vip.mode: "nat": allowed are ipip, l2dsr`},
 		{"vip remove extra", []string{"vip", "remove", "203.0.113.10:80/tcp", "x"}, 2, `unexpected argument "x"`},
 		{"backend add bad addr", []string{"backend", "add", "203.0.113.10:80/tcp", "198.51.100"}, 2, "backend address"},
 		{"backend add bad check", []string{"backend", "add", "203.0.113.10:80/tcp", "198.51.100.20", "--check", "icmp"}, 2, "--check \"icmp\": allowed are tcp, http:PATH, https:PATH"},
@@ -251,7 +253,7 @@ func TestChangesThroughCLI(t *testing.T) {
 	}{
 		{[]string{"vip", "add", "203.0.113.20:*/udp", "--mode", "l2dsr", "--table-size", "251", "--panic-threshold", "0"}, 0, "added vip 203.0.113.20:*/udp"},
 		{[]string{"vip", "add", "203.0.113.20:*/udp"}, 1, "already exists"},
-		{[]string{"vip", "add", "203.0.113.21:80/tcp", "--table-size", "4099"}, 1, "4099 is a prime the datapath does not hold"},
+		{[]string{"vip", "add", "203.0.113.21:80/tcp", "--table-size", "4099"}, 2, "4099 is a prime the datapath does not hold"}, // refused before the daemon is asked
 		{[]string{"backend", "add", "203.0.113.20:*/udp", "198.51.100.21", "--weight", "3", "--check", "tcp", "--check-port", "53"}, 0, "added backend 198.51.100.21"},
 		{[]string{"backend", "add", "203.0.113.20:*/udp", "198.51.100.22", "--check", "http:/health", "--check-port", "80", "--interval", "500ms"}, 0, "added backend"},
 		{[]string{"backend", "add", "203.0.113.20:*/udp", "198.51.100.21"}, 1, "already exists"},

@@ -111,25 +111,13 @@ func NewServer(d *Daemon, group int, log *slog.Logger) *Server {
 		}
 	})
 	mux.HandleFunc("POST "+PathVIPRemove, func(w http.ResponseWriter, r *http.Request) {
-		var req BackendRequest
-		if !decode(w, r, &req) {
-			return
+		if _, k, ok := decodeVIPRequest(w, r); ok {
+			s.result(w, r, d.RemoveVIP(k))
 		}
-		k, err := ParseVIPKey(req.VIP)
-		if err != nil {
-			fail(w, http.StatusBadRequest, fieldErr("vip", "%v", err))
-			return
-		}
-		s.result(w, r, d.RemoveVIP(k))
 	})
 	mux.HandleFunc("POST "+PathBackendAdd, func(w http.ResponseWriter, r *http.Request) {
-		var req BackendRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		k, err := ParseVIPKey(req.VIP)
-		if err != nil {
-			fail(w, http.StatusBadRequest, fieldErr("vip", "%v", err))
+		req, k, ok := decodeVIPRequest(w, r)
+		if !ok {
 			return
 		}
 		if req.Backend == nil {
@@ -140,13 +128,8 @@ func NewServer(d *Daemon, group int, log *slog.Logger) *Server {
 	})
 	backendOp := func(path string, fn func(k VIPKey, a netip.Addr, req BackendRequest) error) {
 		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
-			var req BackendRequest
-			if !decode(w, r, &req) {
-				return
-			}
-			k, err := ParseVIPKey(req.VIP)
-			if err != nil {
-				fail(w, http.StatusBadRequest, fieldErr("vip", "%v", err))
+			req, k, ok := decodeVIPRequest(w, r)
+			if !ok {
 				return
 			}
 			a, err := ParseBackendAddr(req.Address)
@@ -175,6 +158,21 @@ func NewServer(d *Daemon, group int, log *slog.Logger) *Server {
 		},
 	}
 	return s
+}
+
+// decodeVIPRequest decodes a request naming a VIP and parses the VIP; on
+// failure it has answered with the error.
+func decodeVIPRequest(w http.ResponseWriter, r *http.Request) (BackendRequest, VIPKey, bool) {
+	var req BackendRequest
+	if !decode(w, r, &req) {
+		return req, VIPKey{}, false
+	}
+	k, err := ParseVIPKey(req.VIP)
+	if err != nil {
+		fail(w, http.StatusBadRequest, fieldErr("vip", "%v", err))
+		return req, VIPKey{}, false
+	}
+	return req, k, true
 }
 
 // authorize refuses a peer that may not do what it asks.

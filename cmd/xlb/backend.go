@@ -64,11 +64,7 @@ func backendAddCommand() *command {
 			if err := exactArgs(args, 2, "VIP ADDR"); err != nil {
 				return err
 			}
-			vip, err := vipArg(args[0])
-			if err != nil {
-				return err
-			}
-			addr, err := backendArg(args[1])
+			vip, addr, err := vipBackendArgs(args)
 			if err != nil {
 				return err
 			}
@@ -112,6 +108,18 @@ func backendAddCommand() *command {
 	}
 }
 
+// vipBackendArgs checks the VIP ADDR arguments every backend command starts
+// with.
+func vipBackendArgs(args []string) (vip, addr string, err error) {
+	if vip, err = vipArg(args[0]); err != nil {
+		return "", "", err
+	}
+	if addr, err = backendArg(args[1]); err != nil {
+		return "", "", err
+	}
+	return vip, addr, nil
+}
+
 // backendVerb builds the commands that act on one backend of a VIP.
 func backendVerb(name, summary, extraUsage, examples string, flags func(fs *pflag.FlagSet),
 	nExtra int, do func(c *healthd.Client, vip, addr string, extra []string) (string, error)) *command {
@@ -135,11 +143,7 @@ func backendVerb(name, summary, extraUsage, examples string, flags func(fs *pfla
 			if err := exactArgs(args, 2+nExtra, names); err != nil {
 				return err
 			}
-			vip, err := vipArg(args[0])
-			if err != nil {
-				return err
-			}
-			addr, err := backendArg(args[1])
+			vip, addr, err := vipBackendArgs(args)
 			if err != nil {
 				return err
 			}

@@ -261,6 +261,9 @@ func (a proberAdapter) Set(id string, c HealthCheck) error {
 
 func (a proberAdapter) Remove(id string) { a.p.Remove(id) }
 
+// CheckStatus returns a check's state and recent results (checkStatuser).
+func (a proberAdapter) CheckStatus(id string) (check.Status, bool) { return a.p.Status(id) }
+
 // neighborResolver resolves next hops with netlink in the daemon's network
 // namespace.
 type neighborResolver struct{}

@@ -2,6 +2,8 @@ package healthd
 
 import (
 	"time"
+
+	"github.com/xlb-project/xlb/healthd/check"
 )
 
 // Status is the whole running state, as `xlb status` shows it. The JSON
@@ -52,6 +54,16 @@ type BackendStatus struct {
 	PacketRate  float64   `json:"packet_rate"` // per second, over the last sample
 	ByteRate    float64   `json:"byte_rate"`
 	DrainUntil  time.Time `json:"drain_until,omitzero"`
+	// Damped: held down for flapping (Health is then unhealthy).
+	Damped bool `json:"damped,omitempty"`
+	// History holds the latest check results, oldest first.
+	History []check.Result `json:"history,omitempty"`
+}
+
+// checkStatuser is implemented by probers that keep per-target state and
+// history (healthd/check through proberAdapter).
+type checkStatuser interface {
+	CheckStatus(id string) (check.Status, bool)
 }
 
 // Stats are the datapath counters: per VIP and the drop reasons.
@@ -109,6 +121,11 @@ func (d *Daemon) Status() Status {
 			}
 			if b.Admin == Draining {
 				bs.DrainUntil = b.DrainStart.Add(b.DrainTimeout)
+			}
+			if cs, ok := d.opts.Prober.(checkStatuser); ok && b.checkID != "" {
+				if st, ok := cs.CheckStatus(b.checkID); ok {
+					bs.Damped, bs.History = st.Damped, st.History
+				}
 			}
 			if dv != nil {
 				if db := dv.backends[b.Addr]; db != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/xlb-project/xlb/healthd"
+	"github.com/xlb-project/xlb/healthd/check"
 )
 
 func backendCommand() *command {
@@ -250,10 +251,14 @@ func backendListCommand() *command {
 				return fmt.Errorf("vip %s: unknown VIP", only)
 			}
 			return out.print(io.out, rows, func(t *table) {
-				t.header("VIP", "BACKEND", "WEIGHT", "ADMIN", "HEALTH", "SINCE", "SHARE", "NEXT HOP", "LAST ERROR")
+				t.header("VIP", "BACKEND", "WEIGHT", "ADMIN", "HEALTH", "SINCE", "CHECKS", "SHARE", "NEXT HOP", "LAST ERROR")
 				for _, r := range rows {
-					t.row(r.VIP, r.Address, strconv.Itoa(int(r.Weight)), r.Admin, r.Health, ago(st.Time, r.HealthSince),
-						percent(r.Share), orDash(r.NextHop), orDash(firstOf(r.LastError, r.NextHopErr)))
+					health := r.Health
+					if r.Damped {
+						health += " (damped)"
+					}
+					t.row(r.VIP, r.Address, strconv.Itoa(int(r.Weight)), r.Admin, health, ago(st.Time, r.HealthSince),
+						checkMarks(r.History), percent(r.Share), orDash(r.NextHop), orDash(firstOf(r.LastError, r.NextHopErr)))
 				}
 			})
 		},
@@ -267,4 +272,20 @@ func firstOf(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// checkMarks draws the latest check results, oldest first: + passed,
+// x failed.
+func checkMarks(h []check.Result) string {
+	if len(h) == 0 {
+		return "-"
+	}
+	b := make([]byte, len(h))
+	for i, r := range h {
+		b[i] = '+'
+		if r.Err != "" {
+			b[i] = 'x'
+		}
+	}
+	return string(b)
 }

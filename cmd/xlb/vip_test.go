@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xlb-project/xlb/healthd"
+	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/internal/testutil"
 	"github.com/xlb-project/xlb/loader"
 )
@@ -77,10 +78,31 @@ type cliRig struct {
 
 // newCLIRig runs a daemon on an in-memory datapath and serves its API on a
 // socket whose group is the test's own, so reading needs no privilege.
+// cannedProber runs no checks; it reports fixed check states: .11 passing,
+// .12 failing and held down for flapping, the others nothing yet.
+type cannedProber struct{}
+
+func (cannedProber) Set(string, healthd.HealthCheck) error { return nil }
+func (cannedProber) Remove(string)                         {}
+
+func (cannedProber) CheckStatus(id string) (check.Status, bool) {
+	result := func(ago time.Duration, err string) check.Result {
+		return check.Result{Time: testNow.Add(-ago), Latency: time.Millisecond, Err: err}
+	}
+	switch {
+	case strings.Contains(id, "198.51.100.11:"):
+		return check.Status{History: []check.Result{result(4*time.Second, ""), result(2*time.Second, "")}}, true
+	case strings.Contains(id, "198.51.100.12:"):
+		refused := "connect: connection refused"
+		return check.Status{Damped: true, History: []check.Result{result(6*time.Second, ""), result(4*time.Second, refused), result(2*time.Second, refused)}}, true
+	}
+	return check.Status{}, false
+}
+
 func newCLIRig(t *testing.T) *cliRig {
 	t.Helper()
 	r := &cliRig{dp: healthd.NewMemDatapath(), clock: &stoppedClock{}}
-	d, err := healthd.New(healthd.Options{Datapath: r.dp, Clock: r.clock, StateDir: t.TempDir()})
+	d, err := healthd.New(healthd.Options{Datapath: r.dp, Prober: cannedProber{}, Clock: r.clock, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

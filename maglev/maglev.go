@@ -41,6 +41,7 @@ import (
 	"math/bits"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // AlgorithmVersion identifies the table definition in the package comment
@@ -78,9 +79,14 @@ type Backend struct {
 // MaxSize] (DefaultSize unless configured); Keys must be unique. With no
 // backend of weight > 0 it returns an empty table and ErrNoBackends.
 func Build(backends []Backend, size uint32) ([]uint32, error) {
-	var b Builder
+	b := scratch.Get().(*Builder)
+	defer scratch.Put(b)
 	return b.Build(nil, backends, size)
 }
+
+// scratch holds Builders for Build, so that a one-off build allocates only
+// the table it returns.
+var scratch = sync.Pool{New: func() any { return new(Builder) }}
 
 // Builder builds tables reusing its scratch space, so a rebuild of a set of
 // similar size allocates nothing. A Builder is not safe for concurrent use.

@@ -201,44 +201,61 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
-// TestDisruption removes one backend of N (each of up to 50 evenly spaced
-// choices) and adds one, and reports the fraction of slots that changed owner
-// against the ideal: the removed backend's share 1/N, or the added one's
-// 1/(N+1). Maglev moves more than the ideal, the more so the fewer slots per
-// backend (M/N).
+// disruptionKeySets are the Key formats TestDisruption averages over: how
+// much a removal moves depends a little on the Keys (about ±0.03 percentage
+// points at N = 100), so one set alone says little about the expectation.
+var disruptionKeySets = []string{"198.51.%d.%d", "10.%d.0.%d", "2001:db8:%x::%x", "192.0.%d.%d:8080", "backend-%d-%d"}
+
+// TestDisruption removes one backend of N (every choice up to N = 100, 50
+// evenly spaced ones beyond, for several sets of Keys) and adds one, and
+// reports the fraction of slots that changed owner against the ideal: the
+// removed backend's share 1/N, or the added one's 1/(N+1). Maglev moves more
+// than the ideal, the more so the fewer slots per backend (M/N).
 func TestDisruption(t *testing.T) {
 	for _, tc := range []struct {
 		n             int
 		maxMean, maxR float64 // bounds on the mean and the largest fraction moved by a removal
 	}{
 		{10, 0.105, 0.11},
-		{100, 0.0165, 0.018},
+		{100, 0.016, 0.018}, // issue 2: at most 1.6%
 		{1000, 0.0070, 0.0080},
 	} {
 		t.Run(fmt.Sprintf("N=%d", tc.n), func(t *testing.T) {
-			full := set(tc.n, 1)
-			table := mustBuild(t, full, DefaultSize)
 			ideal := 1 / float64(tc.n)
-			var sum, lo, hi float64 = 0, 1, 0
-			tries := 0
-			for k := 0; k < tc.n; k += max(1, tc.n/50) {
-				removed := slices.Concat(full[:k], full[k+1:])
-				r := Disruption(table, full, mustBuild(t, removed, DefaultSize), removed)
-				if r < ideal*0.99 {
-					t.Errorf("removing backend %d moved %.3f%% of slots, less than its own share %.3f%%", k, 100*r, 100*ideal)
-				}
-				sum, lo, hi, tries = sum+r, min(lo, r), max(hi, r), tries+1
+			step, sets := 1, disruptionKeySets
+			if tc.n > 100 {
+				step, sets = max(1, tc.n/50), sets[:1]
+			} else if raceEnabled {
+				step = 2 // every other removal: the race detector is slow
 			}
-			mean := sum / float64(tries)
-			added := set(tc.n+1, 1)
-			a := Disruption(table, full, mustBuild(t, added, DefaultSize), added)
-			t.Logf("M=%d remove 1 of %d: mean %.3f%% of slots moved (%.2f× ideal %.3f%%), from %.3f%% to %.3f%% over %d choices; add 1: %.3f%% (%.2f× ideal %.3f%%)",
-				DefaultSize, tc.n, 100*mean, mean/ideal, 100*ideal, 100*lo, 100*hi, tries, 100*a, a*float64(tc.n+1), 100/float64(tc.n+1))
+			var sum, lo, hi, addSum float64 = 0, 1, 0, 0
+			tries := 0
+			for _, format := range sets {
+				added := make([]Backend, tc.n+1)
+				for i := range added {
+					added[i] = Backend{Key: fmt.Sprintf(format, i/250, 1+i%250), Weight: 1}
+				}
+				full := added[:tc.n]
+				table := mustBuild(t, full, DefaultSize)
+				for k := 0; k < tc.n; k += step {
+					removed := slices.Concat(full[:k], full[k+1:])
+					r := Disruption(table, full, mustBuild(t, removed, DefaultSize), removed)
+					if r < ideal*0.99 {
+						t.Errorf("removing backend %q moved %.3f%% of slots, less than its own share %.3f%%", full[k].Key, 100*r, 100*ideal)
+					}
+					sum, lo, hi, tries = sum+r, min(lo, r), max(hi, r), tries+1
+				}
+				a := Disruption(table, full, mustBuild(t, added, DefaultSize), added)
+				if a < 0.99/float64(tc.n+1) || a > tc.maxR {
+					t.Errorf("adding 1 to %d (%s) moved %.3f%% of slots, want from %.3f%% to %.2f%%", tc.n, format, 100*a, 100/float64(tc.n+1), 100*tc.maxR)
+				}
+				addSum += a
+			}
+			mean, addMean := sum/float64(tries), addSum/float64(len(sets))
+			t.Logf("M=%d remove 1 of %d: mean %.3f%% of slots moved (%.2f× ideal %.3f%%), from %.3f%% to %.3f%% over %d removals in %d sets of Keys; add 1: %.3f%% (%.2f× ideal %.3f%%)",
+				DefaultSize, tc.n, 100*mean, mean/ideal, 100*ideal, 100*lo, 100*hi, tries, len(sets), 100*addMean, addMean*float64(tc.n+1), 100/float64(tc.n+1))
 			if mean > tc.maxMean || hi > tc.maxR {
 				t.Errorf("removing 1 of %d moved %.3f%% of slots on average and at most %.3f%%, want at most %.2f%% and %.2f%%", tc.n, 100*mean, 100*hi, 100*tc.maxMean, 100*tc.maxR)
-			}
-			if a < 0.99/float64(tc.n+1) || a > tc.maxR {
-				t.Errorf("adding 1 to %d moved %.3f%% of slots, want from %.3f%% to %.2f%%", tc.n, 100*a, 100/float64(tc.n+1), 100*tc.maxR)
 			}
 		})
 	}

@@ -128,28 +128,40 @@ func BenchmarkVsKkdai(b *testing.B) {
 }
 
 // BenchmarkDisruption reports the share of slots that move when one backend
-// of N is removed (a different one each iteration) or one is added, as
-// "moved-%" and as a multiple of the ideal 1/N or 1/(N+1), "x-ideal".
+// of N is removed (a different one each iteration, in turn over the Key sets
+// of TestDisruption) or one is added, as "moved-%" and as a multiple of the
+// ideal 1/N or 1/(N+1), "x-ideal".
 func BenchmarkDisruption(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
 		for _, change := range []string{"remove", "add"} {
 			b.Run(fmt.Sprintf("N=%d/%s", n, change), func(b *testing.B) {
-				full := benchSet(n + 1)
-				base := full[:n]
-				var bu Builder
-				table, err := Build(base, DefaultSize)
-				if err != nil {
-					b.Fatal(err)
+				type keySet struct {
+					full, base []Backend
+					table      []uint32
 				}
+				sets := make([]keySet, len(disruptionKeySets))
+				for i, format := range disruptionKeySets {
+					full := make([]Backend, n+1)
+					for j := range full {
+						full[j] = Backend{Key: fmt.Sprintf(format, j/250, 1+j%250), Weight: 1}
+					}
+					table, err := Build(full[:n], DefaultSize)
+					if err != nil {
+						b.Fatal(err)
+					}
+					sets[i] = keySet{full, full[:n], table}
+				}
+				var bu Builder
 				var dst []uint32
 				sum, k := 0.0, 0
 				for b.Loop() {
-					after := full
+					ks := &sets[k/n%len(sets)]
+					after := ks.full
 					if change == "remove" {
-						after = slices.Concat(base[:k%n], base[k%n+1:])
+						after = slices.Concat(ks.base[:k%n], ks.base[k%n+1:])
 					}
 					dst, _ = bu.Build(dst, after, DefaultSize)
-					sum += Disruption(table, base, dst, after)
+					sum += Disruption(ks.table, ks.base, dst, after)
 					k++
 				}
 				mean := sum / float64(k)

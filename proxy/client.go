@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -23,9 +24,17 @@ import (
 //
 // A connection goes back to the pool only when its response was read to the
 // end, the request body was written in full, the backend did not ask to
-// close it and nothing unread follows the response. Nothing is retried,
-// except that a pooled connection the backend closed while it was idle
-// (seen before a byte of the request is written) is replaced by a new one.
+// close it and nothing unread follows the response.
+//
+// An idle connection is reused for a replayable request (no body, an
+// idempotent method) without probing it first, which would cost a system
+// call per request: a pooled connection the backend closed while it was
+// idle then shows up as a response that ends before its first byte, and
+// the request is sent once more on a new connection, as net/http's
+// Transport does. For other requests the connection is probed (a
+// non-blocking MSG_PEEK sees the backend's FIN or reset) before it is
+// reused. Either way, a pooled connection that fails before the request
+// head went out is replaced by a new one. Nothing else is retried.
 type client struct {
 	dialer     net.Dialer
 	respHeader time.Duration // request sent to response head; 0: none
@@ -124,8 +133,9 @@ func (c *client) CloseIdleConnections() {
 	}
 }
 
-// get returns an idle connection that still looks open, or nil.
-func (p *connPool) get(now time.Time) *bconn {
+// get returns the most recently used idle connection that has not expired
+// (and, with probe, still looks open), or nil.
+func (p *connPool) get(now time.Time, probe bool) *bconn {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
@@ -137,7 +147,7 @@ func (p *connPool) get(now time.Time) *bconn {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if (p.c.idle > 0 && now.Sub(bc.idleAt) >= p.c.idle) || !bc.open() {
+		if (p.c.idle > 0 && now.Sub(bc.idleAt) >= p.c.idle) || bc.br.Buffered() > 0 || (probe && !bc.open()) {
 			_ = bc.nc.Close()
 			continue
 		}
@@ -195,9 +205,6 @@ func (p *connPool) expire() {
 // open reports whether an idle connection is still usable: nothing to read
 // (no EOF, no reset, no stray bytes) without blocking.
 func (bc *bconn) open() bool {
-	if bc.br.Buffered() > 0 {
-		return false
-	}
 	if bc.rc == nil {
 		return true
 	}
@@ -255,6 +262,9 @@ var (
 	errHeadTooLarge = errors.New("response head from backend too large")
 	// errUnsent: a reused connection failed before the request went out.
 	errUnsent = errors.New("pooled connection to backend was closed")
+	// errNoResponse: the connection ended (EOF or reset) before the first
+	// byte of a response.
+	errNoResponse = errors.New("backend closed the connection before a response")
 )
 
 // do sends out to a backend and reads the response head, forwarding 1xx
@@ -262,7 +272,8 @@ var (
 func (c *client) do(ctx context.Context, w http.ResponseWriter, addr string, r *http.Request, host string, h http.Header) (*backendResponse, error) {
 	p := c.pool(addr)
 	now := time.Now()
-	bc := p.get(now)
+	replay := replayable(r)
+	bc := p.get(now, !replay)
 	if bc == nil {
 		var err error
 		if bc, err = c.dial(ctx, p); err != nil {
@@ -270,9 +281,9 @@ func (c *client) do(ctx context.Context, w http.ResponseWriter, addr string, r *
 		}
 	}
 	resp, err := c.exchange(ctx, w, bc, r, host, h, now)
-	if errors.Is(err, errUnsent) && ctx.Err() == nil {
-		// A pooled connection closed by the backend while idle, found when
-		// the head would not go out: one new connection, same request.
+	if ctx.Err() == nil && (errors.Is(err, errUnsent) || (replay && bc.reused && errors.Is(err, errNoResponse))) {
+		// A pooled connection closed by the backend while idle: one new
+		// connection, same request.
 		bc.close()
 		if bc, err = c.dial(ctx, p); err != nil {
 			return nil, err
@@ -284,6 +295,22 @@ func (c *client) do(ctx context.Context, w http.ResponseWriter, addr string, r *
 		return nil, err
 	}
 	return resp, nil
+}
+
+// replayable reports whether a request that may have reached the backend
+// can be sent again: it has no body and its method is idempotent (or it
+// carries an idempotency key), as net/http's Transport decides.
+func replayable(r *http.Request) bool {
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		return false
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, k1 := r.Header["Idempotency-Key"]
+	_, k2 := r.Header["X-Idempotency-Key"]
+	return k1 || k2
 }
 
 func isTimeout(err error) bool {
@@ -403,6 +430,7 @@ func (c *client) exchange1(ctx context.Context, w http.ResponseWriter, bc *bconn
 		}
 	}
 	bodyDone := body == nil
+	interim := false // an informational response was read
 	if body != nil && !expect {
 		if err := writeBody(bc.bw, body, chunked, r); err != nil {
 			return nil, fmt.Errorf("send request body to backend: %w", err)
@@ -438,9 +466,14 @@ func (c *client) exchange1(ctx context.Context, w http.ResponseWriter, bc *bconn
 		}
 		resp, err := readHead(bc, r.Method)
 		if err != nil {
+			if interim && errors.Is(err, errNoResponse) {
+				// Part of the response (an informational one) came: no retry.
+				err = fmt.Errorf("backend closed the connection after an informational response: %w", io.ErrUnexpectedEOF)
+			}
 			return nil, err
 		}
 		if resp.status >= 100 && resp.status < 200 {
+			interim = true
 			if resp.status == http.StatusSwitchingProtocols {
 				return nil, fmt.Errorf("%w: 101 to a request that did not upgrade", errMalformed)
 			}

@@ -314,6 +314,118 @@ func TestClientDeadIdleConnectionRedialed(t *testing.T) {
 	}
 }
 
+// TestClientStalePooledConnection: a backend that closes a kept-alive
+// connection while the proxy holds it idle (FIN or reset) must not make a
+// request fail. Replayable requests reuse the connection unprobed and are
+// sent again on a new connection; the others probe it first.
+func TestClientStalePooledConnection(t *testing.T) {
+	tests := []struct {
+		name   string
+		method string
+		body   string
+		reset  bool
+	}{
+		{"GET, FIN", "GET", "", false},
+		{"GET, reset", "GET", "", true},
+		{"HEAD, FIN", "HEAD", "", false},
+		{"POST without body, FIN", "POST", "", false},
+		{"POST with body, reset", "POST", "data", true},
+		{"PUT with body, FIN", "PUT", "data", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			closed := make(chan struct{}, 4)
+			var got atomic.Int32
+			rb := newRawBackend(t, func(req *http.Request, c net.Conn, _ *bufio.Reader) bool {
+				b, _ := io.ReadAll(req.Body)
+				if string(b) != tt.body {
+					t.Errorf("backend got body %q, want %q", b, tt.body)
+				}
+				got.Add(1)
+				// Keep-alive promised, then closed while the proxy holds it idle.
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				if tt.reset {
+					_ = c.(*net.TCPConn).SetLinger(0)
+				}
+				c.Close()
+				closed <- struct{}{}
+				return false
+			})
+			_, base := startProxy(t, oneBackendConfig(rb.addr(), ""), Options{})
+			for i := range 3 {
+				req, err := http.NewRequest(tt.method, base+"/", strings.NewReader(tt.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tt.body == "" {
+					req.Body = http.NoBody
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("request %d after the backend closed the idle connection: status %d", i, resp.StatusCode)
+				}
+				<-closed
+				// Let the FIN or reset reach the proxy's idle connection.
+				time.Sleep(20 * time.Millisecond)
+			}
+			if n := got.Load(); n != 3 {
+				t.Errorf("backend served %d requests, want 3 (each once)", n)
+			}
+		})
+	}
+}
+
+// TestClientNoReplayOfUnsafeRequest: a backend that closes a reused
+// connection after reading the request, without answering, gets a GET a
+// second time on a new connection but a POST only once (it may have acted
+// on it); both end in 502 when the backend never answers.
+func TestClientNoReplayOfUnsafeRequest(t *testing.T) {
+	tests := []struct {
+		method string
+		want   int32 // requests the backend reads after the first one
+	}{
+		{"GET", 2},
+		{"POST", 1},
+		{"DELETE", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method, func(t *testing.T) {
+			var seen atomic.Int32
+			rb := newRawBackend(t, func(req *http.Request, c net.Conn, _ *bufio.Reader) bool {
+				drain(req)
+				if req.URL.Path == "/warm" {
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					return true
+				}
+				seen.Add(1)
+				return false // close without an answer
+			})
+			_, base := startProxy(t, oneBackendConfig(rb.addr(), ""), Options{})
+			resp, err := http.Get(base + "/warm") // leaves a pooled connection
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			req, _ := http.NewRequest(tt.method, base+"/x", http.NoBody)
+			resp, err = http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("status %d, want 502", resp.StatusCode)
+			}
+			if n := seen.Load(); n != tt.want {
+				t.Errorf("backend read the request %d times, want %d", n, tt.want)
+			}
+		})
+	}
+}
+
 func TestClientTimeouts(t *testing.T) {
 	release := make(chan struct{})
 	rb := newRawBackend(t, func(req *http.Request, c net.Conn, _ *bufio.Reader) bool {

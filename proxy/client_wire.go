@@ -5,10 +5,12 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -154,10 +156,10 @@ func readHead(bc *bconn, method string) (*backendResponse, error) {
 		if err == bufio.ErrBufferFull {
 			return nil, errHeadTooLarge
 		}
-		if err == io.EOF {
-			return nil, fmt.Errorf("backend closed the connection before a response: %w", io.ErrUnexpectedEOF)
+		if len(line) == 0 && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
+			return nil, fmt.Errorf("%w: %w", errNoResponse, eofUnexpected(err))
 		}
-		return nil, err
+		return nil, eofUnexpected(err)
 	}
 	size := len(line)
 	status, http10, err := parseStatusLine(line)

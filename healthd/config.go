@@ -26,6 +26,7 @@ const (
 	DefaultTableSize      = 65537
 	DefaultPanicThreshold = 50
 	DefaultDrainTimeout   = 30 * time.Second
+	DefaultDrainIdle      = 10 * time.Second
 	MaxWeight             = 1000
 )
 
@@ -40,6 +41,7 @@ type Config struct {
 	SocketGroup string      `yaml:"socket_group" json:"socket_group,omitempty"` // default "": only root
 	MetricsAddr *string     `yaml:"metrics_addr" json:"metrics_addr,omitempty"` // default DefaultMetricsAddr; "" disables
 	MaxBackends uint32      `yaml:"max_backends" json:"max_backends,omitempty"` // backend IDs, one per (VIP, backend); default loader.MaxBackends; sizes the pins
+	DrainIdle   Duration    `yaml:"drain_idle" json:"drain_idle,omitempty"`     // a draining backend without packets this long leaves; default DefaultDrainIdle
 	Encap       EncapConfig `yaml:"encap" json:"encap"`
 	VIPs        []VIPConfig `yaml:"vips" json:"vips"`
 }
@@ -205,6 +207,9 @@ func (c *Config) Validate() error {
 	if c.MaxBackends != 0 && (c.MaxBackends < loader.MinMaxBackends || c.MaxBackends > loader.MaxMaxBackends) {
 		return fieldErr("max_backends", "%d: allowed are %d-%d", c.MaxBackends, loader.MinMaxBackends, loader.MaxMaxBackends)
 	}
+	if d := time.Duration(c.DrainIdle); d != 0 && (d < time.Second || d > 24*time.Hour) {
+		return fieldErr("drain_idle", "%s: allowed are 1s to 24h", d)
+	}
 	pairs := 0
 	for i := range c.VIPs {
 		pairs += len(c.VIPs[i].Backends)
@@ -225,6 +230,14 @@ func (c *Config) Validate() error {
 		seen[k] = i
 	}
 	return nil
+}
+
+// drainIdle is DrainIdle or its default.
+func (c *Config) drainIdle() time.Duration {
+	if c.DrainIdle == 0 {
+		return DefaultDrainIdle
+	}
+	return time.Duration(c.DrainIdle)
 }
 
 // maxBackends is MaxBackends or its default.

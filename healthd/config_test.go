@@ -79,6 +79,9 @@ func TestConfigErrors(t *testing.T) {
 		{"max backends too small", "max_backends: 1\n", "line 1: max_backends: 1: allowed are 2-1048576"},
 		{"max backends too large", "max_backends: 2000000\n", "max_backends: 2000000: allowed are 2-1048576"},
 		{"max backends negative", "max_backends: -5\n", "line 1"},
+		{"drain idle too short", "drain_idle: 500ms\n", "line 1: drain_idle: 500ms: allowed are 1s to 24h"},
+		{"drain idle too long", "drain_idle: 48h\n", "drain_idle: 48h0m0s: allowed are 1s to 24h"},
+		{"drain idle not a duration", "drain_idle: soon\n", "line 1"},
 		{"max backends full", "max_backends: 3\nvips:\n  - address: 203.0.113.1:80/tcp\n    backends: [{address: 198.51.100.1}, {address: 198.51.100.2}]\n  - address: 203.0.113.2:80/tcp\n    backends: [{address: 198.51.100.1}]\n",
 			"line 1: max_backends: 3 holds 2 (VIP, backend) pairs, the configuration has 3"},
 	}

@@ -28,7 +28,8 @@ type Options struct {
 	// arriving together cause one rebuild. Default 20ms.
 	Debounce time.Duration
 	// DrainIdle: a draining backend whose counter did not move for this
-	// long is removed before its timeout. Default 10s.
+	// long is removed before its timeout. Default DefaultDrainIdle; the
+	// configuration's drain_idle overrides it.
 	DrainIdle time.Duration
 	// MaxVIPs and MaxBackends bound the IDs handed out. Default the
 	// loader's map sizes.
@@ -92,7 +93,7 @@ func New(o Options) (*Daemon, error) {
 		o.Debounce = 20 * time.Millisecond
 	}
 	if o.DrainIdle == 0 {
-		o.DrainIdle = 10 * time.Second
+		o.DrainIdle = DefaultDrainIdle
 	}
 	empty := &State{VIPs: map[VIPKey]*VIP{}}
 	return &Daemon{
@@ -267,6 +268,10 @@ func (d *Daemon) Tick() {
 	defer d.mu.Unlock()
 	now := d.opts.Clock.Now()
 	d.sampleLocked(now)
+	idle := d.opts.DrainIdle
+	if d.cfg != nil && d.cfg.DrainIdle != 0 {
+		idle = d.cfg.drainIdle()
+	}
 	var done []BackendRef
 	for _, v := range d.cur.VIPs {
 		for _, b := range v.Backends {
@@ -278,7 +283,7 @@ func (d *Daemon) Tick() {
 				d.log.Info("drain finished: timeout", "vip", v.Key.String(), "backend", b.Addr.String())
 				continue
 			}
-			if s := d.dp.sampleOf(v.Key, b.Addr); s != nil && now.Sub(b.DrainStart) >= d.opts.DrainIdle && now.Sub(s.moved) >= d.opts.DrainIdle {
+			if s := d.dp.sampleOf(v.Key, b.Addr); s != nil && now.Sub(b.DrainStart) >= idle && now.Sub(s.moved) >= idle {
 				done = append(done, BackendRef{v.Key, b.Addr})
 				d.log.Info("drain finished: idle", "vip", v.Key.String(), "backend", b.Addr.String(), "idle", now.Sub(s.moved).String())
 			}

@@ -203,25 +203,38 @@ func TestDrain(t *testing.T) {
 	}
 }
 
+// TestDrainIdle: a draining backend whose counter stops leaves once it has
+// been idle for drain_idle (default 10s), before its timeout.
 func TestDrainIdle(t *testing.T) {
-	r := newRig(t, threeBackends)
-	k := mustKey(t, "203.0.113.10:80/tcp")
-	a := netip.MustParseAddr("198.51.100.11")
-	if err := r.d.Drain(k, a, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	id := r.backend(t, "203.0.113.10:80/tcp", "198.51.100.11").ID
-	r.dp.BackendCount[id] = countersOf(5)
-	r.d.Tick()
-	r.clock.advance(5 * time.Second)
-	r.d.Tick() // counter still: idle for 5s of the 10s needed
-	if len(r.vip(t, "203.0.113.10:80/tcp").Backends) != 3 {
-		t.Fatal("removed before idle long enough")
-	}
-	r.clock.advance(6 * time.Second)
-	r.d.Tick()
-	if n := len(r.vip(t, "203.0.113.10:80/tcp").Backends); n != 2 {
-		t.Fatalf("idle draining backend not removed: %d backends", n)
+	for _, tc := range []struct {
+		config string // prepended to the configuration
+		idle   time.Duration
+	}{
+		{"", DefaultDrainIdle},
+		{"drain_idle: 3s\n", 3 * time.Second},
+		{"drain_idle: 1m\n", time.Minute},
+	} {
+		t.Run(tc.idle.String(), func(t *testing.T) {
+			r := newRig(t, tc.config+threeBackends)
+			k := mustKey(t, "203.0.113.10:80/tcp")
+			a := netip.MustParseAddr("198.51.100.11")
+			if err := r.d.Drain(k, a, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			id := r.backend(t, "203.0.113.10:80/tcp", "198.51.100.11").ID
+			r.dp.BackendCount[id] = countersOf(5)
+			r.d.Tick()
+			r.clock.advance(tc.idle - time.Second)
+			r.d.Tick() // counter still, but not for long enough
+			if len(r.vip(t, "203.0.113.10:80/tcp").Backends) != 3 {
+				t.Fatalf("removed after %s idle, want %s", tc.idle-time.Second, tc.idle)
+			}
+			r.clock.advance(2 * time.Second)
+			r.d.Tick()
+			if n := len(r.vip(t, "203.0.113.10:80/tcp").Backends); n != 2 {
+				t.Fatalf("idle draining backend not removed after %s: %d backends", tc.idle+time.Second, n)
+			}
+		})
 	}
 }
 

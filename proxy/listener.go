@@ -20,6 +20,7 @@ type listener struct {
 	cfg   ListenerConfig
 	ln    net.Listener
 	srv   *http.Server
+	h1    *h1Server  // plain HTTP/1.1 listeners: the lean path in front of srv
 	certs *certStore // TLS only
 	stop  chan struct{}
 	done  chan struct{}
@@ -119,6 +120,9 @@ func (p *Proxy) startListener(lc ListenerConfig) (*listener, error) {
 	}
 	srv.Protocols = &protos
 	l.ln, l.srv = tl, srv
+	if lc.TLS == nil && !lc.H2C {
+		l.h1 = newH1Server(tl, srv, p.runCtx, p.log)
+	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -127,6 +131,8 @@ func (p *Proxy) startListener(lc ListenerConfig) (*listener, error) {
 		if lc.TLS != nil {
 			go l.certs.watch(l.stop)
 			err = srv.ServeTLS(tl, "", "")
+		} else if l.h1 != nil {
+			err = l.h1.serve()
 		} else {
 			err = srv.Serve(tl)
 		}
@@ -147,8 +153,26 @@ func (p *Proxy) stopListener(l *listener) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		_ = l.srv.Shutdown(ctx)
+		if l.shutdown(ctx) != nil {
+			_ = l.close()
+		}
 	}()
+}
+
+// shutdown stops the listener's server gracefully (http.Server.Shutdown).
+func (l *listener) shutdown(ctx context.Context) error {
+	if l.h1 != nil {
+		return l.h1.shutdown(ctx)
+	}
+	return l.srv.Shutdown(ctx)
+}
+
+// close closes the listener's server and its connections now.
+func (l *listener) close() error {
+	if l.h1 != nil {
+		return l.h1.close()
+	}
+	return l.srv.Close()
 }
 
 // Addrs returns the bound address of each running listener by its name
@@ -239,9 +263,9 @@ func (p *Proxy) shutdown() error {
 	for _, l := range ls {
 		close(l.stop)
 		wg.Go(func() {
-			if err := l.srv.Shutdown(ctx); err != nil {
+			if err := l.shutdown(ctx); err != nil {
 				failed.Store(true)
-				_ = l.srv.Close()
+				_ = l.close()
 			}
 		})
 	}

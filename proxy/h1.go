@@ -815,7 +815,7 @@ func (w *h1Writer) sendHead(done bool, first []byte) {
 			w.chunked = true
 		}
 	}
-	if tokenListHas(h["Connection"], "close") {
+	if tokenListHas(h["Connection"], "close") || w.c.s.closing.Load() {
 		w.closeAfter = true
 	}
 	writeStatusLine(bw, w.status)

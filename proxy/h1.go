@@ -16,8 +16,8 @@ package proxy
 // fields of visible ASCII, and no body (no Content-Length,
 // Transfer-Encoding or Expect, no Upgrade). When a head is anything else —
 // a body, an upgrade, HTTP/1.0, a malformed or unusual line, a head larger
-// than its buffer or the listener's max_header_bytes, or a head that does
-// not arrive in one piece — it does not judge it: it hands the connection,
+// than its buffer or the listener's max_header_bytes — it does not judge
+// it: it hands the connection,
 // with the bytes it has read, over to a net/http server that serves it from
 // then on exactly as before (errors, limits, bodies, WebSocket hijacking).
 // So the lean parser never answers a malformed request itself; it only has
@@ -328,33 +328,57 @@ func (c *h1Conn) serve() {
 }
 
 // readHead waits for a complete request head in the read buffer and
-// returns it (still buffered). A head that comes in pieces is handed off.
+// returns it (still buffered): the first byte within the idle timeout (the
+// header timeout for a new connection), the rest within the header
+// timeout. A head that does not fit the buffer is handed off.
 func (c *h1Conn) readHead() ([]byte, error) {
 	if c.br.Buffered() == 0 {
 		c.idle.Store(true)
 		if c.s.closing.Load() {
 			return nil, http.ErrServerClosed
 		}
-		for {
-			if err := c.arm(); err != nil {
-				return nil, err
-			}
-			_, err := c.br.Peek(1)
-			if err == nil {
-				break
-			}
-			if errors.Is(err, os.ErrDeadlineExceeded) && !c.limit.IsZero() && time.Now().Before(c.limit) {
-				continue // a deadline set for an earlier wait
-			}
+		if err := c.fill(1); err != nil {
 			return nil, err
 		}
 		c.idle.Store(false)
 	}
-	b, _ := c.br.Peek(c.br.Buffered())
-	if i := bytes.Index(b, crlfcrlf); i >= 0 && i+4 <= c.s.maxHead {
-		return b[:i+4], nil
+	for first := true; ; first = false {
+		b, _ := c.br.Peek(c.br.Buffered())
+		if i := bytes.Index(b, crlfcrlf); i >= 0 {
+			if i+4 > c.s.maxHead {
+				return nil, errHandoff
+			}
+			return b[:i+4], nil
+		}
+		if len(b) >= c.s.maxHead || len(b) >= h1BufSize {
+			return nil, errHandoff
+		}
+		if first && c.s.header > 0 {
+			if l := time.Now().Add(c.s.header); c.limit.IsZero() || l.Before(c.limit) {
+				c.limit = l
+			}
+		}
+		if err := c.fill(len(b) + 1); err != nil {
+			return nil, err
+		}
 	}
-	return nil, errHandoff
+}
+
+// fill waits until n bytes are buffered or the current wait's limit passes.
+func (c *h1Conn) fill(n int) error {
+	for {
+		if err := c.arm(); err != nil {
+			return err
+		}
+		_, err := c.br.Peek(n)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && !c.limit.IsZero() && time.Now().Before(c.limit) {
+			continue // a deadline set for an earlier wait
+		}
+		return err
+	}
 }
 
 var crlfcrlf = []byte("\r\n\r\n")

@@ -339,13 +339,37 @@ func TestH1Connection(t *testing.T) {
 		t.Errorf("handed off %d connections, want 1", n)
 	}
 
-	// A head in two pieces goes to net/http, which waits for the rest.
+	// A head in pieces is waited for.
 	rc = dialRaw(t, base)
-	rc.send("GET /split HTTP/1.1\r\nHo")
-	time.Sleep(50 * time.Millisecond)
-	rc.send("st: a\r\n\r\n")
+	for _, part := range []string{"GET /split HTTP/1.1\r\nHo", "st: a\r\n", "\r", "\n"} {
+		rc.send(part)
+		time.Sleep(20 * time.Millisecond)
+	}
 	if resp, body := rc.read("GET"); resp.StatusCode != 200 || !strings.Contains(body, `"/split"`) {
 		t.Fatalf("split head: %d %s", resp.StatusCode, body)
+	}
+	if n, m := h.served.Load(), h.handedOff.Load(); n != 6 || m != 1 {
+		t.Errorf("served %d requests and handed off %d connections, want 6 and 1", n, m)
+	}
+}
+
+// TestH1HeaderTimeout: a head that stops half-way is given up after
+// read_header_timeout, the connection closed without an answer.
+func TestH1HeaderTimeout(t *testing.T) {
+	_, be := echoBackend(t, "a")
+	cfg := strings.Replace(oneBackendConfig(be, ""), `address: "127.0.0.1:0"}`, `address: "127.0.0.1:0", read_header_timeout: 200ms}`, 1)
+	p, base := startProxy(t, cfg, Options{})
+	rc := dialRaw(t, base)
+	rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp, _ := rc.read("GET"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	rc.send("GET / HTTP/1.1\r\nHo")
+	if !rc.closed() {
+		t.Error("connection with a stalled head not closed")
+	}
+	if n := h1Of(t, p).handedOff.Load(); n != 0 {
+		t.Errorf("handed off %d connections, want 0", n)
 	}
 }
 

@@ -5,24 +5,18 @@
 
 #include "common.h"
 
-static __always_inline __u16 csum_fold(__u32 sum)
+/* csum_words returns the checksum of a 20-byte header given as five
+ * 32-bit words whose checksum field is zero: the one's complement sum of
+ * their 16-bit halves, folded (2^16 = 1 modulo 2^16 - 1). */
+static __always_inline __u16 csum_words(__u32 w0, __u32 w1, __u32 w2,
+					__u32 w3, __u32 w4)
 {
+	__u64 sum = (__u64)w0 + w1 + w2 + w3 + w4;
+
+	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
 	return (__u16)~sum;
-}
-
-/* ipv4_csum returns the checksum of a 20-byte IPv4 header whose check
- * field is zero. */
-static __always_inline __u16 ipv4_csum(const struct iphdr *ip)
-{
-	const __u16 *w = (const __u16 *)ip;
-	__u32 sum = 0;
-
-#pragma unroll
-	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
-		sum += w[i];
-	return csum_fold(sum);
 }
 
 #endif

@@ -11,29 +11,33 @@
 #include "parse.h"
 
 /* write_eth writes the Ethernet header (and the VLAN tag the packet came
- * with) at data: destination the backend's next hop, source the balancer. */
+ * with) at data: destination the backend's next hop, source the balancer.
+ * It stores whole words through plain pointers (x86 and the verifier take
+ * unaligned packet access; through struct ethhdr, which is packed, clang
+ * would store byte by byte); be and cfg are 8-byte aligned, so the loads
+ * are aligned. */
 static __always_inline int write_eth(void *data, void *end,
 				     const struct packet *p,
 				     const struct backend *be,
 				     const struct config *cfg)
 {
-	struct ethhdr *eth = data;
-	struct vlan_hdr *vlan;
+	__u8 *d = data;
 
-	if ((void *)(eth + 1) > end)
+	if (d + sizeof(struct ethhdr) > (__u8 *)end)
 		return -1;
-	__builtin_memcpy(eth->h_dest, be->mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, cfg->src_mac, ETH_ALEN);
+	*(__u32 *)d = *(const __u32 *)be->mac;
+	*(__u16 *)(d + 4) = *(const __u16 *)(be->mac + 4);
+	*(__u32 *)(d + 6) = *(const __u32 *)cfg->src_mac;
+	*(__u16 *)(d + 10) = *(const __u16 *)(cfg->src_mac + 4);
 	if (!p->tpid) {
-		eth->h_proto = p->h_proto;
+		*(__u16 *)(d + 12) = p->h_proto;
 		return 0;
 	}
-	eth->h_proto = p->tpid;
-	vlan = (void *)(eth + 1);
-	if ((void *)(vlan + 1) > end)
+	if (d + sizeof(struct ethhdr) + sizeof(struct vlan_hdr) > (__u8 *)end)
 		return -1;
-	vlan->tci = p->tci;
-	vlan->encap_proto = p->h_proto;
+	*(__u16 *)(d + 12) = p->tpid;
+	*(__u16 *)(d + 14) = p->tci;
+	*(__u16 *)(d + 16) = p->h_proto;
 	return 0;
 }
 
@@ -43,15 +47,17 @@ static __always_inline __u32 l2_len(const struct packet *p)
 		       : sizeof(struct ethhdr);
 }
 
-/* encap_ipv4 prepends an IPv4 header (protocol 4) towards the backend. */
+/* encap_ipv4 prepends an IPv4 header (protocol 4) towards the backend.
+ * The header is built as five 32-bit words (little-endian loads of its
+ * bytes), checksummed from them and stored whole: byte stores read back by
+ * a checksum loop would stall store-to-load forwarding. */
 static __always_inline int encap_ipv4(struct xdp_md *ctx,
 				      const struct packet *p,
 				      const struct backend *be,
 				      const struct config *cfg, __u32 hash)
 {
 	void *data, *end;
-	struct iphdr *ip;
-	__be32 saddr;
+	__u32 *ip, w0, w1, w2, w3, w4;
 
 	/* Drop: no headroom; nothing was changed yet. */
 	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct iphdr)))
@@ -61,21 +67,23 @@ static __always_inline int encap_ipv4(struct xdp_md *ctx,
 	if (write_eth(data, end, p, be, cfg))
 		return XDP_ABORTED;
 	ip = data + l2_len(p);
-	if ((void *)(ip + 1) > end)
+	if ((void *)(ip + 5) > end)
 		return XDP_ABORTED;
-	saddr = cfg->src4 | (hash & cfg->src4_mask);
-	ip->version = 4;
-	ip->ihl = 5;
-	ip->tos = p->tos;
-	ip->tot_len = bpf_htons(p->l3_len + sizeof(*ip));
-	ip->id = 0;
-	ip->frag_off = (p->flags & PKT_DF) ? bpf_htons(IPV4_DF) : 0;
-	ip->ttl = OUTER_TTL;
-	ip->protocol = IPPROTO_IPIP;
-	ip->check = 0;
-	ip->saddr = saddr;
-	__builtin_memcpy(&ip->daddr, be->addr, 4);
-	ip->check = ipv4_csum(ip);
+	/* version 4, IHL 5, TOS; total length */
+	w0 = 0x45 | (__u32)p->tos << 8 |
+	     (__u32)bpf_htons(p->l3_len + sizeof(struct iphdr)) << 16;
+	/* ID 0; DF copied */
+	w1 = (p->flags & PKT_DF) ? (__u32)bpf_htons(IPV4_DF) << 16 : 0;
+	/* TTL, protocol; the checksum goes in the high half */
+	w2 = OUTER_TTL | IPPROTO_IPIP << 8;
+	w3 = cfg->src4 | (hash & cfg->src4_mask);
+	w4 = *(const __u32 *)be->addr;
+	w2 |= (__u32)csum_words(w0, w1, w2, w3, w4) << 16;
+	ip[0] = w0;
+	ip[1] = w1;
+	ip[2] = w2;
+	ip[3] = w3;
+	ip[4] = w4;
 	return XDP_TX;
 }
 

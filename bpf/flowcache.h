@@ -59,12 +59,23 @@ static __always_inline int same_key(const struct flow_key *a,
 	       x[4] == y[4];
 }
 
-/* cache_get copies the cached entry of p's flow into f and its backend's
- * address and next hop into be; 0 on a miss or when the copy is older than
- * generation gen (some backend changed since). */
+/* choice is where a packet goes: filled from the flow cache, the flow
+ * table or the VIP's Maglev table (select.h). */
+struct choice {
+	const struct backend *be;	/* a backends entry or &copy */
+	struct backend copy;		/* the flow cache's copy */
+	__u32 backend_id;
+	__u32 hash;		/* the flow's 5-tuple hash */
+	__u32 vip_id;
+	__u8 mode;
+};
+
+/* cache_get fills c from slot s, its backend with the slot's copy, and
+ * *last_seen with the slot's last-seen time; 0 on a miss or when the copy
+ * is older than generation gen (some backend changed since). */
 static __always_inline int cache_get(const struct flow_cache_slot *s,
 				     const struct flow_key *key, __u32 gen,
-				     struct flow *f, struct backend *be)
+				     struct choice *c, __u64 *last_seen)
 {
 	__u32 seq = READ_ONCE_U32(s->seq);
 
@@ -73,14 +84,13 @@ static __always_inline int cache_get(const struct flow_cache_slot *s,
 	barrier();
 	if (s->gen != gen || !same_key(&s->key, key))
 		return 0;
-	f->backend_id = s->backend_id;
-	f->hash = s->hash;
-	f->vip_id = s->vip_id;
-	f->mode = s->mode;
-	f->last_seen = s->last_seen;
-	__builtin_memcpy(be->addr, s->addr, sizeof(be->addr));
-	__builtin_memcpy(be->mac, s->mac, sizeof(be->mac));
-	be->family = s->family;
+	c->backend_id = s->backend_id;
+	c->hash = s->hash;
+	c->vip_id = s->vip_id;
+	c->mode = s->mode;
+	*last_seen = s->last_seen;
+	c->copy = s->backend;
+	c->be = &c->copy;
 	barrier();
 	return READ_ONCE_U32(s->seq) == seq;
 }
@@ -133,9 +143,7 @@ static __always_inline void cache_put(struct flow_cache_slot *s,
 	s->vip_id = f->vip_id;
 	s->mode = f->mode;
 	s->last_seen = f->last_seen;
-	__builtin_memcpy(s->addr, be->addr, sizeof(s->addr));
-	__builtin_memcpy(s->mac, be->mac, sizeof(s->mac));
-	s->family = be->family;
+	s->backend = *be;
 	s->gen = gen;
 	__sync_fetch_and_add(&s->seq, 1);
 }

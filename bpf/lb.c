@@ -76,7 +76,7 @@ int xdp_lb(struct xdp_md *ctx)
 	void *end = (void *)(long)ctx->data_end;
 	__u64 bytes = end - data;
 	struct packet p = {};
-	struct choice c = {};
+	struct choice c;
 	struct vip_meta *vip;
 	struct config *cfg;
 	struct flow_cache_slot *slot = 0;

@@ -73,16 +73,6 @@ static __always_inline __u32 table_slot(const struct vip_meta *vip, __u32 hash)
 	return 0;
 }
 
-/* choice is where a packet goes. */
-struct choice {
-	const struct backend *be;	/* a backends entry or &copy */
-	struct backend copy;		/* the flow cache's copy */
-	__u32 backend_id;
-	__u32 hash;		/* the flow's 5-tuple hash */
-	__u32 vip_id;
-	__u8 mode;
-};
-
 /* established_backend fills c from the flow's entry if its backend may keep
  * the flow; for UDP the flow must also have been seen within the timeout. */
 static __always_inline int established_backend(const struct packet *p,
@@ -118,24 +108,18 @@ static __always_inline int cache_established(const struct packet *p,
 					     const struct config *cfg,
 					     __u32 gen, struct choice *c)
 {
-	struct flow f = {};
-	__u64 now;
+	__u64 last_seen, now;
 
-	if (!cache_get(s, &p->key, gen, &f, &c->copy))
+	if (!cache_get(s, &p->key, gen, c, &last_seen))
 		return 0;
 	if (p->key.proto == IPPROTO_UDP) {
 		now = bpf_ktime_get_ns();
-		if (now - f.last_seen > cfg->udp_timeout_ns)
+		if (now - last_seen > cfg->udp_timeout_ns)
 			return 0;
 		if (!(p->flags & PKT_PTB))
 			s->last_seen = now;
 	}
 	cache_touch(s, &p->key);
-	c->be = &c->copy;
-	c->backend_id = f.backend_id;
-	c->hash = f.hash;
-	c->vip_id = f.vip_id;
-	c->mode = f.mode;
 	return 1;
 }
 

@@ -37,14 +37,17 @@ struct vip_meta {
 #define BACKEND_F_USABLE_NEW 0x1
 #define BACKEND_F_USABLE_ESTABLISHED 0x2
 
+/* 8-byte aligned, so that the datapath copies and reads it in whole words
+ * (a copy on the BPF stack must be read at aligned offsets). */
 struct backend {
 	__u8 addr[16];
 	__u8 mac[6];		/* next hop's Ethernet address */
 	__u8 family;		/* FAMILY_V4/V6; 0 = no backend */
 	__u8 flags;		/* BACKEND_F_* */
-};
+} __attribute__((aligned(8)));
 
-/* flow_key is the 5-tuple as the client sent it. */
+/* flow_key is the 5-tuple as the client sent it. 8-byte aligned: the
+ * datapath reads it in 64-bit words. */
 struct flow_key {
 	__u8 src[16];
 	__u8 dst[16];
@@ -53,7 +56,7 @@ struct flow_key {
 	__u8 proto;
 	__u8 family;
 	__u16 pad;
-};
+} __attribute__((aligned(8)));
 
 /* flow remembers a flow's backend, and the VIP it was selected for, so
  * that a packet of an established flow needs no VIP lookup. */
@@ -67,10 +70,9 @@ struct flow {
 };
 
 /* flow_cache_slot is one slot of the flow cache (flowcache.h): a copy of
- * a flow's entry and of its backend's address and next hop, so that a
- * packet served from the cache reads no backend. The copy is valid while
- * gen equals the config's gen, which the loader bumps after any backend
- * change. The first cache line holds what a lookup compares. */
+ * a flow's entry and of its backend, so that a packet served from the cache
+ * reads no backends entry. The copy is valid while gen equals the config's
+ * gen, which the loader bumps after any backend change. */
 struct flow_cache_slot {
 	struct flow_key key;
 	__u32 seq;		/* odd while a CPU writes the slot */
@@ -79,12 +81,10 @@ struct flow_cache_slot {
 	__u32 hash;
 	__u16 vip_id;		/* < MAX_VIPS */
 	__u8 mode;
-	__u8 family;		/* the backend's */
+	__u8 pad;
 	__u32 hits;		/* cache hits, spacing flow table touches */
 	__u64 last_seen;	/* UDP: newer than the flow table's copy */
-	__u8 addr[16];		/* the backend's */
-	__u8 mac[6];		/* its next hop's */
-	__u16 pad2;
+	struct backend backend;	/* the backend's copy (flags unused) */
 };
 
 #define CONFIG_F_SRC4 0x1

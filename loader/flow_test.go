@@ -491,7 +491,7 @@ func TestFlowCacheBackendChange(t *testing.T) {
 	}
 	var s lbFlowCacheSlot
 	must(t, d.objs.FlowCache.Lookup(cacheSlot(fk), &s))
-	if s.Key != fk || s.Gen != gen() || s.BackendId != 1 || s.Family != 4 {
+	if s.Key != fk || s.Gen != gen() || s.BackendId != 1 || s.Backend.Family != 4 {
 		t.Fatalf("slot %+v: want the flow on backend 1 at generation %d", s, gen())
 	}
 

@@ -62,12 +62,10 @@ type lbFlowCacheSlot struct {
 	Hash      uint32
 	VipId     uint16
 	Mode      uint8
-	Family    uint8
+	Pad       uint8
 	Hits      uint32
 	LastSeen  uint64
-	Addr      [16]uint8
-	Mac       [6]uint8
-	Pad2      uint16
+	Backend   lbBackend
 }
 
 type lbFlowKey struct {

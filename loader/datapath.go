@@ -78,6 +78,9 @@ func Load(opts Options) (*Datapath, error) {
 			m.Pinning = ebpf.PinByName
 		}
 		colOpts.Maps.PinPath = opts.PinDir
+		if err := dropStaleCache(opts.PinDir, spec.Maps[lbMapFlowCache]); err != nil {
+			return nil, err
+		}
 	}
 	d := &Datapath{
 		inner:  map[uint32]*ebpf.MapSpec{},
@@ -104,6 +107,31 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// dropStaleCache unpins a pinned flow cache of another shape than spec
+// (one an older build made), so that Load creates a new one instead of
+// refusing the pins: the cache only holds copies of flow table entries.
+// The program still running keeps its own reference until it is replaced.
+func dropStaleCache(pinDir string, spec *ebpf.MapSpec) error {
+	path := filepath.Join(pinDir, spec.Name)
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open pinned %s: %w", spec.Name, err)
+	}
+	same := m.Type() == spec.Type && m.KeySize() == spec.KeySize && m.ValueSize() == spec.ValueSize &&
+		m.MaxEntries() == spec.MaxEntries && m.Flags() == spec.Flags
+	m.Close()
+	if same {
+		return nil
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("unpin stale %s: %w", spec.Name, err)
+	}
+	return nil
 }
 
 // loadError names the object that failed and adds the verifier log when

@@ -19,7 +19,7 @@ const (
 	backendUsableNew         = 0x1
 	backendUsableEstablished = 0x2
 
-	flowCacheBits = 17 // FLOW_CACHE_BITS in bpf/common.h
+	flowCacheBits = 14 // FLOW_CACHE_BITS in bpf/common.h
 	flowCacheSize = 1 << flowCacheBits
 
 	configSrc4     = 0x1
@@ -183,7 +183,7 @@ func (d *Datapath) uncache(fk lbFlowKey) error {
 
 // cacheSlot is the flow cache slot of a key (cache_slot in
 // bpf/flowcache.h): the xor of its five 64-bit native-endian words times
-// 0x9e3779b97f4a7c15, top 17 bits.
+// 0x9e3779b97f4a7c15, top flowCacheBits bits.
 func cacheSlot(fk lbFlowKey) uint32 {
 	var b [40]byte
 	copy(b[0:], fk.Src[:])

@@ -298,3 +298,47 @@ func TestEgressRedirect(t *testing.T) {
 		t.Errorf("negative egress ifindex: %v, want ErrInvalid", err)
 	}
 }
+
+// TestPinStaleFlowCache: a pinned flow cache of another shape (an older
+// build's) is replaced by a new one, and everything else is adopted: the
+// cache only copies flow table entries.
+func TestPinStaleFlowCache(t *testing.T) {
+	dir := pinDir(t)
+	d1, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
+	must(t, err)
+	must(t, d1.SetConfig(Config{SourceMAC: balancerMAC, OuterSource4: outer4}))
+	for _, id := range []uint32{1, 2} {
+		must(t, d1.PutBackend(id, testBackend(id)))
+	}
+	k := VIPKey{vip4, 80, 6}
+	must(t, d1.PutVIP(k, VIP{ID: 1, TableSize: tableSize}))
+	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
+	ack := syn
+	ack.TCPFlags = testutil.TCPAck
+	must(t, d1.SetTable(1, tableFor(flowOf(syn), 1, 1)))
+	if got := backendOf(t, d1, syn); got != 1 {
+		t.Fatalf("syn to %d, want 1", got)
+	}
+	must(t, d1.Close())
+
+	path := filepath.Join(dir, "flow_cache")
+	must(t, os.Remove(path))
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 96, MaxEntries: 8 * flowCacheSize})
+	must(t, err)
+	must(t, old.Pin(path))
+	old.Close()
+
+	d2, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
+	must(t, err)
+	defer d2.Close()
+	if n := d2.objs.FlowCache.MaxEntries(); n != flowCacheSize {
+		t.Errorf("flow cache has %d slots after the load, want a new one of %d", n, flowCacheSize)
+	}
+	if vips, err := d2.VIPs(); err != nil || vips[k].ID != 1 {
+		t.Errorf("adopted vips %v %v, want %v id 1", vips, err, k)
+	}
+	must(t, d2.SetTable(1, tableFor(flowOf(syn), 2, 2)))
+	if got := backendOf(t, d2, ack); got != 1 {
+		t.Errorf("flow went to %d after the restart, want 1: flow table lost", got)
+	}
+}

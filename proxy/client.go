@@ -268,10 +268,10 @@ var (
 )
 
 // do sends out to a backend and reads the response head, forwarding 1xx
-// responses to w. The caller must call release on the result.
-func (c *client) do(ctx context.Context, w http.ResponseWriter, addr string, r *http.Request, host string, h http.Header) (*backendResponse, error) {
+// responses to w; now is the current time. The caller must call release on
+// the result.
+func (c *client) do(ctx context.Context, w http.ResponseWriter, addr string, r *http.Request, host string, h http.Header, now time.Time) (*backendResponse, error) {
 	p := c.pool(addr)
-	now := time.Now()
 	replay := replayable(r)
 	bc := p.get(now, !replay)
 	if bc == nil {

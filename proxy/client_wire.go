@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"syscall"
 	"time"
 )
@@ -63,8 +62,7 @@ func writeHead(bw *bufio.Writer, r *http.Request, host string, h http.Header, ch
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	case r.ContentLength > 0:
 		bw.WriteString("Content-Length: ")
-		var nb [20]byte
-		bw.Write(strconv.AppendInt(nb[:0], r.ContentLength, 10))
+		writeUint(bw, uint64(r.ContentLength), 10)
 		bw.WriteString("\r\n")
 	case r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch:
 		bw.WriteString("Content-Length: 0\r\n")
@@ -105,8 +103,7 @@ func writeBody(bw *bufio.Writer, body io.Reader, chunked bool, r *http.Request) 
 		if n > 0 {
 			total += int64(n)
 			if chunked {
-				var nb [20]byte
-				bw.Write(strconv.AppendUint(nb[:0], uint64(n), 16))
+				writeUint(bw, uint64(n), 16)
 				bw.WriteString("\r\n")
 			}
 			if _, err := bw.Write(buf[:n]); err != nil {

@@ -47,7 +47,7 @@ func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx c
 	if host == "" {
 		host = e.backend.ID
 	}
-	resp, err := st.client.do(ctx, w, e.backend.ID, r, host, h)
+	resp, err := st.client.do(ctx, w, e.backend.ID, r, host, h, e.sent)
 	if err != nil {
 		fail(w, e, ctx, err)
 		return

@@ -76,6 +76,9 @@ type h1Server struct {
 	// connections given to net/http.
 	served    atomic.Uint64
 	handedOff atomic.Uint64
+	// epoch counts the sweeper's ticks (from 1): requests note it when they
+	// begin, instead of reading the clock.
+	epoch atomic.Int64
 }
 
 func newH1Server(ln net.Listener, srv *http.Server, base context.Context, log *slog.Logger) *h1Server {
@@ -83,7 +86,7 @@ func newH1Server(ln net.Listener, srv *http.Server, base context.Context, log *s
 	if srv.MaxHeaderBytes > 0 && srv.MaxHeaderBytes < maxHead {
 		maxHead = srv.MaxHeaderBytes
 	}
-	return &h1Server{
+	s := &h1Server{
 		log:     log,
 		ln:      ln,
 		handoff: newHandoffListener(ln.Addr()),
@@ -96,6 +99,8 @@ func newH1Server(ln net.Listener, srv *http.Server, base context.Context, log *s
 		conns:   map[*h1Conn]struct{}{},
 		done:    make(chan struct{}),
 	}
+	s.epoch.Store(1)
+	return s
 }
 
 // serve accepts connections until the listener is closed, serving each on
@@ -214,11 +219,12 @@ func (s *h1Server) sweep() {
 			return
 		case <-t.C:
 		}
-		now := time.Now().UnixNano()
+		epoch := s.epoch.Add(1)
 		list = list[:0]
 		s.mu.Lock()
 		for c := range s.conns {
-			if st := c.started.Load(); st != 0 && now-st >= int64(pollInterval) {
+			// Begun before the previous tick: in flight for a whole interval.
+			if st := c.started.Load(); st != 0 && st <= epoch-2 {
 				list = append(list, c)
 			}
 		}
@@ -258,13 +264,18 @@ type h1Conn struct {
 	cancel context.CancelFunc
 	remote string
 
-	req  http.Request // reused; base holds its context
+	// req, its URL, header and header values are reused by every request
+	// (a handler must not keep them once it returned); base holds the
+	// connection's context.
+	req  http.Request
 	base http.Request
+	url  url.URL
 	hdr  http.Header
+	vals []string
 	w    h1Writer
 
 	idle    atomic.Bool  // waiting for a request with nothing buffered
-	started atomic.Int64 // unix ns when the request in flight began; 0: none
+	started atomic.Int64 // the sweeper's epoch when the request in flight began; 0: none
 	// limit is when the wait for the next request ends (zero: never);
 	// deadline the read deadline set on nc.
 	limit    time.Time
@@ -375,7 +386,12 @@ func (c *h1Conn) fill(n int) error {
 			return nil
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && !c.limit.IsZero() && time.Now().Before(c.limit) {
-			continue // a deadline set for an earlier wait
+			// A deadline set for an earlier wait.
+			c.deadline = c.limit
+			if err := c.nc.SetReadDeadline(c.limit); err != nil {
+				return err
+			}
+			continue
 		}
 		return err
 	}
@@ -383,16 +399,16 @@ func (c *h1Conn) fill(n int) error {
 
 var crlfcrlf = []byte("\r\n\r\n")
 
-// arm makes the read deadline the end of the current wait. A deadline
-// already ahead of now is left alone when it is not later than the limit
-// (no timer change per request); one that fires early is set again.
+// arm makes sure a read deadline no later than the end of the current wait
+// is set. One set for an earlier wait is left alone (no timer change per
+// request): when it fires early, fill moves it to the limit.
 func (c *h1Conn) arm() error {
 	if c.limit.IsZero() {
 		if c.deadline.IsZero() {
 			return nil
 		}
-	} else if !c.deadline.IsZero() && !c.deadline.After(c.limit) && time.Now().Before(c.deadline) {
-		return nil
+	} else if !c.deadline.IsZero() && !c.deadline.After(c.limit) {
+		return nil // fires early, or has passed: fill sets the limit then
 	}
 	c.deadline = c.limit
 	return c.nc.SetReadDeadline(c.limit)
@@ -433,8 +449,7 @@ func (c *h1Conn) clientGone() bool {
 // serveRequest runs the handler for the parsed request and finishes the
 // response; false when the connection must be closed.
 func (c *h1Conn) serveRequest() (keep bool) {
-	now := time.Now()
-	c.started.Store(now.UnixNano())
+	c.started.Store(c.s.epoch.Load())
 	c.s.served.Add(1)
 	w := &c.w
 	w.reset(c.req.Method == http.MethodHead, c.req.Close || c.s.closing.Load())
@@ -507,9 +522,12 @@ func (c *h1Conn) parse(head []byte) bool {
 	if len(target) == 0 || target[0] != '/' || line[sp:] != " HTTP/1.1" {
 		return false
 	}
-	u, err := url.ParseRequestURI(target)
-	if err != nil {
-		return false
+	u := &c.url
+	if !simpleTarget(target, u) {
+		var err error
+		if u, err = url.ParseRequestURI(target); err != nil {
+			return false
+		}
 	}
 	h := c.hdr
 	n := 0
@@ -517,7 +535,10 @@ func (c *h1Conn) parse(head []byte) bool {
 		_, r, _ = cutCRLF(r)
 		n++
 	}
-	vals := make([]string, n)
+	if cap(c.vals) < n {
+		c.vals = make([]string, n)
+	}
+	vals := c.vals[:n]
 	host, hosts := "", 0
 	for i := 0; rest != "\r\n"; i++ {
 		var f string
@@ -572,6 +593,35 @@ func (c *h1Conn) parse(head []byte) bool {
 }
 
 var noCache = []string{"no-cache"}
+
+// simpleTarget sets u to what url.ParseRequestURI makes of an origin-form
+// target whose path holds only characters that need no escaping (letters,
+// digits, "-._~$&+,/:;=@"), and reports whether it was one.
+func simpleTarget(target string, u *url.URL) bool {
+	path, query, hasQuery := target, "", false
+	for i := 0; i < len(target); i++ {
+		c := target[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			continue
+		}
+		switch c {
+		case '-', '.', '_', '~', '$', '&', '+', ',', '/', ':', ';', '=', '@':
+			continue
+		case '?':
+			path, query, hasQuery = target[:i], target[i+1:], true
+		default:
+			return false
+		}
+		break
+	}
+	if len(path) > 1 && path[1] == '/' {
+		return false // "//...": left to net/url
+	}
+	*u = url.URL{Path: path, RawQuery: query}
+	u.ForceQuery = hasQuery && query == "" // "/a?" (the only '?' is last)
+	return true
+}
 
 func cutCRLF(s string) (line, rest string, ok bool) {
 	for i := 0; i+1 < len(s); i++ {
@@ -772,8 +822,7 @@ func (w *h1Writer) writeBody(p []byte) {
 	}
 	bw := w.c.bw
 	if w.chunked {
-		var nb [16]byte
-		_, _ = bw.Write(strconv.AppendUint(nb[:0], uint64(len(p)), 16))
+		writeUint(bw, uint64(len(p)), 16)
 		_, _ = bw.WriteString("\r\n")
 	}
 	_, err := bw.Write(p)
@@ -860,9 +909,8 @@ func (w *h1Writer) sendHead(done bool, first []byte) {
 			_, _ = bw.WriteString("\r\n")
 		}
 		if _, ok := h["Content-Length"]; !ok && w.clen >= 0 {
-			var nb [20]byte
 			_, _ = bw.WriteString("Content-Length: ")
-			_, _ = bw.Write(strconv.AppendInt(nb[:0], w.clen, 10))
+			writeUint(bw, uint64(w.clen), 10)
 			_, _ = bw.WriteString("\r\n")
 		}
 		if w.chunked {
@@ -880,17 +928,37 @@ func (w *h1Writer) sendHead(done bool, first []byte) {
 }
 
 func writeStatusLine(bw *bufio.Writer, code int) {
-	var nb [8]byte
-	_, _ = bw.WriteString("HTTP/1.1 ")
-	_, _ = bw.Write(strconv.AppendInt(nb[:0], int64(code), 10))
-	_ = bw.WriteByte(' ')
-	if text := http.StatusText(code); text != "" {
-		_, _ = bw.WriteString(text)
-	} else {
-		_, _ = bw.WriteString("status code ")
-		_, _ = bw.Write(strconv.AppendInt(nb[:0], int64(code), 10))
+	if code >= 100 && code < 600 {
+		_, _ = bw.WriteString(statusLines[code-100])
+		return
 	}
-	_, _ = bw.WriteString("\r\n")
+	_, _ = bw.WriteString(statusLine(code))
+}
+
+// statusLines are the status lines of codes 100-599, made once.
+var statusLines = func() []string {
+	l := make([]string, 500)
+	for i := range l {
+		l[i] = statusLine(100 + i)
+	}
+	return l
+}()
+
+func statusLine(code int) string {
+	text := http.StatusText(code)
+	if text == "" {
+		text = "status code " + strconv.Itoa(code)
+	}
+	return "HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n"
+}
+
+// writeUint writes n in base into bw's free space, without allocating
+// (a full buffer is flushed first; an error stays in bw).
+func writeUint(bw *bufio.Writer, n uint64, base int) {
+	if bw.Available() < 20 {
+		_ = bw.Flush()
+	}
+	_, _ = bw.Write(strconv.AppendUint(bw.AvailableBuffer(), n, base))
 }
 
 // writeFields writes the handler's header fields, leaving out what the

@@ -42,7 +42,7 @@ func sameAsNetHTTP(t *testing.T, head string, got *http.Request) {
 			got.Method, got.URL, got.Host, got.RequestURI, got.Close, got.ContentLength,
 			want.Method, want.URL, want.Host, want.RequestURI, want.Close, want.ContentLength)
 	}
-	if got.URL.Path != want.URL.Path || got.URL.RawPath != want.URL.RawPath || got.URL.RawQuery != want.URL.RawQuery {
+	if *got.URL != *want.URL {
 		t.Fatalf("%q: lean URL %#v, net/http %#v", head, got.URL, want.URL)
 	}
 	gh, wh := got.Header, want.Header
@@ -65,6 +65,11 @@ func TestH1Parse(t *testing.T) {
 	}{
 		{"simple", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"query and escapes", "GET /a%20b/c?x=1&y=%2F HTTP/1.1\r\nHost: shop.example:8080\r\n\r\n", true},
+		{"plain path and query", "GET /a/b.c;d=e@f:g?x=1&y=/?z HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"empty query", "GET /a? HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"two question marks", "GET /a?? HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"double slash", "GET //a/b HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"escaped characters", "GET /a!b'(c)*\"d HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"escaped slash kept raw", "GET /a%2Fb HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"many fields, repeated", "DELETE /x HTTP/1.1\r\nhost: a\r\nx-a: 1\r\nX-A: 2\r\naccept:  text/html \r\nCookie: a=b\r\n\r\n", true},
 		{"empty value", "GET / HTTP/1.1\r\nHost: a\r\nX-E:\r\n\r\n", true},

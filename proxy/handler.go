@@ -27,8 +27,9 @@ type exchange struct {
 	route   *route
 	backend *backend
 	start   time.Time
-	// respondedAt is when the backend's response headers arrived (or the
-	// exchange with it failed).
+	// sent is when forwarding began; respondedAt when the backend's
+	// response headers arrived (or the exchange with it failed).
+	sent        time.Time
 	respondedAt time.Time
 	failed      bool
 	reqID       string
@@ -260,6 +261,7 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 	b.Acquire()
 	b.metrics.inFlight.Inc()
 	sent := time.Now()
+	e.sent = sent
 	// Deferred: a response cut by the backend aborts the handler with a
 	// panic (http.ErrAbortHandler), and the accounting must still happen.
 	defer func() {

@@ -121,8 +121,7 @@ func (s *h1Server) serve() error {
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !s.closing.Load() {
+			if temporaryAccept(err) && !s.closing.Load() {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
 				continue
@@ -148,29 +147,42 @@ func (s *h1Server) serve() error {
 	}
 }
 
+// temporaryAccept reports whether an Accept error passes (too many open
+// files, a connection aborted before it was accepted, ...), as net/http
+// decides.
+func temporaryAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EINTR, syscall.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // shutdown stops like http.Server.Shutdown: idle connections are closed at
-// once, active ones after their current response; it waits for them (and
-// for the handed-off connections) until ctx ends.
+// once, active ones after their current response; it waits for them, then
+// shuts the net/http server of the handed-off connections down, until ctx
+// ends.
 func (s *h1Server) shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	_ = s.ln.Close()
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Shutdown(ctx) }()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
-	for {
-		if s.closeIdle() == 0 {
-			break
-		}
+	for s.closeIdle() > 0 {
 		select {
 		case <-ctx.Done():
-			<-errc
 			return ctx.Err()
 		case <-t.C:
 		}
 	}
 	s.wg.Wait()
-	return <-errc
+	// No lean connection is left to hand one off: stop net/http's part.
+	return s.srv.Shutdown(ctx)
 }
 
 // closeIdle closes the connections waiting for a request and returns how

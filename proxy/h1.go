@@ -17,11 +17,11 @@ package proxy
 // Transfer-Encoding or Expect, no Upgrade). When a head is anything else —
 // a body, an upgrade, HTTP/1.0, a malformed or unusual line, a head larger
 // than its buffer or the listener's max_header_bytes — it does not judge
-// it: it hands the connection,
-// with the bytes it has read, over to a net/http server that serves it from
-// then on exactly as before (errors, limits, bodies, WebSocket hijacking).
-// So the lean parser never answers a malformed request itself; it only has
-// to recognise the requests it may serve.
+// it: it hands the connection, with the bytes it has read, over to a
+// net/http server that serves it from then on exactly as before (errors,
+// limits, bodies, WebSocket hijacking). So the lean parser never answers a
+// malformed request itself; it only has to recognise the requests it may
+// serve, and FuzzH1Parse checks that net/http reads those the same way.
 
 import (
 	"bufio"

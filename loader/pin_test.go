@@ -30,24 +30,34 @@ func pinDir(t *testing.T) string {
 	return dir
 }
 
-func TestPinAdopt(t *testing.T) {
-	dir := pinDir(t)
-	d1, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
+// pinFlow loads a datapath pinned in dir with backends 1 and 2 and a VIP
+// whose table sends one flow's SYN to backend 1 and the other slots to
+// other, sends that SYN and closes the datapath (the pins stay). It returns
+// the VIP and the flow's ACK.
+func pinFlow(t *testing.T, dir string, other uint32) (VIPKey, testutil.Packet) {
+	t.Helper()
+	d, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
 	must(t, err)
-	must(t, d1.SetConfig(Config{SourceMAC: balancerMAC, OuterSource4: outer4}))
+	must(t, d.SetConfig(Config{SourceMAC: balancerMAC, OuterSource4: outer4}))
 	for _, id := range []uint32{1, 2} {
-		must(t, d1.PutBackend(id, testBackend(id)))
+		must(t, d.PutBackend(id, testBackend(id)))
 	}
 	k := VIPKey{vip4, 80, 6}
-	must(t, d1.PutVIP(k, VIP{ID: 1, TableSize: tableSize}))
+	must(t, d.PutVIP(k, VIP{ID: 1, TableSize: tableSize}))
 	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
-	ack := syn
-	ack.TCPFlags = testutil.TCPAck
-	must(t, d1.SetTable(1, tableFor(flowOf(syn), 1, 2)))
-	if got := backendOf(t, d1, syn); got != 1 {
+	must(t, d.SetTable(1, tableFor(flowOf(syn), 1, other)))
+	if got := backendOf(t, d, syn); got != 1 {
 		t.Fatalf("syn to %d, want 1", got)
 	}
-	must(t, d1.Close())
+	must(t, d.Close())
+	ack := syn
+	ack.TCPFlags = testutil.TCPAck
+	return k, ack
+}
+
+func TestPinAdopt(t *testing.T) {
+	dir := pinDir(t)
+	k, ack := pinFlow(t, dir, 2)
 	if !isBpffs(dir) {
 		t.Fatalf("%s is not on a bpffs after Load", dir)
 	}
@@ -64,7 +74,7 @@ func TestPinAdopt(t *testing.T) {
 	if c, err := d2.VIPCounters(1); err != nil || c.Packets != 1 {
 		t.Errorf("adopted vip counters %+v %v, want 1 packet", c, err)
 	}
-	must(t, d2.SetTable(1, tableFor(flowOf(syn), 2, 2)))
+	must(t, d2.SetTable(1, tableFor(flowOf(ack), 2, 2)))
 	if got := backendOf(t, d2, ack); got != 1 {
 		t.Errorf("flow went to %d after the restart, want 1: flow table lost", got)
 	}
@@ -304,22 +314,7 @@ func TestEgressRedirect(t *testing.T) {
 // cache only copies flow table entries.
 func TestPinStaleFlowCache(t *testing.T) {
 	dir := pinDir(t)
-	d1, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
-	must(t, err)
-	must(t, d1.SetConfig(Config{SourceMAC: balancerMAC, OuterSource4: outer4}))
-	for _, id := range []uint32{1, 2} {
-		must(t, d1.PutBackend(id, testBackend(id)))
-	}
-	k := VIPKey{vip4, 80, 6}
-	must(t, d1.PutVIP(k, VIP{ID: 1, TableSize: tableSize}))
-	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
-	ack := syn
-	ack.TCPFlags = testutil.TCPAck
-	must(t, d1.SetTable(1, tableFor(flowOf(syn), 1, 1)))
-	if got := backendOf(t, d1, syn); got != 1 {
-		t.Fatalf("syn to %d, want 1", got)
-	}
-	must(t, d1.Close())
+	k, ack := pinFlow(t, dir, 1)
 
 	path := filepath.Join(dir, "flow_cache")
 	must(t, os.Remove(path))
@@ -337,7 +332,7 @@ func TestPinStaleFlowCache(t *testing.T) {
 	if vips, err := d2.VIPs(); err != nil || vips[k].ID != 1 {
 		t.Errorf("adopted vips %v %v, want %v id 1", vips, err, k)
 	}
-	must(t, d2.SetTable(1, tableFor(flowOf(syn), 2, 2)))
+	must(t, d2.SetTable(1, tableFor(flowOf(ack), 2, 2)))
 	if got := backendOf(t, d2, ack); got != 1 {
 		t.Errorf("flow went to %d after the restart, want 1: flow table lost", got)
 	}

@@ -76,6 +76,10 @@ type ListenerConfig struct {
 	// IdleTimeout closes a keep-alive client connection idle this long.
 	// Default 60s.
 	IdleTimeout Duration `yaml:"idle_timeout"`
+	// WriteTimeout disconnects a client that accepts none of the bytes
+	// the proxy has for it for this long (a client that stops reading a
+	// response or a WebSocket). Default 60s.
+	WriteTimeout Duration `yaml:"write_timeout"`
 	// MaxHeaderBytes limits the request line plus headers. Default 16384.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // trackedConn wraps every accepted client connection. It lets the proxy
@@ -31,6 +32,11 @@ type trackedConn struct {
 	backend atomic.Pointer[backend]
 	closed  atomic.Bool
 
+	// writeTimeout bounds a write that makes no progress; armed is when
+	// the write deadline was last set (UnixNano).
+	writeTimeout time.Duration
+	armed        atomic.Int64
+
 	// Header sniffing (plain HTTP/1 listeners only); touched only by the
 	// connection's reading goroutine, except smuggled.
 	sniff     bool
@@ -49,6 +55,23 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 		c.scan(p[:n])
 	}
 	return n, err
+}
+
+// Write fails when the client accepts nothing for the listener's
+// write_timeout (as nginx's send_timeout): every write makes sure the
+// deadline is at least 7/8 of the timeout away, moving it only when 1/8 has
+// passed since it was set, so that most writes change no timer.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.writeTimeout > 0 {
+		now := time.Now()
+		if n := now.UnixNano(); n-c.armed.Load() > int64(c.writeTimeout/8) {
+			c.armed.Store(n)
+			if err := c.Conn.SetWriteDeadline(now.Add(c.writeTimeout)); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *trackedConn) Close() error {
@@ -149,8 +172,9 @@ func hasFoldPrefix(b []byte, prefix string) bool {
 // trackingListener wraps accepted connections in trackedConn.
 type trackingListener struct {
 	net.Listener
-	reg   *connRegistry
-	sniff bool
+	reg          *connRegistry
+	sniff        bool
+	writeTimeout time.Duration
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
@@ -158,7 +182,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, reg: l.reg, sniff: l.sniff}
+	tc := &trackedConn{Conn: c, reg: l.reg, sniff: l.sniff, writeTimeout: l.writeTimeout}
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		if a, ok := netip.AddrFromSlice(ta.IP); ok {
 			tc.peer = a.Unmap()

@@ -1,6 +1,17 @@
 package proxy
 
-import "testing"
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
 
 // TestSmuggleScan feeds byte streams to the header sniffer, split at every
 // position into two reads, and checks the verdict.
@@ -29,6 +40,64 @@ func TestSmuggleScan(t *testing.T) {
 				t.Errorf("%s (cut at %d): smuggled = %v, want %v", tc.name, cut, got, tc.want)
 				break
 			}
+		}
+	}
+}
+
+// TestWriteTimeout: a client that stops reading a large response is
+// disconnected after the listener's write_timeout, on the lean HTTP/1.1 path
+// (GET) and on net/http's (a POST with a body), and the backend exchange
+// ends with it. Without the timeout the backend's write would block until
+// the test ends.
+func TestWriteTimeout(t *testing.T) {
+	writeErr := make(chan error, 4)
+	chunk := make([]byte, 64<<10)
+	be := httpBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Length", strconv.Itoa(1024*len(chunk)))
+		for range 1024 { // 64 MiB: more than any socket buffers hold
+			if _, err := w.Write(chunk); err != nil {
+				writeErr <- err
+				return
+			}
+		}
+		writeErr <- nil
+	}))
+	cfg := strings.Replace(oneBackendConfig(be, ""), `address: "127.0.0.1:0"`, `address: "127.0.0.1:0", write_timeout: 1s`, 1)
+	_, base := startProxy(t, cfg, Options{})
+	for _, req := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+	} {
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			})
+			return errors.Join(err, serr)
+		}}
+		c, err := d.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		// Read nothing: the proxy's writes stall.
+		select {
+		case err := <-writeErr:
+			if err == nil {
+				t.Fatalf("%q: the backend wrote the whole response to a client that reads nothing", req)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%q: the exchange with a client that reads nothing still runs after 15s (write_timeout 1s)", req)
+		}
+		// The proxy closed the connection: what is left is a cut response.
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := io.Copy(io.Discard, c)
+		if err == nil && n >= int64(1024*len(chunk)) || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%q: read %d bytes, %v: want a response cut by a closed connection", req, n, err)
 		}
 	}
 }

@@ -105,7 +105,7 @@ func (p *Proxy) startListener(lc ListenerConfig) (*listener, error) {
 	}
 	var protos http.Protocols
 	protos.SetHTTP1(true)
-	tl := &trackingListener{Listener: ln, reg: p.conns, sniff: lc.TLS == nil}
+	tl := &trackingListener{Listener: ln, reg: p.conns, sniff: lc.TLS == nil, writeTimeout: lc.WriteTimeout.D()}
 	if lc.TLS != nil {
 		cs, err := newCertStore(lc.TLS.CertFile, lc.TLS.KeyFile, lc.TLS.ReloadInterval.D(), p.log)
 		if err != nil {

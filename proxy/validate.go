@@ -72,6 +72,12 @@ func (c *Config) validate() error {
 		if l.IdleTimeout == 0 {
 			l.IdleTimeout = Duration(60 * time.Second)
 		}
+		if l.WriteTimeout == 0 {
+			l.WriteTimeout = Duration(60 * time.Second)
+		}
+		if l.WriteTimeout < Duration(time.Second) || l.WriteTimeout > Duration(time.Hour) {
+			return bad(f+".write_timeout", l.WriteTimeout.D(), "must be from 1s to 1h")
+		}
 		if l.MaxHeaderBytes == 0 {
 			l.MaxHeaderBytes = 16 << 10
 		}

@@ -1002,12 +1002,17 @@ func (w *h1Writer) writeFields(bw *bufio.Writer, code int) {
 			continue
 		}
 		for _, v := range vv {
-			_, _ = bw.WriteString(k)
-			_, _ = bw.WriteString(": ")
-			writeValue(bw, trimSpaceCRLF(v))
-			_, _ = bw.WriteString("\r\n")
+			writeField(bw, k, v)
 		}
 	}
+}
+
+// writeField writes one header or trailer field line.
+func writeField(bw *bufio.Writer, name, value string) {
+	_, _ = bw.WriteString(name)
+	_, _ = bw.WriteString(": ")
+	writeValue(bw, trimSpaceCRLF(value))
+	_, _ = bw.WriteString("\r\n")
 }
 
 // writeTrailers writes the values of the trailer fields announced in the
@@ -1023,10 +1028,7 @@ func (w *h1Writer) writeTrailers(bw *bufio.Writer) {
 				continue
 			}
 			for _, v := range h[k] {
-				_, _ = bw.WriteString(k)
-				_, _ = bw.WriteString(": ")
-				writeValue(bw, trimSpaceCRLF(v))
-				_, _ = bw.WriteString("\r\n")
+				writeField(bw, k, v)
 			}
 		}
 	}
@@ -1036,10 +1038,7 @@ func (w *h1Writer) writeTrailers(bw *bufio.Writer) {
 			continue
 		}
 		for _, v := range vv {
-			_, _ = bw.WriteString(name)
-			_, _ = bw.WriteString(": ")
-			writeValue(bw, trimSpaceCRLF(v))
-			_, _ = bw.WriteString("\r\n")
+			writeField(bw, name, v)
 		}
 	}
 }

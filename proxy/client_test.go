@@ -77,6 +77,20 @@ func newRawBackend(t *testing.T, serve rawServe) *rawBackend {
 
 func (rb *rawBackend) addr() string { return rb.ln.Addr().String() }
 
+// getOK gets url and fails the test unless the answer is 200 "ok".
+func getOK(t *testing.T, url, what string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("%s: %d %q", what, resp.StatusCode, body)
+	}
+}
+
 // drain reads a request body to its end.
 func drain(req *http.Request) { _, _ = io.Copy(io.Discard, req.Body) }
 
@@ -88,15 +102,7 @@ func TestClientKeepAlive(t *testing.T) {
 	})
 	_, base := startProxy(t, oneBackendConfig(rb.addr(), ""), Options{})
 	for i := range 20 {
-		resp, err := http.Get(base + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(body) != "ok" {
-			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
-		}
+		getOK(t, base+"/", fmt.Sprintf("request %d", i))
 	}
 	if n := rb.conns.Load(); n != 1 {
 		t.Errorf("20 sequential requests used %d backend connections, want 1", n)
@@ -123,15 +129,7 @@ func TestClientBackendCloses(t *testing.T) {
 			})
 			_, base := startProxy(t, oneBackendConfig(rb.addr(), ""), Options{})
 			for i := range 3 {
-				resp, err := http.Get(base + "/")
-				if err != nil {
-					t.Fatal(err)
-				}
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 || string(body) != "ok" {
-					t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
-				}
+				getOK(t, base+"/", fmt.Sprintf("request %d", i))
 			}
 			if n := rb.conns.Load(); n != 3 {
 				t.Errorf("backend saw %d connections, want 3 (none reused)", n)
@@ -298,15 +296,7 @@ func TestClientDeadIdleConnectionRedialed(t *testing.T) {
 	})
 	_, base := startProxy(t, oneBackendConfig(rb.addr(), ""), Options{})
 	for i := range 3 {
-		resp, err := http.Get(base + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(body) != "ok" {
-			t.Fatalf("request %d after the backend closed the idle connection: %d %q", i, resp.StatusCode, body)
-		}
+		getOK(t, base+"/", fmt.Sprintf("request %d after the backend closed the idle connection", i))
 		<-closed
 	}
 	if n := rb.conns.Load(); n != 3 {

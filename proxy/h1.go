@@ -37,6 +37,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -998,7 +999,7 @@ func (w *h1Writer) writeFields(bw *bufio.Writer, code int) {
 				}
 			}
 		}
-		if !validFieldName(k) {
+		if !validHeaderName(k) {
 			continue
 		}
 		for _, v := range vv {
@@ -1024,7 +1025,7 @@ func (w *h1Writer) writeTrailers(bw *bufio.Writer) {
 			var k string
 			k, list, _ = cutComma(list)
 			k = http.CanonicalHeaderKey(k)
-			if !validFieldName(k) {
+			if !validHeaderName(k) {
 				continue
 			}
 			for _, v := range h[k] {
@@ -1033,33 +1034,14 @@ func (w *h1Writer) writeTrailers(bw *bufio.Writer) {
 		}
 	}
 	for k, vv := range h {
-		name, ok := cutPrefix(k, http.TrailerPrefix)
-		if !ok || !validFieldName(name) {
+		name, ok := strings.CutPrefix(k, http.TrailerPrefix)
+		if !ok || !validHeaderName(name) {
 			continue
 		}
 		for _, v := range vv {
 			writeField(bw, name, v)
 		}
 	}
-}
-
-func cutPrefix(s, prefix string) (string, bool) {
-	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
-		return s[len(prefix):], true
-	}
-	return s, false
-}
-
-func validFieldName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if !isTokenChar(k[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // trimSpaceCRLF trims spaces, tabs, CR and LF at both ends (as net/http

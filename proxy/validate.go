@@ -429,13 +429,13 @@ func (h *HeaderOps) validate(f string) error {
 	return nil
 }
 
+// validHeaderName reports whether s is a field name: a token (RFC 9110).
 func validHeaderName(s string) bool {
 	if s == "" {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+		if !isTokenChar(s[i]) {
 			return false
 		}
 	}

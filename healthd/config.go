@@ -232,14 +232,6 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// drainIdle is DrainIdle or its default.
-func (c *Config) drainIdle() time.Duration {
-	if c.DrainIdle == 0 {
-		return DefaultDrainIdle
-	}
-	return time.Duration(c.DrainIdle)
-}
-
 // maxBackends is MaxBackends or its default.
 func (c *Config) maxBackends() uint32 {
 	if c.MaxBackends == 0 {

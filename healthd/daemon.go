@@ -270,7 +270,7 @@ func (d *Daemon) Tick() {
 	d.sampleLocked(now)
 	idle := d.opts.DrainIdle
 	if d.cfg != nil && d.cfg.DrainIdle != 0 {
-		idle = d.cfg.drainIdle()
+		idle = time.Duration(d.cfg.DrainIdle)
 	}
 	var done []BackendRef
 	for _, v := range d.cur.VIPs {

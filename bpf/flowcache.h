@@ -18,7 +18,10 @@
  * generation after every backend write (usability, address, MAC), so a
  * copy taken before a change is never used after it, and the flow goes
  * through the flow table and the backend map again. Readers read the
- * generation before reading a backend. */
+ * generation before reading a backend. The loader also bumps it when it
+ * deletes a VIP's flows (the VIP removed, or its ID or mode changed): a hit
+ * is forwarded before the VIP filter is read, and a flow the flow table
+ * has evicted may still have a slot. */
 #ifndef XLB_FLOWCACHE_H
 #define XLB_FLOWCACHE_H
 

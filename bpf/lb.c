@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* xdp_lb: the balancer. Parse; leave at once when no VIP has the
- * destination address (VIP filter); an established flow goes where the flow
- * cache or the flow table says; anything else looks the VIP up and picks a
- * backend in its Maglev table. Forward with IPIP or L2 DSR, out of the same
- * interface (XDP_TX) or an egress one (devmap). Anything that is not for a VIP goes to the kernel
- * untouched. */
+/* xdp_lb: the balancer. Parse; an established flow in the flow cache is
+ * forwarded at once; otherwise leave when no VIP has the destination address
+ * (VIP filter); an established flow goes where the flow table says; anything
+ * else looks the VIP up and picks a backend in its Maglev table. Forward with
+ * IPIP or L2 DSR, out of the same interface (XDP_TX) or an egress one
+ * (devmap). Anything that is not for a VIP goes to the kernel untouched. */
 #include "common.h"
 #include "maps.h"
 #include "parse.h"
@@ -87,8 +87,6 @@ int xdp_lb(struct xdp_md *ctx)
 	ret = parse_packet(&p, data, end);
 	if (ret)
 		return count_exit(ret, XDP_PASS);
-	if (!maybe_vip(&p))
-		return count_exit(EXIT_NO_VIP, XDP_PASS);
 	cfg = bpf_map_lookup_elem(&settings, &zero);
 	if (!cfg)
 		return count_exit(EXIT_NO_BACKEND, XDP_DROP); /* never: array */
@@ -96,13 +94,19 @@ int xdp_lb(struct xdp_md *ctx)
 	gen = READ_ONCE_U32(cfg->gen);
 	barrier();
 	/* Fast path: an established flow (not a SYN, which selects again
-	 * without looking, and no IPv4 options): the flow cache, then the
-	 * flow table. */
+	 * without looking, and no IPv4 options) in the flow cache. The cache
+	 * holds only flows of VIPs, and removing a VIP bumps the generation,
+	 * so a hit needs no VIP filter. */
 	f = 0;
 	if (!(p.flags & (PKT_SYN | PKT_IP_OPTIONS))) {
 		slot = cache_slot(&p.key);
 		if (slot && cache_established(&p, slot, cfg, gen, &c))
 			goto send;
+	}
+	if (!maybe_vip(&p))
+		return count_exit(EXIT_NO_VIP, XDP_PASS);
+	/* Then the flow table. */
+	if (!(p.flags & (PKT_SYN | PKT_IP_OPTIONS))) {
 		f = bpf_map_lookup_elem(&flows, &p.key);
 		if (f && established_backend(&p, f, cfg, &c)) {
 			if (slot && !(p.flags & PKT_PTB))

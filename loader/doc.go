@@ -36,7 +36,7 @@
 // while their generation is current: PutBackend and RemoveBackend bump it)
 // and the per-CPU counters, read with VIPCounters,
 // BackendCounters and Drops. RemoveVIP, and PutVIP changing a VIP's ID or
-// mode, delete that VIP's flows.
+// mode, delete that VIP's flows and bump the generation too.
 //
 // Ordering rule (DESIGN.md, Backend lifecycle): put a backend before any table
 // slot names it; install a table without it before removing it.

@@ -343,23 +343,38 @@ func TestRemoveVIPEndsFlows(t *testing.T) {
 	d := newTestDatapath(t)
 	ack := tcpTo(vip4, client4, 80, testutil.TCPAck)
 	udp := udpTo(vip4, client4, 53)
-	backendOf(t, d, ack)
-	backendOf(t, d, udp)
+	// Twice each: the second packet puts the flow in the flow cache.
+	for range 2 {
+		backendOf(t, d, ack)
+		backendOf(t, d, udp)
+	}
+	// A second TCP flow that the flow table has evicted but the cache
+	// still holds: the VIP's removal cannot find it in the flow table.
+	evicted := ack
+	evicted.SrcPort++
+	for range 2 {
+		backendOf(t, d, evicted)
+	}
+	k := flowKeyOf(evicted)
+	must(t, d.objs.Flows.Delete(&k))
 	must(t, d.RemoveVIP(VIPKey{vip4, 80, 6}))
-	act, _, err := d.Program().Run(ack.Bytes())
-	must(t, err)
-	if act != ActionPass {
-		t.Errorf("established flow of a removed vip: %s, want XDP_PASS", act)
+	for _, p := range []testutil.Packet{ack, evicted} {
+		act, _, err := d.Program().Run(p.Bytes())
+		must(t, err)
+		if act != ActionPass {
+			t.Errorf("established flow from port %d of a removed vip: %s, want XDP_PASS", p.SrcPort, act)
+		}
 	}
 	backendOf(t, d, udp) // vip4:53/udp still forwards: the filter bit stays
 	must(t, d.RemoveVIP(VIPKey{vip4, 53, 17}))
-	act, _, err = d.Program().Run(udp.Bytes())
+	act, _, err := d.Program().Run(udp.Bytes())
 	must(t, err)
 	if act != ActionPass {
 		t.Errorf("flow of the last vip on the address: %s, want XDP_PASS", act)
 	}
 	// Changing a VIP's mode re-selects its flows with the new mode.
 	dsr := udpTo(vip4DSR, client4, 53)
+	backendOf(t, d, dsr)
 	backendOf(t, d, dsr)
 	must(t, d.PutVIP(VIPKey{vip4DSR, 53, 17}, VIP{ID: 4, Mode: ModeIPIP, TableSize: tableSize}))
 	_, out, err := d.Program().Run(dsr.Bytes())
@@ -375,10 +390,7 @@ func TestRemoveVIPEndsFlows(t *testing.T) {
 func TestFlowCacheCollision(t *testing.T) {
 	d := newTestDatapath(t)
 	a := tcpTo(vip4, client4, 80, testutil.TCPSyn)
-	keyOf := func(p testutil.Packet) lbFlowKey {
-		return lbFlowKey{Src: addr16(p.Src), Dst: addr16(p.Dst), Sport: be16(p.SrcPort), Dport: be16(p.DstPort), Proto: p.Proto, Family: familyOf(p.Src)}
-	}
-	slotOf := func(p testutil.Packet) uint32 { return cacheSlot(keyOf(p)) }
+	slotOf := func(p testutil.Packet) uint32 { return cacheSlot(flowKeyOf(p)) }
 	// Find two client ports and addresses that share a slot.
 	seen := map[uint32]testutil.Packet{}
 	var b testutil.Packet
@@ -408,7 +420,7 @@ func TestFlowCacheCollision(t *testing.T) {
 		must(t, d.objs.FlowCache.Lookup(slotOf(a), &s))
 		return s.Key
 	}
-	if cachedKey() != keyOf(b) {
+	if cachedKey() != flowKeyOf(b) {
 		t.Fatal("the slot does not hold b after b's SYN")
 	}
 	must(t, d.SetTable(1, roundRobin(tableSize, 4)))
@@ -416,7 +428,7 @@ func TestFlowCacheCollision(t *testing.T) {
 	if got := backendOf(t, d, a); got != 1 {
 		t.Errorf("a, pushed out of the cache, went to %d, want 1", got)
 	}
-	if cachedKey() != keyOf(a) {
+	if cachedKey() != flowKeyOf(a) {
 		t.Error("a was not cached again after its flow table hit")
 	}
 	if got := backendOf(t, d, b); got != 3 {
@@ -429,24 +441,21 @@ func TestFlowCacheCollision(t *testing.T) {
 // when a colliding flow takes the slot.
 func TestFlowCacheUDPWriteBack(t *testing.T) {
 	d := newTestDatapath(t)
-	keyOf := func(p testutil.Packet) lbFlowKey {
-		return lbFlowKey{Src: addr16(p.Src), Dst: addr16(p.Dst), Sport: be16(p.SrcPort), Dport: be16(p.DstPort), Proto: p.Proto, Family: familyOf(p.Src)}
-	}
 	seen := map[uint32]testutil.Packet{}
 	var a, b testutil.Packet
 	for i := 0; ; i++ {
 		p := udpTo(vip4, client4, 53)
 		p.SrcPort = uint16(1024 + i%60000)
 		p.Src = netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i/60000)})
-		if q, ok := seen[cacheSlot(keyOf(p))]; ok {
+		if q, ok := seen[cacheSlot(flowKeyOf(p))]; ok {
 			a, b = q, p
 			break
 		}
-		seen[cacheSlot(keyOf(p))] = p
+		seen[cacheSlot(flowKeyOf(p))] = p
 	}
 	lastSeen := func(p testutil.Packet) uint64 {
 		var f lbFlow
-		k := keyOf(p)
+		k := flowKeyOf(p)
 		must(t, d.objs.Flows.Lookup(&k, &f))
 		return f.LastSeen
 	}
@@ -454,8 +463,8 @@ func TestFlowCacheUDPWriteBack(t *testing.T) {
 	t0 := lastSeen(a)
 	backendOf(t, d, a) // from the cache
 	var s lbFlowCacheSlot
-	must(t, d.objs.FlowCache.Lookup(cacheSlot(keyOf(a)), &s))
-	if s.Key != keyOf(a) || s.LastSeen <= t0 {
+	must(t, d.objs.FlowCache.Lookup(cacheSlot(flowKeyOf(a)), &s))
+	if s.Key != flowKeyOf(a) || s.LastSeen <= t0 {
 		t.Fatalf("slot %+v: want a with a last-seen time after %d", s, t0)
 	}
 	if got := lastSeen(a); got != t0 {
@@ -476,7 +485,7 @@ func TestFlowCacheBackendChange(t *testing.T) {
 	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
 	ack := syn
 	ack.TCPFlags = testutil.TCPAck
-	fk := lbFlowKey{Src: addr16(syn.Src), Dst: addr16(syn.Dst), Sport: be16(syn.SrcPort), Dport: be16(syn.DstPort), Proto: syn.Proto, Family: familyOf(syn.Src)}
+	fk := flowKeyOf(syn)
 	gen := func() uint32 {
 		var c lbConfig
 		must(t, d.objs.Settings.Lookup(uint32(0), &c))

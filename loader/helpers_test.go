@@ -168,6 +168,11 @@ func flowOf(p testutil.Packet) Flow {
 	return Flow{Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort, Proto: p.Proto}
 }
 
+// flowKeyOf is the flows map key of p's flow.
+func flowKeyOf(p testutil.Packet) lbFlowKey {
+	return lbFlowKey{Src: addr16(p.Src), Dst: addr16(p.Dst), Sport: be16(p.SrcPort), Dport: be16(p.DstPort), Proto: p.Proto, Family: familyOf(p.Src)}
+}
+
 func diffBytes(t testing.TB, got, want []byte) {
 	t.Helper()
 	if !bytes.Equal(got, want) {

@@ -37,9 +37,6 @@ func TestCachedFlowKeepsLRUEntry(t *testing.T) {
 	must(t, unix.SchedSetaffinity(0, &one))
 	defer unix.SchedSetaffinity(0, &old)
 
-	keyOf := func(p testutil.Packet) lbFlowKey {
-		return lbFlowKey{Src: addr16(p.Src), Dst: addr16(p.Dst), Sport: be16(p.SrcPort), Dport: be16(p.DstPort), Proto: p.Proto, Family: familyOf(p.Src)}
-	}
 	run := func(p testutil.Packet) {
 		t.Helper()
 		act, _, err := d.Program().Run(p.Bytes())
@@ -50,7 +47,7 @@ func TestCachedFlowKeepsLRUEntry(t *testing.T) {
 	}
 	inTable := func(p testutil.Packet) bool {
 		var f lbFlow
-		err := d.objs.Flows.Lookup(keyOf(p), &f)
+		err := d.objs.Flows.Lookup(flowKeyOf(p), &f)
 		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			t.Fatal(err)
 		}
@@ -63,14 +60,14 @@ func TestCachedFlowKeepsLRUEntry(t *testing.T) {
 	run(busy)
 	run(idle)
 	busy.TCPFlags = testutil.TCPAck
-	busySlot := cacheSlot(keyOf(busy))
+	busySlot := cacheSlot(flowKeyOf(busy))
 	// Flows whose cache slot is the busy flow's would make its next packet
 	// miss the cache and look the flow table up anyway: left out.
 	added := 0
 	for i := 0; added < 8*size; i++ {
 		p := tcpTo(vip4, netip.AddrFrom4([4]byte{198, 18, byte(i >> 16), byte(i >> 8)}), 80, testutil.TCPSyn)
 		p.SrcPort = uint16(1024 + i%256)
-		if cacheSlot(keyOf(p)) == busySlot {
+		if cacheSlot(flowKeyOf(p)) == busySlot {
 			continue
 		}
 		run(p)

@@ -160,7 +160,10 @@ func (d *Datapath) purgeFlows(k lbVipKey, id uint32) error {
 			return err
 		}
 	}
-	return nil
+	// A flow the flow table has already evicted can still sit in the
+	// flow cache, which xdp_lb reads before the VIP filter: the new
+	// generation retires every cached copy.
+	return d.bumpGen()
 }
 
 // uncache clears the flow cache slot of a flow if it holds that flow. A

@@ -32,6 +32,14 @@
 // When few free slots are left, where probing would cost most, a backend's
 // next slot is found as the free slot with the smallest position in its
 // permutation, (slot − offset)·skip⁻¹ mod M, which gives the same table.
+// On amd64 the probing runs in assembly (claim_amd64.s: the Go compiler
+// spills and moves around its 128-bit multiplies, and a call per turn costs
+// as much as a probe, so claim takes a batch of turns and steps slots by
+// compare-and-subtract), and with AVX-512 the free-slot search takes 8 slots
+// per step (earliest_amd64.s); both give the same tables as the Go code,
+// which other architectures run. Vector gathers for probing were measured
+// slower than scalar loads (on a Zen 5 VM a 16-lane VPGATHERDD took about
+// twice as long as 16 loads), so claim uses none.
 // Memory beyond the table is M/8 bytes plus O(N).
 package maglev
 
@@ -96,6 +104,11 @@ type Builder struct {
 	used  []uint64 // occupancy bitset, one bit per slot
 	free  []uint32 // the free slots, in the tail phase
 	turns turns
+	walks []walk   // claim's state per backend, like perms
+	batch []uint32 // turn order handed to claim
+	// portable makes fill use only its Go code, not claim and earliest
+	// (tests compare both).
+	portable bool
 }
 
 // NewBuilder returns an empty Builder; the zero Builder is ready to use too.
@@ -198,6 +211,10 @@ func (b *Builder) fill(t []uint32, perms []perm, wmax uint32) {
 	equal := tu.mode == equalTurns
 	mm := uint64(m)
 	sparse, dense := m*2/3, m/5
+	if hasClaim && !b.portable {
+		i = b.claimAll(t, perms, tail)
+		free = tail
+	}
 	for free > tail {
 		var p *perm
 		if equal {
@@ -206,7 +223,7 @@ func (b *Builder) fill(t []uint32, perms []perm, wmax uint32) {
 				i = 0
 			}
 		} else {
-			p = tu.next()
+			p = &perms[tu.next()]
 		}
 		x, step := p.x, p.step
 		if free > sparse {
@@ -336,7 +353,7 @@ func (b *Builder) fill(t []uint32, perms []perm, wmax uint32) {
 				i = 0
 			}
 		} else {
-			p = tu.next()
+			p = &perms[tu.next()]
 		}
 		if p.invX == 0 {
 			// j = (slot - offset)·skip⁻¹ mod M, as a fraction like x:
@@ -346,10 +363,15 @@ func (b *Builder) fill(t []uint32, perms []perm, wmax uint32) {
 			p.invBase = uint64(m-p.offset) * p.invX
 		}
 		invX, base := p.invX, p.invBase
-		best, bestJ := 0, uint64(m)
-		for k, s := range fs {
-			if j, _ := bits.Mul64(uint64(s)*invX+base, mm); j < bestJ {
-				best, bestJ = k, j
+		best := 0
+		if hasEarliest && !b.portable {
+			best = earliest(fs, invX, base, m)
+		} else {
+			bestJ := uint64(m)
+			for k, s := range fs {
+				if j, _ := bits.Mul64(uint64(s)*invX+base, mm); j < bestJ {
+					best, bestJ = k, j
+				}
 			}
 		}
 		t[fs[best]] = p.index

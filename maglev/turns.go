@@ -69,27 +69,30 @@ func (tu *turns) roundOf(turn uint64, w uint32) uint64 {
 	return (turn*tu.wmax + uint64(w) - 1) / uint64(w)
 }
 
-// next returns the backend whose turn it is (modes credit and heap).
-func (tu *turns) next() *perm {
+// next returns the index in perms of the backend whose turn it is (modes
+// credit and heap).
+func (tu *turns) next() int {
 	if tu.mode == creditTurns {
 		for {
-			p := &tu.perms[tu.i]
+			k := tu.i
+			p := &tu.perms[k]
 			if tu.i++; tu.i == len(tu.perms) {
 				tu.i = 0
 			}
 			p.credit += uint64(p.weight)
 			if p.credit >= tu.wmax {
 				p.credit -= tu.wmax
-				return p
+				return k
 			}
 		}
 	}
 	top := &tu.heap[0]
-	p := &tu.perms[top.k]
+	k := int(top.k)
+	p := &tu.perms[k]
 	p.credit++
 	top.round = tu.roundOf(p.credit+1, p.weight)
 	tu.down(0)
-	return p
+	return k
 }
 
 func (tu *turns) less(a, b int) bool {

@@ -72,7 +72,6 @@ struct choice {
 	struct backend copy;		/* the flow cache's copy */
 	__u32 backend_id;
 	__u32 hash;		/* the flow's 5-tuple hash */
-	__u32 vip_id;
 	__u8 mode;
 };
 
@@ -92,7 +91,6 @@ static __always_inline int cache_get(const struct flow_cache_slot *s,
 		return 0;
 	c->backend_id = s->backend_id;
 	c->hash = s->hash;
-	c->vip_id = s->vip_id;
 	c->mode = s->mode;
 	*last_seen = s->last_seen;
 	c->copy = s->backend;

@@ -61,7 +61,6 @@ static __always_inline int forward(struct xdp_md *ctx, const struct packet *p,
 	 * reasons in forward_check). */
 	if (reason)
 		return count_exit(reason, XDP_DROP);
-	count(&vip_stats, c->vip_id, bytes);
 	count(&backend_stats, c->backend_id, bytes);
 	verdict = rewrite(ctx, p, c, cfg);
 	if (verdict == XDP_TX && (cfg->flags & CONFIG_F_REDIRECT))

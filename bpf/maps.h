@@ -95,13 +95,16 @@ TABLE_MAP(251);
 TABLE_MAP(4093);
 TABLE_MAP(65537);
 
-/* vip_stats: VIP ID -> struct counters per CPU; written by xdp_lb. */
+/* vip_retired: VIP ID -> the counters of the backends removed from the
+ * VIP; written by the loader only. xdp_lb counts per backend, and backend
+ * IDs are per VIP, so a VIP's traffic is this plus its backends' counters:
+ * one counter update per packet instead of two. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_VIPS);
 	__type(key, __u32);
 	__type(value, struct counters);
-} vip_stats SEC(".maps");
+} vip_retired SEC(".maps");
 
 /* backend_stats: backend ID -> struct counters per CPU; written by xdp_lb. */
 struct {

@@ -95,7 +95,6 @@ static __always_inline int established_backend(const struct packet *p,
 	}
 	c->backend_id = f->backend_id;
 	c->hash = f->hash;
-	c->vip_id = f->vip_id;
 	c->mode = f->mode;
 	return 1;
 }
@@ -144,13 +143,12 @@ static __always_inline int select_new(const struct packet *p,
 	c->be = be;
 	if (!be || !(be->flags & BACKEND_F_USABLE_NEW))
 		return 0;
-	c->vip_id = vip->id;
 	c->mode = vip->mode;
 	if (p->flags & PKT_PTB)
 		return 1;
 	nf.backend_id = c->backend_id;
 	nf.hash = c->hash;
-	nf.vip_id = c->vip_id;
+	nf.vip_id = vip->id;
 	nf.mode = c->mode;
 	if (p->key.proto == IPPROTO_UDP)
 		nf.last_seen = bpf_ktime_get_ns();

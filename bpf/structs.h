@@ -79,7 +79,7 @@ struct flow_cache_slot {
 	__u32 gen;		/* config gen when the backend was copied */
 	__u32 backend_id;
 	__u32 hash;
-	__u16 vip_id;		/* < MAX_VIPS */
+	__u16 vip_id;		/* the flow's, for readers of the map (xdp_lb does not) */
 	__u8 mode;
 	__u8 pad;
 	__u32 hits;		/* cache hits, spacing flow table touches */

@@ -229,7 +229,7 @@ func mapMemlockMB(b *testing.B, after ebpf.MapID) (float64, int) {
 // (at most 15 characters).
 var xlbMapNames = map[string]bool{
 	"vips": true, "backends": true, "flows": true, "vip_filter": true, "flow_cache": true,
-	"egress": true, "settings": true, "vip_stats": true, "backend_stats": true, "exits": true,
+	"egress": true, "settings": true, "vip_retired": true, "backend_stats": true, "exits": true,
 }
 
 // referenceBuild times one Maglev build of n backends, the unit of work a

@@ -596,3 +596,42 @@ func TestOrderingRule(t *testing.T) {
 		}
 	}
 }
+
+// TestVIPCountersKeepRemovedBackends: the datapath counts per backend, and
+// a VIP's total still holds what a backend forwarded after it is removed.
+func TestVIPCountersKeepRemovedBackends(t *testing.T) {
+	r := newRig(t, threeBackends)
+	const vip = "203.0.113.10:80/tcp"
+	gone, stays := r.backend(t, vip, "198.51.100.11").ID, r.backend(t, vip, "198.51.100.12").ID
+	r.dp.BackendCount[gone] = countersOf(5)
+	r.dp.BackendCount[stays] = countersOf(7)
+	total := func() uint64 {
+		t.Helper()
+		st, err := r.d.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range st.VIPs {
+			if v.Address == vip {
+				return v.Packets
+			}
+		}
+		t.Fatalf("no VIP %s in %+v", vip, st.VIPs)
+		return 0
+	}
+	if got := total(); got != 12 {
+		t.Fatalf("VIP packets %d before the removal, want 12", got)
+	}
+	if err := r.d.RemoveBackend(mustKey(t, vip), netip.MustParseAddr("198.51.100.11")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.dp.Backends[gone]; ok {
+		t.Fatalf("backend %d still in the datapath", gone)
+	}
+	if got := total(); got != 12 {
+		t.Errorf("VIP packets %d after removing a backend, want 12 (its 5 retired)", got)
+	}
+	if got := r.dp.Retired[r.vip(t, vip).ID]; got != countersOf(5) {
+		t.Errorf("retired counters %+v, want %+v", got, countersOf(5))
+	}
+}

@@ -17,8 +17,12 @@ type Datapath interface {
 	RemoveBackend(id uint32) error
 	// SetTable installs a whole table atomically; slot value 0 is empty.
 	SetTable(vipID uint32, table []uint32) error
-	VIPCounters(id uint32) (loader.Counters, error)
 	BackendCounters(id uint32) (loader.Counters, error)
+	// The datapath counts per backend only: a VIP's traffic is its
+	// backends' counters plus the retired ones, which RetireBackend adds
+	// a removed backend's counters to.
+	RetiredCounters(vipID uint32) (loader.Counters, error)
+	RetireBackend(vipID, backendID uint32) error
 	Drops() (map[string]uint64, error)
 }
 

@@ -17,8 +17,9 @@ type MemDatapath struct {
 	VIPByKey map[loader.VIPKey]loader.VIP
 	Backends map[uint32]loader.Backend
 	Tables   map[uint32][]uint32
-	// Counters are returned by VIPCounters (VIP ID) and BackendCounters.
-	VIPCount     map[uint32]loader.Counters
+	// Counters are returned by RetiredCounters (VIP ID) and
+	// BackendCounters; RetireBackend moves the second into the first.
+	Retired      map[uint32]loader.Counters
 	BackendCount map[uint32]loader.Counters
 	DropCount    map[string]uint64
 	// Ops counts calls by method name.
@@ -45,7 +46,7 @@ type MemDatapath struct {
 func NewMemDatapath() *MemDatapath {
 	return &MemDatapath{
 		VIPByKey: map[loader.VIPKey]loader.VIP{}, Backends: map[uint32]loader.Backend{},
-		Tables: map[uint32][]uint32{}, VIPCount: map[uint32]loader.Counters{},
+		Tables: map[uint32][]uint32{}, Retired: map[uint32]loader.Counters{},
 		BackendCount: map[uint32]loader.Counters{}, DropCount: map[string]uint64{},
 		Ops: map[string]int{},
 	}
@@ -198,11 +199,24 @@ func (m *MemDatapath) VIPs() (map[loader.VIPKey]loader.VIP, error) {
 	return maps.Clone(m.VIPByKey), nil
 }
 
-// VIPCounters implements Datapath.
-func (m *MemDatapath) VIPCounters(id uint32) (loader.Counters, error) {
+// RetiredCounters implements Datapath.
+func (m *MemDatapath) RetiredCounters(vipID uint32) (loader.Counters, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.VIPCount[id], nil
+	return m.Retired[vipID], nil
+}
+
+// RetireBackend implements Datapath.
+func (m *MemDatapath) RetireBackend(vipID, backendID uint32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.op("RetireBackend"); err != nil {
+		return err
+	}
+	r, c := m.Retired[vipID], m.BackendCount[backendID]
+	m.Retired[vipID] = loader.Counters{Packets: r.Packets + c.Packets, Bytes: r.Bytes + c.Bytes}
+	delete(m.BackendCount, backendID)
+	return nil
 }
 
 // BackendCounters implements Datapath.

@@ -69,7 +69,8 @@ func TestMetrics(t *testing.T) {
 	r.clock.fire()
 	id := r.backend(t, "203.0.113.10:80/tcp", "198.51.100.11").ID
 	r.dp.BackendCount[id] = countersOf(42)
-	r.dp.VIPCount[r.vip(t, "203.0.113.10:80/tcp").ID] = countersOf(42)
+	// What removed backends forwarded counts for the VIP too.
+	r.dp.Retired[r.vip(t, "203.0.113.10:80/tcp").ID] = countersOf(8)
 	r.dp.DropCount["no_backend"] = 7
 	fams := scrape(t, r.d)
 	vip := map[string]string{"vip": "203.0.113.10:80/tcp"}
@@ -79,8 +80,8 @@ func TestMetrics(t *testing.T) {
 		labels map[string]string
 		want   float64
 	}{
-		{"xlb_vip_packets_total", vip, 42},
-		{"xlb_vip_bytes_total", vip, 4200},
+		{"xlb_vip_packets_total", vip, 50},
+		{"xlb_vip_bytes_total", vip, 5000},
 		{"xlb_vip_panic", vip, 1}, // 1 of 3 healthy < 50%
 		{"xlb_vip_active_backends", vip, 3},
 		{"xlb_vip_healthy_backends", vip, 1},

@@ -500,6 +500,11 @@ func (d *Daemon) finishVIP(p *vipPlan) error {
 				errs = append(errs, fmt.Errorf("remove backend %s (id %d): %w", a, db.id, err))
 				continue
 			}
+			// The VIP keeps the backend's traffic in its total; on an
+			// error that part of the total is lost, nothing else.
+			if err := d.opts.Datapath.RetireBackend(dv.id, db.id); err != nil {
+				errs = append(errs, fmt.Errorf("keep counters of removed backend %s (id %d): %w", a, db.id, err))
+			}
 		}
 		d.dp.backendID.put(db.id)
 		delete(dv.backends, a)

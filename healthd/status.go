@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/xlb-project/xlb/healthd/check"
+	"github.com/xlb-project/xlb/loader"
 )
 
 // Status is the whole running state, as `xlb status` shows it. The JSON
@@ -108,7 +109,7 @@ func (d *Daemon) Status() Status {
 		if dv != nil {
 			vs.ID, vs.Panic, vs.Active, vs.Healthy, vs.Error = dv.id, dv.panic, dv.active, dv.healthy, dv.err
 			if dv.written {
-				if c, err := d.opts.Datapath.VIPCounters(dv.id); err == nil {
+				if c, err := d.vipCounters(dv); err == nil {
 					vs.Packets, vs.Bytes = c.Packets, c.Bytes
 				}
 			}
@@ -169,7 +170,7 @@ func (d *Daemon) Stats() (Stats, error) {
 		if dv == nil || !dv.written {
 			continue
 		}
-		c, err := d.opts.Datapath.VIPCounters(dv.id)
+		c, err := d.vipCounters(dv)
 		if err != nil {
 			return Stats{}, err
 		}
@@ -186,4 +187,25 @@ func (d *Daemon) Stats() (Stats, error) {
 	}
 	st.Drops = drops
 	return st, nil
+}
+
+// vipCounters is a VIP's traffic: its backends' counters plus what its
+// removed backends left (the datapath counts per backend only).
+func (d *Daemon) vipCounters(dv *dpVIP) (loader.Counters, error) {
+	c, err := d.opts.Datapath.RetiredCounters(dv.id)
+	if err != nil {
+		return loader.Counters{}, err
+	}
+	for _, db := range dv.backends {
+		if !db.written {
+			continue
+		}
+		b, err := d.opts.Datapath.BackendCounters(db.id)
+		if err != nil {
+			return loader.Counters{}, err
+		}
+		c.Packets += b.Packets
+		c.Bytes += b.Bytes
+	}
+	return c, nil
 }

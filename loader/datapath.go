@@ -95,6 +95,10 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, loadError("xdp_lb", err, opts.Verbose)
 	}
 	d.prog = &Program{prog: d.objs.XdpLb}
+	if err := unpinObsolete(opts.PinDir); err != nil {
+		d.Close()
+		return nil, err
+	}
 	for _, size := range SupportedTableSizes {
 		name := fmt.Sprintf("tables_%d", size)
 		d.inner[size] = spec.Maps[name].InnerMap.Copy()
@@ -107,6 +111,25 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// obsoletePins are maps that earlier builds pinned and this one no longer
+// has: vip_stats, per-VIP counters that xdp_lb wrote for every packet
+// (replaced by vip_retired and the backends' counters).
+var obsoletePins = []string{"vip_stats"}
+
+// unpinObsolete removes the obsoletePins under pinDir, so that an upgrade
+// leaves nothing behind.
+func unpinObsolete(pinDir string) error {
+	if pinDir == "" {
+		return nil
+	}
+	for _, name := range obsoletePins {
+		if err := os.Remove(filepath.Join(pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("unpin obsolete %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // dropStaleCache unpins a pinned flow cache of another shape than spec

@@ -34,9 +34,11 @@
 // an LRU hash, global by default), the flow cache (a direct-mapped copy of
 // flow entries and of their backends' address and MAC, read first, valid
 // while their generation is current: PutBackend and RemoveBackend bump it)
-// and the per-CPU counters, read with VIPCounters,
-// BackendCounters and Drops. RemoveVIP, and PutVIP changing a VIP's ID or
-// mode, delete that VIP's flows and bump the generation too.
+// and the per-CPU counters, per backend (BackendCounters) and per drop
+// reason (Drops). A VIP's traffic is its backends' counters plus what its
+// removed backends left (RetireBackend, RetiredCounters). RemoveVIP, and
+// PutVIP changing a VIP's ID or mode, delete that VIP's flows and bump the
+// generation too.
 //
 // Ordering rule (DESIGN.md, Backend lifecycle): put a backend before any table
 // slot names it; install a table without it before removing it.

@@ -3,6 +3,7 @@ package loader
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -312,11 +313,11 @@ func TestStructSizesMatchMaps(t *testing.T) {
 	spec, err := loadLb()
 	must(t, err)
 	for name, want := range map[string][2]uintptr{
-		"vips":      {unsafe.Sizeof(lbVipKey{}), unsafe.Sizeof(lbVipMeta{})},
-		"backends":  {4, unsafe.Sizeof(lbBackend{})},
-		"flows":     {unsafe.Sizeof(lbFlowKey{}), unsafe.Sizeof(lbFlow{})},
-		"settings":  {4, unsafe.Sizeof(lbConfig{})},
-		"vip_stats": {4, unsafe.Sizeof(lbCounters{})},
+		"vips":        {unsafe.Sizeof(lbVipKey{}), unsafe.Sizeof(lbVipMeta{})},
+		"backends":    {4, unsafe.Sizeof(lbBackend{})},
+		"flows":       {unsafe.Sizeof(lbFlowKey{}), unsafe.Sizeof(lbFlow{})},
+		"settings":    {4, unsafe.Sizeof(lbConfig{})},
+		"vip_retired": {4, unsafe.Sizeof(lbCounters{})},
 	} {
 		m := spec.Maps[name]
 		if uintptr(m.KeySize) != want[0] || uintptr(m.ValueSize) != want[1] {
@@ -551,5 +552,41 @@ func TestFlowCacheBackendChange(t *testing.T) {
 	must(t, d.SetTable(1, roundRobin(tableSize, 4)))
 	if got := backendOf(t, d, ack); got != 4 {
 		t.Errorf("after backend 3 was removed the flow went to %d, want 4", got)
+	}
+}
+
+// TestRetireBackend: a removed backend's counters move to its VIP's
+// retired counters once, and a fresh VIP ID starts from zero.
+func TestRetireBackend(t *testing.T) {
+	d := newTestDatapath(t)
+	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
+	be := backendOf(t, d, syn)
+	sent := Counters{Packets: 1, Bytes: uint64(len(syn.Bytes()))}
+	if c, err := d.BackendCounters(be); err != nil || c != sent {
+		t.Fatalf("backend %d counters %+v %v, want %+v", be, c, err, sent)
+	}
+	for range 2 { // the second call finds nothing more to move
+		must(t, d.RetireBackend(1, be))
+		if c, err := d.RetiredCounters(1); err != nil || c != sent {
+			t.Errorf("retired counters of vip 1: %+v %v, want %+v", c, err, sent)
+		}
+		if c, err := d.BackendCounters(be); err != nil || c != (Counters{}) {
+			t.Errorf("backend %d counters after retiring: %+v %v, want zero", be, c, err)
+		}
+	}
+	for name, err := range map[string]error{
+		"vip id":     d.RetireBackend(MaxVIPs, be),
+		"backend id": d.RetireBackend(1, MaxBackends),
+		"read vip":   func() error { _, err := d.RetiredCounters(MaxVIPs); return err }(),
+	} {
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s out of range: %v, want ErrInvalid", name, err)
+		}
+	}
+	// VIP ID 1 used again by a new VIP: its retired counters start at zero.
+	must(t, d.RemoveVIP(VIPKey{vip4, 80, 6}))
+	must(t, d.PutVIP(VIPKey{vip4, 8080, 6}, VIP{ID: 1, TableSize: tableSize}))
+	if c, err := d.RetiredCounters(1); err != nil || c != (Counters{}) {
+		t.Errorf("retired counters of the reused vip id 1: %+v %v, want zero", c, err)
 	}
 }

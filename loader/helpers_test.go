@@ -183,21 +183,15 @@ func diffBytes(t testing.TB, got, want []byte) {
 // snapshot is every counter, to compare before and after a run.
 type snapshot struct {
 	exits    map[string]uint64
-	vips     map[uint32]Counters
 	backends map[uint32]Counters
 }
 
 func takeSnapshot(t testing.TB, d *Datapath) snapshot {
 	t.Helper()
-	s := snapshot{vips: map[uint32]Counters{}, backends: map[uint32]Counters{}}
+	s := snapshot{backends: map[uint32]Counters{}}
 	var err error
 	if s.exits, err = d.Drops(); err != nil {
 		t.Fatal(err)
-	}
-	for _, v := range testVIPs {
-		c, err := d.VIPCounters(v.vip.ID)
-		must(t, err)
-		s.vips[v.vip.ID] = c
 	}
 	for _, id := range []uint32{0, 1, 2, 3, 4, 11, 12, 13, 14} {
 		c, err := d.BackendCounters(id)
@@ -213,12 +207,6 @@ func (s snapshot) delta(after snapshot) map[string]uint64 {
 	for k, v := range after.exits {
 		if n := v - s.exits[k]; n != 0 {
 			out["exit "+k] = n
-		}
-	}
-	for id, c := range after.vips {
-		if n := c.Packets - s.vips[id].Packets; n != 0 {
-			out["vip "+itoa(id)+" packets"] = n
-			out["vip "+itoa(id)+" bytes"] = c.Bytes - s.vips[id].Bytes
 		}
 	}
 	for id, c := range after.backends {

@@ -111,7 +111,7 @@ const (
 	lbMapTables4093   = "tables_4093"
 	lbMapTables65537  = "tables_65537"
 	lbMapVipFilter    = "vip_filter"
-	lbMapVipStats     = "vip_stats"
+	lbMapVipRetired   = "vip_retired"
 	lbMapVips         = "vips"
 	lbProgXdpLb       = "xdp_lb"
 )
@@ -176,7 +176,7 @@ type lbMapSpecs struct {
 	Tables4093   *ebpf.MapSpec `ebpf:"tables_4093"`
 	Tables65537  *ebpf.MapSpec `ebpf:"tables_65537"`
 	VipFilter    *ebpf.MapSpec `ebpf:"vip_filter"`
-	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
+	VipRetired   *ebpf.MapSpec `ebpf:"vip_retired"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
 
@@ -217,7 +217,7 @@ type lbMaps struct {
 	Tables4093   *ebpf.Map `ebpf:"tables_4093"`
 	Tables65537  *ebpf.Map `ebpf:"tables_65537"`
 	VipFilter    *ebpf.Map `ebpf:"vip_filter"`
-	VipStats     *ebpf.Map `ebpf:"vip_stats"`
+	VipRetired   *ebpf.Map `ebpf:"vip_retired"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 }
 
@@ -234,7 +234,7 @@ func (m *lbMaps) Close() error {
 		m.Tables4093,
 		m.Tables65537,
 		m.VipFilter,
-		m.VipStats,
+		m.VipRetired,
 		m.Vips,
 	)
 }

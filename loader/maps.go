@@ -98,8 +98,8 @@ func (v VIP) validate() error {
 	return nil
 }
 
-// PutVIP creates or replaces a VIP. Its counters start at zero when no
-// other VIP key uses its ID.
+// PutVIP creates or replaces a VIP. Its retired counters start at zero
+// when no other VIP key uses its ID.
 func (d *Datapath) PutVIP(k VIPKey, v VIP) error {
 	if err := k.validate(); err != nil {
 		return err
@@ -112,8 +112,8 @@ func (d *Datapath) PutVIP(k VIPKey, v VIP) error {
 		return err
 	}
 	if !used {
-		if err := d.resetCounters(d.objs.VipStats, v.ID); err != nil {
-			return err
+		if err := d.objs.VipRetired.Put(v.ID, lbCounters{}); err != nil {
+			return fmt.Errorf("reset retired counters of vip %d: %w", v.ID, err)
 		}
 	}
 	meta := lbVipMeta{Id: v.ID, TableSize: v.TableSize, Mode: uint8(v.Mode)}
@@ -490,9 +490,39 @@ func sumCounters(m *ebpf.Map, id uint32, max uint32, what string) (Counters, err
 	return c, nil
 }
 
-// VIPCounters reads a VIP ID's packets and bytes, summed over CPUs.
-func (d *Datapath) VIPCounters(id uint32) (Counters, error) {
-	return sumCounters(d.objs.VipStats, id, MaxVIPs, "vip")
+// RetiredCounters reads what the backends removed from VIP id had
+// forwarded (RetireBackend). xdp_lb counts per backend only: a VIP's traffic
+// is this plus its current backends' BackendCounters.
+func (d *Datapath) RetiredCounters(id uint32) (Counters, error) {
+	if id >= MaxVIPs {
+		return Counters{}, fmt.Errorf("%w: vip id %d: want 0..%d", ErrInvalid, id, MaxVIPs-1)
+	}
+	var c lbCounters
+	if err := d.objs.VipRetired.Lookup(id, &c); err != nil {
+		return Counters{}, fmt.Errorf("read retired counters of vip %d: %w", id, err)
+	}
+	return Counters{Packets: c.Packets, Bytes: c.Bytes}, nil
+}
+
+// RetireBackend moves the counters of a removed backend to the retired
+// counters of vipID, the VIP it served, so that the VIP's total stays when
+// the backend goes. Call it after RemoveBackend and before the ID is used
+// again; the backend's counters are zero afterwards, so a second call adds
+// nothing.
+func (d *Datapath) RetireBackend(vipID, backendID uint32) error {
+	r, err := d.RetiredCounters(vipID)
+	if err != nil {
+		return err
+	}
+	c, err := d.BackendCounters(backendID)
+	if err != nil {
+		return err
+	}
+	sum := lbCounters{Packets: r.Packets + c.Packets, Bytes: r.Bytes + c.Bytes}
+	if err := d.objs.VipRetired.Put(vipID, &sum); err != nil {
+		return fmt.Errorf("retire backend %d into vip %d: %w", backendID, vipID, err)
+	}
+	return d.resetCounters(d.objs.BackendStats, backendID)
 }
 
 // BackendCounters reads a backend's packets and bytes, summed over CPUs.

@@ -62,7 +62,14 @@ func TestPinAdopt(t *testing.T) {
 		t.Fatalf("%s is not on a bpffs after Load", dir)
 	}
 
-	// A new process adopts the pins: VIPs, config, counters, flows stay.
+	// A map an earlier build pinned and this one no longer has.
+	obsolete, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	must(t, err)
+	must(t, obsolete.Pin(filepath.Join(dir, obsoletePins[0])))
+	must(t, obsolete.Close())
+
+	// A new process adopts the pins: VIPs, config, counters, flows stay;
+	// the obsolete pin goes.
 	d2, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
 	must(t, err)
 	defer d2.Close()
@@ -71,8 +78,11 @@ func TestPinAdopt(t *testing.T) {
 	if v, ok := vips[k]; !ok || v.ID != 1 {
 		t.Errorf("adopted vips %v, want %v id 1", vips, k)
 	}
-	if c, err := d2.VIPCounters(1); err != nil || c.Packets != 1 {
-		t.Errorf("adopted vip counters %+v %v, want 1 packet", c, err)
+	if c, err := d2.BackendCounters(1); err != nil || c.Packets != 1 {
+		t.Errorf("adopted backend counters %+v %v, want 1 packet", c, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, obsoletePins[0])); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("obsolete pin %s still there after Load: %v", obsoletePins[0], err)
 	}
 	must(t, d2.SetTable(1, tableFor(flowOf(ack), 2, 2)))
 	if got := backendOf(t, d2, ack); got != 1 {

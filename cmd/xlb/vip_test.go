@@ -127,8 +127,8 @@ func newCLIRig(t *testing.T) *cliRig {
 	}
 	r.clock.flush()
 	r.dp.Lock()
-	r.dp.VIPCount[0] = loader.Counters{Packets: 1000, Bytes: 64000}
 	r.dp.BackendCount[1] = loader.Counters{Packets: 600, Bytes: 38400}
+	r.dp.Retired[0] = loader.Counters{Packets: 400, Bytes: 25600} // the VIP: 1000 packets
 	r.dp.DropCount["no_vip"] = 12
 	r.dp.DropCount["bad_header"] = 3
 	r.dp.Unlock()

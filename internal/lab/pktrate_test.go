@@ -344,8 +344,16 @@ func TestPacketRig(t *testing.T) {
 			}
 		}
 		for name, d := range map[string]*loader.Datapath{"xdp_lb": dp, "xdp_lb l2dsr": dsr} {
-			if c, err := d.VIPCounters(1); err != nil || c.Packets != 20000 {
-				t.Errorf("%s VIP counter = %+v, %v; want 20000 packets", name, c, err)
+			var sum uint64
+			for id := range uint32(3) {
+				c, err := d.BackendCounters(id + 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sum += c.Packets
+			}
+			if sum != 20000 {
+				t.Errorf("%s backend counters sum to %d packets, want 20000", name, sum)
 			}
 		}
 		return nil

@@ -8,10 +8,11 @@ const hasClaim = true
 // claim takes the given turns, in order, as fill does: the backend
 // walks[k] of turn k claims the next free slot of its permutation in the
 // occupancy bitset used and the table t. There must be a free slot for each
-// turn. quick tests a walk's next slot alone before probing 8 at a time.
+// turn. width is the number of slots probed at a time: 1 (which falls back
+// to 8), 4 or 8.
 //
 //go:noescape
-func claim(used *uint64, t *uint32, walks *walk, turns []uint32, m uint32, quick bool)
+func claim(used *uint64, t *uint32, walks *walk, turns []uint32, m uint32, width uint32)
 
 // hasEarliest reports whether earliest can run here: it needs AVX-512 (F,
 // DQ for the 64-bit multiply, VL for the narrow minimums).

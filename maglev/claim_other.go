@@ -5,7 +5,7 @@ package maglev
 // hasClaim is false: claim is written for amd64 only.
 const hasClaim = false
 
-func claim(used *uint64, t *uint32, walks *walk, turns []uint32, m uint32, quick bool) {
+func claim(used *uint64, t *uint32, walks *walk, turns []uint32, m uint32, width uint32) {
 	panic("maglev: claim needs amd64")
 }
 

@@ -40,7 +40,8 @@
 // which other architectures run. Vector gathers for probing were measured
 // slower than scalar loads (on a Zen 5 VM a 16-lane VPGATHERDD took about
 // twice as long as 16 loads), so claim uses none.
-// Memory beyond the table is M/8 bytes plus O(N).
+// Memory beyond the table is M/8 bytes (M/4 where claim runs: it keeps a
+// copy of the bitset) plus O(N).
 package maglev
 
 import (
@@ -178,6 +179,10 @@ func (b *Builder) Build(dst []uint32, backends []Backend, size uint32) ([]uint32
 	}
 	dst = slices.Grow(dst, int(size))[:size]
 	words := int(size+63) / 64
+	if hasClaim && !b.portable {
+		// claim keeps a copy of slot s's bit at bit M+s.
+		words = int(2*size+63) / 64
+	}
 	b.used = slices.Grow(b.used[:0], words)[:words]
 	clear(b.used)
 	b.fill(dst, perms, wmax)
@@ -336,7 +341,7 @@ func (b *Builder) fill(t []uint32, perms []perm, wmax uint32) {
 	}
 
 	fs := b.free[:0]
-	for w, word := range used {
+	for w, word := range used[:(m+63)/64] {
 		for x := ^word; x != 0; x &= x - 1 {
 			s := uint32(w*64) + uint32(bits.TrailingZeros64(x))
 			if s < m {

@@ -5,9 +5,11 @@
 // bitset has 2M bits, bit M+s a copy of bit s, so that a lane's slot s +
 // lanes[k] < 2M needs no reduction mod M. It is read as 32-bit words (bit b
 // is bit b&31 of word b>>5, the same bit as in the uint64 words on a
-// little-endian machine) and written as 64-bit ones. Registers: SI used, DI t, R11 walks, R9/R10 the turns left,
-// R12 M, R13 quick, BX the walk, CX its slot, R8 the held bits of a block,
-// AX and DX scratch.
+// little-endian machine) and written as 64-bit ones.
+//
+// Registers: SI used, DI t, R11 walks, R9/R10 the turns left, R12 M, R13
+// width, BX the turn's walk, CX its slot, R8 the held bits of a block, AX and
+// DX scratch.
 
 // PROBE tests slot CX + lanes[k] of the walk at BX, below 2M, against the
 // mirrored occupancy bitset at SI and shifts its bit (1 = held) into R8 from

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxBody is how much of an HTTP body a check reads.
@@ -271,19 +273,15 @@ var forcePoller bool
 // connected reports whether the connect on fd has finished, and its error:
 // one poll call with no wait, then SO_ERROR only if it failed.
 func connected(fd int) (bool, error) {
-	const pollOut, pollErr, pollHup = 0x4, 0x8, 0x10
-	pfd := struct {
-		fd              int32
-		events, revents int16
-	}{fd: int32(fd), events: pollOut}
-	n, _, errno := syscall.Syscall(syscall.SYS_POLL, uintptr(unsafe.Pointer(&pfd)), 1, 0)
-	if errno != 0 {
-		return true, fmt.Errorf("poll: %w", errno)
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	n, err := unix.Poll(pfd, 0)
+	if err != nil {
+		return true, fmt.Errorf("poll: %w", err)
 	}
 	if n == 0 {
 		return false, nil
 	}
-	if pfd.revents&(pollErr|pollHup) != 0 {
+	if pfd[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0 {
 		soerr, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
 		switch {
 		case err != nil:

@@ -23,10 +23,11 @@ generate: deps ## rebuild the BPF objects and Go bindings in loader/ with clang
 check-generated: deps ## fail if the committed BPF objects differ from a fresh build
 	@scripts/check-generated.sh
 
-lint: ## gofmt, go vet and staticcheck
+lint: ## gofmt, go vet (also for arm64, which has its own Maglev code path) and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v _bpfel.go) 2>&1); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	GOARCH=arm64 $(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
 test: deps lint check-generated ## the one test command: lint, generated-code check, all tests (privileged ones as root)

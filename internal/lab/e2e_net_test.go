@@ -195,6 +195,33 @@ func TestE2EICMPTooBig(t *testing.T) {
 // statsJSON is the part of "xlb stats -o json" the tests read.
 type statsJSON struct {
 	Drops map[string]uint64 `json:"drops"`
+	VIPs  []struct {
+		Address string `json:"address"`
+		Packets uint64 `json:"packets"`
+	} `json:"vips"`
+}
+
+// readStats runs "xlb stats -o json" on a balancer.
+func readStats(t *testing.T, l *Lab, balancer string) statsJSON {
+	t.Helper()
+	var s statsJSON
+	out := cli(t, l, balancer, "stats", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("parse stats: %v\n%s", err, out)
+	}
+	return s
+}
+
+// vipPackets is a VIP's forwarded packets as "xlb stats" reports them.
+func vipPackets(t *testing.T, l *Lab, balancer, vip string) uint64 {
+	t.Helper()
+	for _, v := range readStats(t, l, balancer).VIPs {
+		if v.Address == vip {
+			return v.Packets
+		}
+	}
+	t.Fatalf("no vip %s in xlb stats", vip)
+	return 0
 }
 
 // TestE2EMalformed: malformed and non-VIP frames sent at the balancer's
@@ -203,14 +230,7 @@ type statsJSON struct {
 func TestE2EMalformed(t *testing.T) {
 	l := e2eLab(t, Config{Backends: 2}, DaemonConfig{})
 	lb := l.Balancers[0]
-	stats := func() map[string]uint64 {
-		var s statsJSON
-		out := cli(t, l, "lb1", "stats", "-o", "json")
-		if err := json.Unmarshal([]byte(out), &s); err != nil {
-			t.Fatalf("parse stats: %v\n%s", err, out)
-		}
-		return s.Drops
-	}
+	stats := func() map[string]uint64 { return readStats(t, l, "lb1").Drops }
 	client := l.Client.IPv4
 	tcpToVIP := make([]byte, 20)
 	binary.BigEndian.PutUint16(tcpToVIP[0:], 40000)

@@ -167,7 +167,7 @@ func TestE2EFamiliesAndModes(t *testing.T) {
 
 // TestE2EDrain: a connection opened before the drain keeps exchanging data;
 // no new connection reaches the drained backend; it leaves after the
-// timeout.
+// timeout, and the VIP's packet count keeps what it forwarded.
 func TestE2EDrain(t *testing.T) {
 	l := e2eLab(t, Config{Backends: 3}, DaemonConfig{})
 	c := Client{Netns: l.Client.Netns}
@@ -201,12 +201,18 @@ func TestE2EDrain(t *testing.T) {
 	if err := conn.Echo("still there"); err != nil {
 		t.Fatalf("connection to draining %s: %v", drained, err)
 	}
+	before := vipPackets(t, l, "lb1", vipTCP)
 	waitFor(t, timeout+10*time.Second, drained+" removed after the drain timeout", func() bool {
 		return !slices.ContainsFunc(listBackends(t, l, "lb1", vipTCP), func(b backendJSON) bool {
 			return b.Address == addrOf(l, drained)
 		})
 	})
 	t.Logf("drained backend left %s after the drain (timeout %s)", time.Since(drainStart).Round(10*time.Millisecond), timeout)
+	// The datapath counts per backend: the VIP's total must keep the
+	// packets of the backend that left.
+	if after := vipPackets(t, l, "lb1", vipTCP); before == 0 || after < before {
+		t.Errorf("vip %s forwarded %d packets before %s left and %d after; want a total that keeps them", vipTCP, before, drained, after)
+	}
 }
 
 // TestE2EFailover: once a backend's server is killed, no new connection

@@ -49,15 +49,7 @@ func serveListeners(n string) {
 			os.Exit(1)
 		}
 		fmt.Println(ln.Addr())
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
+		go closeAccepted(ln, nil)
 	}
 	fmt.Println("ready")
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')

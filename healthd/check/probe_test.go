@@ -119,15 +119,7 @@ func v6Listener(t *testing.T) string {
 		t.Skipf("no IPv6 loopback: %v", err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go closeAccepted(ln, nil)
 	return ln.Addr().String()
 }
 

@@ -50,15 +50,7 @@ func (s *switchable) up() {
 		s.t.Fatalf("listen on %s: %v", addr, err)
 	}
 	s.ln = ln
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go closeAccepted(ln, nil)
 }
 
 func (s *switchable) down() {

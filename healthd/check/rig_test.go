@@ -135,6 +135,21 @@ func probeOnce(t *testing.T, s check.Spec) check.Result {
 	return r.step(t, s.Interval, "b")["b"]
 }
 
+// closeAccepted accepts connections on ln and closes each at once, calling
+// accepted (when not nil) after each, until ln is closed.
+func closeAccepted(ln net.Listener, accepted func()) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+		if accepted != nil {
+			accepted()
+		}
+	}
+}
+
 // hangListener accepts connections and never answers; they are closed when
 // the test ends.
 func hangListener(t *testing.T) (addr string, accepted func() int) {

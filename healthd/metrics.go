@@ -98,11 +98,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descBResolved, prometheus.GaugeValue, b2f(b.NextHop != "" && b.NextHopErr == ""), v.Address, b.Address)
 		}
 	}
-	if s, err := d.Stats(); err == nil {
-		for r, n := range s.Drops {
+	// Not d.Stats: Status has read the VIP totals already.
+	d.mu.Lock()
+	drops, err := d.drops()
+	ts := d.tableStatsLocked()
+	d.mu.Unlock()
+	if err == nil {
+		for r, n := range drops {
 			ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), r)
 		}
-		ch <- prometheus.MustNewConstMetric(descBuilds, prometheus.CounterValue, float64(s.Tables.Builds))
-		ch <- prometheus.MustNewConstMetric(descInstalls, prometheus.CounterValue, float64(s.Tables.Installs))
 	}
+	ch <- prometheus.MustNewConstMetric(descBuilds, prometheus.CounterValue, float64(ts.Builds))
+	ch <- prometheus.MustNewConstMetric(descInstalls, prometheus.CounterValue, float64(ts.Installs))
 }

@@ -106,11 +106,14 @@ func (d *Daemon) Status() Status {
 			Backends: []BackendStatus{},
 		}
 		dv := d.dp.vips[v.Key]
+		var counters map[uint32]loader.Counters // by backend ID
 		if dv != nil {
 			vs.ID, vs.Panic, vs.Active, vs.Healthy, vs.Error = dv.id, dv.panic, dv.active, dv.healthy, dv.err
 			if dv.written {
-				if c, err := d.vipCounters(dv); err == nil {
-					vs.Packets, vs.Bytes = c.Packets, c.Bytes
+				var total loader.Counters
+				var err error
+				if total, counters, err = d.vipCounters(dv); err == nil {
+					vs.Packets, vs.Bytes = total.Packets, total.Bytes
 				}
 			}
 		}
@@ -134,7 +137,7 @@ func (d *Daemon) Status() Status {
 					if db.written {
 						bs.UsableNew, bs.UsableEst = db.b.UsableNew, db.b.UsableEstablished
 						bs.NextHop = db.b.MAC.String()
-						if c, err := d.opts.Datapath.BackendCounters(db.id); err == nil {
+						if c, ok := counters[db.id]; ok {
 							bs.Packets, bs.Bytes = c.Packets, c.Bytes
 						}
 					}
@@ -161,16 +164,13 @@ func (d *Daemon) Status() Status {
 func (d *Daemon) Stats() (Stats, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := Stats{
-		Time: d.opts.Clock.Now(), VIPs: []VIPCounters{},
-		Tables: TableStats{Builds: d.stats.rebuilds, Installs: d.stats.installs, LastDuration: d.stats.lastDuration.Seconds()},
-	}
+	st := Stats{Time: d.opts.Clock.Now(), VIPs: []VIPCounters{}, Tables: d.tableStatsLocked()}
 	for _, v := range d.cur.SortedVIPs() {
 		dv := d.dp.vips[v.Key]
 		if dv == nil || !dv.written {
 			continue
 		}
-		c, err := d.vipCounters(dv)
+		c, _, err := d.vipCounters(dv)
 		if err != nil {
 			return Stats{}, err
 		}
@@ -178,34 +178,51 @@ func (d *Daemon) Stats() (Stats, error) {
 		st.Bytes += c.Bytes
 		st.VIPs = append(st.VIPs, VIPCounters{Address: v.Key.String(), Packets: c.Packets, Bytes: c.Bytes})
 	}
-	drops, err := d.opts.Datapath.Drops()
+	drops, err := d.drops()
 	if err != nil {
 		return Stats{}, err
-	}
-	if drops == nil {
-		drops = map[string]uint64{}
 	}
 	st.Drops = drops
 	return st, nil
 }
 
-// vipCounters is a VIP's traffic: its backends' counters plus what its
-// removed backends left (the datapath counts per backend only).
-func (d *Daemon) vipCounters(dv *dpVIP) (loader.Counters, error) {
-	c, err := d.opts.Datapath.RetiredCounters(dv.id)
+// drops reads the datapath's drop counters by reason.
+func (d *Daemon) drops() (map[string]uint64, error) {
+	drops, err := d.opts.Datapath.Drops()
 	if err != nil {
-		return loader.Counters{}, err
+		return nil, err
 	}
+	if drops == nil {
+		drops = map[string]uint64{}
+	}
+	return drops, nil
+}
+
+// tableStatsLocked counts the Maglev work so far; d.mu is held.
+func (d *Daemon) tableStatsLocked() TableStats {
+	return TableStats{Builds: d.stats.rebuilds, Installs: d.stats.installs, LastDuration: d.stats.lastDuration.Seconds()}
+}
+
+// vipCounters reads the counters of a VIP's written backends, by backend
+// ID, and the VIP's total: those plus what its removed backends left (the
+// datapath counts per backend only).
+func (d *Daemon) vipCounters(dv *dpVIP) (loader.Counters, map[uint32]loader.Counters, error) {
+	total, err := d.opts.Datapath.RetiredCounters(dv.id)
+	if err != nil {
+		return loader.Counters{}, nil, err
+	}
+	byID := make(map[uint32]loader.Counters, len(dv.backends))
 	for _, db := range dv.backends {
 		if !db.written {
 			continue
 		}
-		b, err := d.opts.Datapath.BackendCounters(db.id)
+		c, err := d.opts.Datapath.BackendCounters(db.id)
 		if err != nil {
-			return loader.Counters{}, err
+			return loader.Counters{}, nil, err
 		}
-		c.Packets += b.Packets
-		c.Bytes += b.Bytes
+		byID[db.id] = c
+		total.Packets += c.Packets
+		total.Bytes += c.Bytes
 	}
-	return c, nil
+	return total, byID, nil
 }

@@ -90,6 +90,7 @@ struct flow_cache_slot {
 #define CONFIG_F_SRC4 0x1
 #define CONFIG_F_SRC6 0x2
 #define CONFIG_F_REDIRECT 0x4	/* send through the egress devmap */
+#define CONFIG_F_ICMP_TOO_BIG 0x8	/* answer too big packets (icmp.h) */
 
 struct config {
 	__u8 src_mac[6];
@@ -103,7 +104,16 @@ struct config {
 	__u32 flags;		/* CONFIG_F_* */
 	__u64 udp_timeout_ns;
 	__u32 gen;		/* bumped by the loader after a backend changes */
-	__u32 pad2;
+	__u32 icmp_cost_ns;	/* ICMP rate limit: ns of budget per message */
+	__u64 icmp_burst_ns;	/* and the most budget a CPU saves up */
+};
+
+/* icmp_budget is one CPU's ICMP token bucket (icmp.h), kept in ns of
+ * sending time: it grows with the clock up to icmp_burst_ns, and each
+ * message costs icmp_cost_ns. */
+struct icmp_budget {
+	__u64 budget_ns;
+	__u64 last_ns;		/* bpf_ktime_get_ns() of the last update */
 };
 
 struct counters {

@@ -20,6 +20,12 @@ func (c Config) withDefaults() Config {
 	if c.MTU == 0 {
 		c.MTU = DefaultMTU
 	}
+	if c.ICMPRate == 0 {
+		c.ICMPRate = DefaultICMPRate
+	}
+	if c.ICMPBurst == 0 {
+		c.ICMPBurst = DefaultICMPBurst
+	}
 	return c
 }
 
@@ -42,7 +48,30 @@ func (c Config) validate() error {
 	if c.MTU != 0 && c.MTU < 68 {
 		return fmt.Errorf("%w: mtu %d: want 68..65535", ErrInvalid, c.MTU)
 	}
+	if c.ICMPRate > maxICMPRate {
+		return fmt.Errorf("%w: icmp rate %d: want 1..%d per second and CPU, or negative for none", ErrInvalid, c.ICMPRate, maxICMPRate)
+	}
+	if c.ICMPBurst < 0 || c.ICMPBurst > maxICMPBurst {
+		return fmt.Errorf("%w: icmp burst %d: want 1..%d", ErrInvalid, c.ICMPBurst, maxICMPBurst)
+	}
 	return nil
+}
+
+// Bounds of the ICMP rate limit: the datapath keeps the cost of one
+// message in ns in 32 bits.
+const (
+	maxICMPRate  = 1_000_000
+	maxICMPBurst = 1_000_000
+)
+
+// setICMP sets the token bucket of the ICMP "too big" answers in v (bpf/icmp.h).
+func (c Config) setICMP(v *lbConfig) {
+	if c.ICMPRate < 0 {
+		return
+	}
+	v.Flags |= configICMPTooBig
+	v.IcmpCostNs = uint32(time.Second / time.Duration(c.ICMPRate))
+	v.IcmpBurstNs = uint64(v.IcmpCostNs) * uint64(c.ICMPBurst)
 }
 
 // hostMask32 returns the host bits of the last 32 bits of a prefix of
@@ -71,6 +100,7 @@ func (d *Datapath) SetConfig(c Config) error {
 		UdpTimeoutNs: uint64(c.UDPTimeout / time.Nanosecond),
 	}
 	copy(v.SrcMac[:], c.SourceMAC)
+	c.setICMP(&v)
 	if p := c.OuterSource4; p.IsValid() {
 		a := p.Masked().Addr().As4()
 		v.Src4 = binary.NativeEndian.Uint32(a[:])
@@ -122,6 +152,7 @@ func (d *Datapath) initConfig() error {
 	c := Config{}.withDefaults()
 	// Generation 1: a zeroed flow cache slot (generation 0) is never used.
 	v = lbConfig{Mtu: uint32(c.MTU), HashSeed: c.HashSeed, UdpTimeoutNs: uint64(c.UDPTimeout), Gen: 1}
+	c.setICMP(&v)
 	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("set default datapath config: %w", err)
 	}

@@ -297,7 +297,8 @@ func TestStructSizes(t *testing.T) {
 		{"backend", unsafe.Sizeof(lbBackend{}), 24},
 		{"flow_key", unsafe.Sizeof(lbFlowKey{}), 40},
 		{"flow", unsafe.Sizeof(lbFlow{}), 24},
-		{"config", unsafe.Sizeof(lbConfig{}), 64},
+		{"config", unsafe.Sizeof(lbConfig{}), 72},
+		{"icmp_budget", unsafe.Sizeof(lbIcmpBudget{}), 16},
 		{"counters", unsafe.Sizeof(lbCounters{}), 16},
 		{"flow_cache_slot", unsafe.Sizeof(lbFlowCacheSlot{}), 96},
 	} {

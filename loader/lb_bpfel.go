@@ -34,7 +34,8 @@ type lbConfig struct {
 	Flags        uint32
 	UdpTimeoutNs uint64
 	Gen          uint32
-	Pad2         uint32
+	IcmpCostNs   uint32
+	IcmpBurstNs  uint64
 }
 
 type lbCounters struct {
@@ -79,6 +80,12 @@ type lbFlowKey struct {
 	Pad    uint16
 }
 
+type lbIcmpBudget struct {
+	_        structs.HostLayout
+	BudgetNs uint64
+	LastNs   uint64
+}
+
 type lbVipKey struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
@@ -106,6 +113,7 @@ const (
 	lbMapExits        = "exits"
 	lbMapFlowCache    = "flow_cache"
 	lbMapFlows        = "flows"
+	lbMapIcmpBudgets  = "icmp_budgets"
 	lbMapSettings     = "settings"
 	lbMapTables251    = "tables_251"
 	lbMapTables4093   = "tables_4093"
@@ -171,6 +179,7 @@ type lbMapSpecs struct {
 	Exits        *ebpf.MapSpec `ebpf:"exits"`
 	FlowCache    *ebpf.MapSpec `ebpf:"flow_cache"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	IcmpBudgets  *ebpf.MapSpec `ebpf:"icmp_budgets"`
 	Settings     *ebpf.MapSpec `ebpf:"settings"`
 	Tables251    *ebpf.MapSpec `ebpf:"tables_251"`
 	Tables4093   *ebpf.MapSpec `ebpf:"tables_4093"`
@@ -212,6 +221,7 @@ type lbMaps struct {
 	Exits        *ebpf.Map `ebpf:"exits"`
 	FlowCache    *ebpf.Map `ebpf:"flow_cache"`
 	Flows        *ebpf.Map `ebpf:"flows"`
+	IcmpBudgets  *ebpf.Map `ebpf:"icmp_budgets"`
 	Settings     *ebpf.Map `ebpf:"settings"`
 	Tables251    *ebpf.Map `ebpf:"tables_251"`
 	Tables4093   *ebpf.Map `ebpf:"tables_4093"`
@@ -229,6 +239,7 @@ func (m *lbMaps) Close() error {
 		m.Exits,
 		m.FlowCache,
 		m.Flows,
+		m.IcmpBudgets,
 		m.Settings,
 		m.Tables251,
 		m.Tables4093,

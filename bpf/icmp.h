@@ -61,13 +61,11 @@ static __always_inline int reply_room(struct xdp_md *ctx,
 				      const struct packet *p, int hdrs,
 				      int quote)
 {
-	void *data, *end;
-
 	if (bpf_xdp_adjust_head(ctx, -hdrs))
 		return -1;
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	if (bpf_xdp_adjust_tail(ctx, (int)(l2_len(p) + hdrs + quote) - (int)(end - data)))
+	/* The whole frame's length: BPF_PROG_RUN hands a long input over in
+	 * fragments, and cutting the tail starts from the last one. */
+	if (bpf_xdp_adjust_tail(ctx, (int)(l2_len(p) + hdrs + quote) - (int)bpf_xdp_get_buff_len(ctx)))
 		return -2;
 	return 0;
 }

@@ -131,6 +131,18 @@ func TestICMPTooBig(t *testing.T) {
 		diffBytes(t, out, tooBigReply(tcp4, 1480))
 	})
 
+	// Bytes after the IP packet (padding; a long tail reaches the program
+	// as fragments under BPF_PROG_RUN) are cut as well.
+	t.Run("frame longer than the packet", func(t *testing.T) {
+		in := append(tcp4.Bytes(), bytes.Repeat([]byte{0xdc}, 3000)...)
+		act, out, err := d.Program().Run(in)
+		must(t, err)
+		if act != ActionTX {
+			t.Errorf("verdict %s, want XDP_TX", act)
+		}
+		diffBytes(t, out, tooBigReply(tcp4, 1480))
+	})
+
 	// An MTU that leaves less than IPv6's minimum names 1280.
 	t.Run("ipv6 minimum mtu", func(t *testing.T) {
 		must(t, d.SetConfig(Config{SourceMAC: balancerMAC, OuterSource4: outer4, OuterSource6: outer6, MTU: 1300}))

@@ -58,7 +58,8 @@ func (o DecapOptions) withDefaults() DecapOptions {
 	return o
 }
 
-func (o DecapOptions) validate() error {
+// Validate checks o without touching the kernel.
+func (o DecapOptions) Validate() error {
 	if len(o.BalancerSources) > MaxBalancerSources {
 		return fmt.Errorf("%w: %d balancer sources: at most %d", ErrInvalid, len(o.BalancerSources), MaxBalancerSources)
 	}
@@ -80,7 +81,7 @@ func (o DecapOptions) validate() error {
 
 // loadDecapObjects loads xdp_decap and fills its trust maps from o.
 func loadDecapWith(o DecapOptions) (*decapObjects, error) {
-	if err := o.validate(); err != nil {
+	if err := o.Validate(); err != nil {
 		return nil, err
 	}
 	o = o.withDefaults()

@@ -138,7 +138,7 @@ func TestDecapOptionsInvalid(t *testing.T) {
 		{Destinations: []netip.Addr{netip.IPv4Unspecified()}},
 		{Destinations: []netip.Addr{netip.MustParseAddr("ff02::1")}},
 	} {
-		if err := o.validate(); err == nil {
+		if err := o.Validate(); err == nil {
 			t.Errorf("%+v: accepted", o)
 		}
 	}

@@ -31,24 +31,25 @@
 /* icmp_allowed takes one message's cost from this CPU's budget; false when
  * the budget is spent. The budget grows with the time since the last call,
  * up to the burst. */
-static __always_inline int icmp_allowed(const struct config *cfg)
+static __always_inline int icmp_allowed(void)
 {
 	__u32 zero = 0;
 	struct icmp_budget *b = bpf_map_lookup_elem(&icmp_budgets, &zero);
+	struct icmp_limit *lim = bpf_map_lookup_elem(&icmp_limits, &zero);
 	__u64 now, budget;
 
-	if (!b)
+	if (!b || !lim)
 		return 0;
 	now = bpf_ktime_get_ns();
 	budget = b->budget_ns + (now - b->last_ns);
-	if (budget > cfg->icmp_burst_ns)
-		budget = cfg->icmp_burst_ns;
+	if (budget > lim->burst_ns)
+		budget = lim->burst_ns;
 	b->last_ns = now;
-	if (budget < cfg->icmp_cost_ns) {
+	if (budget < lim->cost_ns) {
 		b->budget_ns = budget;
 		return 0;
 	}
-	b->budget_ns = budget - cfg->icmp_cost_ns;
+	b->budget_ns = budget - lim->cost_ns;
 	return 1;
 }
 
@@ -204,13 +205,13 @@ static __noinline int too_big(struct xdp_md *ctx, const struct packet *p,
 		if (p->l3_len < ICMP_QUOTE4)
 			return count_exit(EXIT_TOO_BIG, XDP_DROP);
 		/* Drop: this CPU's ICMP budget is spent. */
-		if (!icmp_allowed(cfg))
+		if (!icmp_allowed())
 			return count_exit(EXIT_ICMP_LIMITED, XDP_DROP);
 		return icmp4_too_big(ctx, p, mtu);
 	}
 	if (p->l3_len < ICMP_QUOTE6)
 		return count_exit(EXIT_TOO_BIG, XDP_DROP);
-	if (!icmp_allowed(cfg))
+	if (!icmp_allowed())
 		return count_exit(EXIT_ICMP_LIMITED, XDP_DROP);
 	/* A host takes no MTU below 1280 for IPv6 (RFC 8201). */
 	if (mtu < IPV6_MIN_MTU)

@@ -122,6 +122,14 @@ struct {
 	__type(value, __u64);
 } exits SEC(".maps");
 
+/* icmp_limits: 0 -> struct icmp_limit; written by the loader (SetConfig). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct icmp_limit);
+} icmp_limits SEC(".maps");
+
 /* icmp_budgets: 0 -> struct icmp_budget per CPU; written by xdp_lb, the
  * token bucket that limits the ICMP errors each CPU sends (icmp.h). */
 struct {

@@ -104,13 +104,19 @@ struct config {
 	__u32 flags;		/* CONFIG_F_* */
 	__u64 udp_timeout_ns;
 	__u32 gen;		/* bumped by the loader after a backend changes */
-	__u32 icmp_cost_ns;	/* ICMP rate limit: ns of budget per message */
-	__u64 icmp_burst_ns;	/* and the most budget a CPU saves up */
+	__u32 pad2;
+};
+
+/* icmp_limit is the ICMP rate limit (icmp.h): each message costs cost_ns
+ * of a CPU's budget, which grows with the clock up to burst_ns. Apart from
+ * struct config so that pinned settings keep their size across upgrades. */
+struct icmp_limit {
+	__u64 cost_ns;
+	__u64 burst_ns;
 };
 
 /* icmp_budget is one CPU's ICMP token bucket (icmp.h), kept in ns of
- * sending time: it grows with the clock up to icmp_burst_ns, and each
- * message costs icmp_cost_ns. */
+ * sending time (see struct icmp_limit). */
 struct icmp_budget {
 	__u64 budget_ns;
 	__u64 last_ns;		/* bpf_ktime_get_ns() of the last update */

@@ -57,21 +57,35 @@ func (c Config) validate() error {
 	return nil
 }
 
-// Bounds of the ICMP rate limit: the datapath keeps the cost of one
-// message in ns in 32 bits.
+// Bounds of the ICMP rate limit.
 const (
 	maxICMPRate  = 1_000_000
 	maxICMPBurst = 1_000_000
 )
 
-// setICMP sets the token bucket of the ICMP "too big" answers in v (bpf/icmp.h).
-func (c Config) setICMP(v *lbConfig) {
+// icmpLimit is the token bucket of the ICMP "too big" answers
+// (bpf/icmp.h); ok is false when answers are off.
+func (c Config) icmpLimit() (lim lbIcmpLimit, ok bool) {
 	if c.ICMPRate < 0 {
-		return
+		return lim, false
+	}
+	lim.CostNs = uint64(time.Second / time.Duration(c.ICMPRate))
+	lim.BurstNs = lim.CostNs * uint64(c.ICMPBurst)
+	return lim, true
+}
+
+// setICMP writes the ICMP rate limit and sets the flag that turns answers
+// on in v; the limit is written first, so answers never run on an old one.
+func (d *Datapath) setICMP(c Config, v *lbConfig) error {
+	lim, ok := c.icmpLimit()
+	if !ok {
+		return nil
+	}
+	if err := d.objs.IcmpLimits.Put(uint32(0), &lim); err != nil {
+		return fmt.Errorf("set icmp rate limit: %w", err)
 	}
 	v.Flags |= configICMPTooBig
-	v.IcmpCostNs = uint32(time.Second / time.Duration(c.ICMPRate))
-	v.IcmpBurstNs = uint64(v.IcmpCostNs) * uint64(c.ICMPBurst)
+	return nil
 }
 
 // hostMask32 returns the host bits of the last 32 bits of a prefix of
@@ -100,7 +114,9 @@ func (d *Datapath) SetConfig(c Config) error {
 		UdpTimeoutNs: uint64(c.UDPTimeout / time.Nanosecond),
 	}
 	copy(v.SrcMac[:], c.SourceMAC)
-	c.setICMP(&v)
+	if err := d.setICMP(c, &v); err != nil {
+		return err
+	}
 	if p := c.OuterSource4; p.IsValid() {
 		a := p.Masked().Addr().As4()
 		v.Src4 = binary.NativeEndian.Uint32(a[:])
@@ -152,7 +168,9 @@ func (d *Datapath) initConfig() error {
 	c := Config{}.withDefaults()
 	// Generation 1: a zeroed flow cache slot (generation 0) is never used.
 	v = lbConfig{Mtu: uint32(c.MTU), HashSeed: c.HashSeed, UdpTimeoutNs: uint64(c.UDPTimeout), Gen: 1}
-	c.setICMP(&v)
+	if err := d.setICMP(c, &v); err != nil {
+		return err
+	}
 	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("set default datapath config: %w", err)
 	}

@@ -326,8 +326,9 @@ func TestStructSizes(t *testing.T) {
 		{"backend", unsafe.Sizeof(lbBackend{}), 24},
 		{"flow_key", unsafe.Sizeof(lbFlowKey{}), 40},
 		{"flow", unsafe.Sizeof(lbFlow{}), 24},
-		{"config", unsafe.Sizeof(lbConfig{}), 72},
+		{"config", unsafe.Sizeof(lbConfig{}), 64},
 		{"icmp_budget", unsafe.Sizeof(lbIcmpBudget{}), 16},
+		{"icmp_limit", unsafe.Sizeof(lbIcmpLimit{}), 16},
 		{"counters", unsafe.Sizeof(lbCounters{}), 16},
 		{"flow_cache_slot", unsafe.Sizeof(lbFlowCacheSlot{}), 96},
 	} {
@@ -347,6 +348,7 @@ func TestStructSizesMatchMaps(t *testing.T) {
 		"backends":    {4, unsafe.Sizeof(lbBackend{})},
 		"flows":       {unsafe.Sizeof(lbFlowKey{}), unsafe.Sizeof(lbFlow{})},
 		"settings":    {4, unsafe.Sizeof(lbConfig{})},
+		"icmp_limits": {4, unsafe.Sizeof(lbIcmpLimit{})},
 		"vip_retired": {4, unsafe.Sizeof(lbCounters{})},
 	} {
 		m := spec.Maps[name]

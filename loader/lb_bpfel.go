@@ -34,8 +34,7 @@ type lbConfig struct {
 	Flags        uint32
 	UdpTimeoutNs uint64
 	Gen          uint32
-	IcmpCostNs   uint32
-	IcmpBurstNs  uint64
+	Pad2         uint32
 }
 
 type lbCounters struct {
@@ -86,6 +85,12 @@ type lbIcmpBudget struct {
 	LastNs   uint64
 }
 
+type lbIcmpLimit struct {
+	_       structs.HostLayout
+	CostNs  uint64
+	BurstNs uint64
+}
+
 type lbVipKey struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
@@ -114,6 +119,7 @@ const (
 	lbMapFlowCache    = "flow_cache"
 	lbMapFlows        = "flows"
 	lbMapIcmpBudgets  = "icmp_budgets"
+	lbMapIcmpLimits   = "icmp_limits"
 	lbMapSettings     = "settings"
 	lbMapTables251    = "tables_251"
 	lbMapTables4093   = "tables_4093"
@@ -180,6 +186,7 @@ type lbMapSpecs struct {
 	FlowCache    *ebpf.MapSpec `ebpf:"flow_cache"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	IcmpBudgets  *ebpf.MapSpec `ebpf:"icmp_budgets"`
+	IcmpLimits   *ebpf.MapSpec `ebpf:"icmp_limits"`
 	Settings     *ebpf.MapSpec `ebpf:"settings"`
 	Tables251    *ebpf.MapSpec `ebpf:"tables_251"`
 	Tables4093   *ebpf.MapSpec `ebpf:"tables_4093"`
@@ -222,6 +229,7 @@ type lbMaps struct {
 	FlowCache    *ebpf.Map `ebpf:"flow_cache"`
 	Flows        *ebpf.Map `ebpf:"flows"`
 	IcmpBudgets  *ebpf.Map `ebpf:"icmp_budgets"`
+	IcmpLimits   *ebpf.Map `ebpf:"icmp_limits"`
 	Settings     *ebpf.Map `ebpf:"settings"`
 	Tables251    *ebpf.Map `ebpf:"tables_251"`
 	Tables4093   *ebpf.Map `ebpf:"tables_4093"`
@@ -240,6 +248,7 @@ func (m *lbMaps) Close() error {
 		m.FlowCache,
 		m.Flows,
 		m.IcmpBudgets,
+		m.IcmpLimits,
 		m.Settings,
 		m.Tables251,
 		m.Tables4093,

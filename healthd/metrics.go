@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/xlb-project/xlb/healthd/api"
 )
 
 // metrics are the histograms the daemon observes; everything else is read
@@ -90,7 +91,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			for _, s := range []string{HealthUnknown, HealthHealthy, HealthUnhealthy, HealthUnchecked} {
 				ch <- prometheus.MustNewConstMetric(descBHealth, prometheus.GaugeValue, b2f(b.Health == s), v.Address, b.Address, s)
 			}
-			for _, s := range []AdminState{Active, Draining} {
+			for _, s := range []api.AdminState{api.Active, api.Draining} {
 				ch <- prometheus.MustNewConstMetric(descBAdmin, prometheus.GaugeValue, b2f(b.Admin == string(s)), v.Address, b.Address, string(s))
 			}
 			ch <- prometheus.MustNewConstMetric(descBWeight, prometheus.GaugeValue, float64(b.Weight), v.Address, b.Address)
@@ -98,7 +99,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descBResolved, prometheus.GaugeValue, b2f(b.NextHop != "" && b.NextHopErr == ""), v.Address, b.Address)
 		}
 	}
-	// Not d.Stats: Status has read the VIP totals already.
+	// Not d.Stats: api.Status has read the VIP totals already.
 	d.mu.Lock()
 	drops, err := d.drops()
 	ts := d.tableStatsLocked()

@@ -1,4 +1,4 @@
-package healthd
+package healthdtest
 
 import (
 	"fmt"

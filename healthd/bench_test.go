@@ -19,7 +19,7 @@ import (
 )
 
 // scaleConfig is nVIPs VIPs sharing the same nBackends backends, with one
-// api.TCP check per backend (shared by every VIP), and backend IDs for all
+// TCP check per backend (shared by every VIP), and backend IDs for all
 // pairs with a few to spare.
 func scaleConfig(nVIPs, nBackends int, tableSize uint32) string {
 	var b strings.Builder

@@ -3,7 +3,8 @@
 // then the runtime overlay of API changes), the admin states and the panic
 // rule, reconciles the BPF maps through a Datapath following the ordering
 // rule, persists the overlay atomically, and serves the Unix-socket API and
-// Prometheus metrics. cmd/xlb only parses flags and calls into this package.
+// Prometheus metrics. The API's contract and client are in healthd/api, so
+// the CLI links this package only for its daemon verb.
 package healthd
 
 import (

@@ -10,7 +10,7 @@ import (
 )
 
 // Datapath is what the reconcile loop needs from the BPF maps. *loader.Datapath
-// implements it; unit tests use an in-memory fake.
+// implements it; unit tests use healthdtest.MemDatapath.
 type Datapath interface {
 	PutVIP(k loader.VIPKey, v loader.VIP) error
 	RemoveVIP(k loader.VIPKey) error

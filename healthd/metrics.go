@@ -99,7 +99,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descBResolved, prometheus.GaugeValue, b2f(b.NextHop != "" && b.NextHopErr == ""), v.Address, b.Address)
 		}
 	}
-	// Not d.Stats: api.Status has read the VIP totals already.
+	// Not d.Stats: Status has read the VIP totals already.
 	d.mu.Lock()
 	drops, err := d.drops()
 	ts := d.tableStatsLocked()

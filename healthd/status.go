@@ -12,7 +12,7 @@ type checkStatuser interface {
 	CheckStatus(id string) (check.Status, bool)
 }
 
-// api.Status returns a snapshot of every VIP and backend.
+// Status returns a snapshot of every VIP and backend.
 func (d *Daemon) Status() api.Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -81,7 +81,7 @@ func (d *Daemon) Status() api.Status {
 	return st
 }
 
-// api.Stats returns the datapath counters.
+// Stats returns the datapath counters.
 func (d *Daemon) Stats() (api.Stats, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

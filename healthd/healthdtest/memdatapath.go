@@ -1,3 +1,5 @@
+// Package healthdtest holds test doubles of the daemon's dependencies, for
+// tests and benchmarks of healthd and of its users.
 package healthdtest
 
 import (

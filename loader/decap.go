@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -351,5 +350,3 @@ func DecapAttached(ifname string) (bool, error) {
 	st, err := ReadDecap(ifname)
 	return st.Ours, err
 }
-
-var errNoDecapMaps = errors.New("xdp_decap holds no trust maps")

@@ -20,17 +20,23 @@ func TestVeth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.IsVeth || !v.PeerElsewhere || v.PeerIndex == 0 || !v.NeedsPeerXDP() {
-		t.Errorf("eth0 (peer in another namespace): %+v", v)
+	if !v.IsVeth || !v.PeerKnown || v.PeerNetns != other.Name || v.PeerName != "sw0" || v.PeerXDP || !v.NeedsPeerXDP() {
+		t.Errorf("eth0 (peer sw0 in another named namespace, no XDP): %+v", v)
 	}
-	if fix := v.Fix("eth0"); !strings.Contains(fix, "xlb veth-peer") {
+	if fix := v.Fix("eth0"); !strings.Contains(fix, "ip netns exec "+other.Name+" xlb veth-peer --iface sw0") {
 		t.Errorf("fix %q names no command", fix)
+	}
+	if err := other.Do(func() error { return loader.AttachPass("sw0") }); err != nil {
+		t.Fatal(err)
+	}
+	if v, err = hostnet.Veth(ns, "eth0"); err != nil || !v.PeerXDP || v.NeedsPeerXDP() {
+		t.Errorf("eth0 (peer sw0 with XDP): %+v, %v", v, err)
 	}
 	v, err = hostnet.Veth(ns, "a0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.IsVeth || v.PeerElsewhere || v.PeerName != "b0" || v.PeerXDP || !v.NeedsPeerXDP() {
+	if !v.IsVeth || !v.PeerKnown || v.PeerNetns != "" || v.PeerName != "b0" || v.PeerXDP || !v.NeedsPeerXDP() {
 		t.Errorf("a0 (peer b0 here, no XDP): %+v", v)
 	}
 	if err := ns.Do(func() error { return loader.AttachPass("b0") }); err != nil {

@@ -32,8 +32,8 @@ func TestVethPeerCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.PeerElsewhere {
-		t.Errorf("eth0's peer is in another namespace: %+v", v)
+	if !v.PeerKnown || !v.PeerXDP || v.NeedsPeerXDP() {
+		t.Errorf("eth0's peer lb1 has the program now: %+v", v)
 	}
 	if out, err := run("veth-peer", "--iface", "lb1"); err != nil || !strings.Contains(out, "nothing to do") {
 		t.Errorf("second veth-peer: %v\n%s", err, out)

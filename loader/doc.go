@@ -26,7 +26,10 @@
 //     SetTable builds a new inner map and swaps it in, so a packet sees either
 //     the old table or the new one, never a mix.
 //   - Config: balancer MAC, outer source prefixes, flow hash seed, UDP flow
-//     timeout, MTU towards the backends. SetConfig.
+//     timeout, MTU towards the backends, ICMP "too big" rate limit (a map of
+//     its own, icmp_limits). SetConfig. A VIP packet that exceeds the MTU
+//     once encapsulated is answered with ICMP "fragmentation needed" /
+//     ICMPv6 "packet too big" (XDP_TX, bpf/icmp.h).
 //   - VIP filter: a bit per hash of a VIP address, kept by PutVIP and
 //     RemoveVIP, so that packets to other addresses leave after one read.
 //
@@ -39,6 +42,14 @@
 // removed backends left (RetireBackend, RetiredCounters). RemoveVIP, and
 // PutVIP changing a VIP's ID or mode, delete that VIP's flows and bump the
 // generation too.
+//
+// # Backend hosts
+//
+// AttachDecapWith attaches xdp_decap with a netlink attachment (it stays
+// without a process or pin) and fills its trust maps from DecapOptions:
+// the balancer prefixes outer sources must lie in, and optionally the
+// outer destinations accepted. ReadDecap reads back from the kernel what is
+// attached to an interface, its trust and its counters (DecapReasons).
 //
 // Ordering rule (DESIGN.md, Backend lifecycle): put a backend before any table
 // slot names it; install a table without it before removing it.

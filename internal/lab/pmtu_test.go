@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -95,18 +96,7 @@ func transfer(l *Lab, addr netip.AddrPort, size int) error {
 func TestPMTUThroughVIP(t *testing.T) {
 	l := newLab(t, Config{Backends: 1})
 	be := l.Backends[0]
-	h, err := be.Netns.Handle()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	eth, err := h.LinkByName(Ifname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetMTU(eth, pathMTU); err != nil {
-		t.Fatal(err)
-	}
+	setLinkMTU(t, be, pathMTU)
 	d := loadDirect(t, l, "lb1")
 	lb := l.Balancers[0]
 	if err := d.dp.SetConfig(loader.Config{SourceMAC: lb.MAC, OuterSource4: OuterSource4, OuterSource6: OuterSource6, MTU: pathMTU}); err != nil {
@@ -143,6 +133,78 @@ func TestPMTUThroughVIP(t *testing.T) {
 			}
 			if got := clientPathMTU(t, l, tc.vip); got != tc.wantMTU {
 				t.Errorf("client's path MTU to %s is %d, want %d", tc.vip, got, tc.wantMTU)
+			}
+		})
+	}
+}
+
+// setLinkMTU sets the MTU of a lab host's interface.
+func setLinkMTU(t *testing.T, host Host, mtu int) {
+	t.Helper()
+	h, err := host.Netns.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	eth, err := h.LinkByName(Ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetMTU(eth, mtu); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestE2EPMTU: the same through the daemon and the lab's TCP echo server,
+// with the backends' links and encap.mtu at 1400 (below the default, so
+// that a daemon ignoring encap.mtu would let 1480-byte packets through to
+// be lost on the backend's link): 3,000 lines of 1,400 bytes written at once
+// (full-size segments) come back whole, in both families, and the balancer
+// counts the ICMP answers it sent.
+func TestE2EPMTU(t *testing.T) {
+	const mtu = 1400
+	l := e2eLab(t, Config{Backends: 1}, DaemonConfig{IPv6: true, MTU: mtu})
+	setLinkMTU(t, l.Backends[0], mtu)
+	line := strings.Repeat("x", 1400)
+	const lines = 3000
+	for _, vip := range []netip.Addr{VIP4, VIP6} {
+		t.Run(vip.String(), func(t *testing.T) {
+			before := readStats(t, l, "lb1").Drops["icmp_too_big"]
+			conn, err := (Client{Netns: l.Client.Netns, Timeout: 60 * time.Second}).Open(netip.AddrPortFrom(vip, EchoPort))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(90 * time.Second))
+			sent := make(chan error, 1)
+			go func() {
+				w := bufio.NewWriterSize(conn.Conn, 64<<10)
+				for i := range lines {
+					fmt.Fprintf(w, "%04d %s\n", i, line)
+				}
+				sent <- w.Flush()
+			}()
+			for i := range lines {
+				got, err := conn.r.ReadString('\n')
+				if err != nil {
+					t.Fatalf("line %d of %d: %v", i, lines, err)
+				}
+				if want := fmt.Sprintf("%s %04d %s\n", conn.Backend, i, line); got != want {
+					t.Fatalf("line %d came back as %.40q...", i, got)
+				}
+			}
+			if err := <-sent; err != nil {
+				t.Fatal(err)
+			}
+			if after := readStats(t, l, "lb1").Drops["icmp_too_big"]; after == before {
+				t.Errorf("icmp_too_big stayed at %d: no answer was needed", after)
+			}
+			want := mtu - 20
+			if vip.Is6() {
+				want = mtu - 40
+			}
+			if got := clientPathMTU(t, l, vip); got != want {
+				t.Errorf("client's path MTU to %s is %d, want %d", vip, got, want)
 			}
 		})
 	}

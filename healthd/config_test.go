@@ -14,7 +14,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Interface != "veth0" || len(c.VIPs) != 2 || len(c.VIPs[0].Backends) != 2 {
+	if c.Interface != "veth0" || len(c.VIPs) != 2 || len(c.VIPs[0].Backends) != 2 || c.Encap.MTU != 1500 || c.Encap.ICMPRate != 1000 || c.Encap.ICMPBurst != 50 {
 		t.Fatalf("unexpected config: %+v", c)
 	}
 	s, err := NewState(c)

@@ -37,7 +37,7 @@ func backendHostStatusCommand() *command {
 				return fmt.Errorf("backend-host status: %w", err)
 			}
 			var decap hostnet.Decap
-			if st.Want.Decap {
+			if st.Want.Decap || st.Decap {
 				var opts loader.DecapOptions
 				if len(st.Want.DecapConfig) > 0 {
 					if err := json.Unmarshal(st.Want.DecapConfig, &opts); err != nil {

@@ -34,11 +34,11 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultInitialLimit     = 50
-	DefaultMinLimit         = 4
-	DefaultMaxLimit         = 1000
-	DefaultTolerance        = 2.0
-	DefaultInterval         = 100 * time.Millisecond
+	DefaultInitialLimit       = 50
+	DefaultMinLimit           = 4
+	DefaultMaxLimit           = 1000
+	DefaultTolerance          = 2.0
+	DefaultInterval           = 100 * time.Millisecond
 	DefaultMinLatencyInterval = 30 * time.Second
 	// minSamples is how many samples an interval needs to move the limit.
 	minSamples = 4

@@ -34,6 +34,7 @@ type metrics struct {
 	noBackend     *prometheus.CounterVec   // pool
 	reloads       *prometheus.CounterVec   // result
 	upgraded      prometheus.Gauge
+	res           *resMetrics
 }
 
 type routeMetrics struct {
@@ -98,6 +99,7 @@ func newMetrics() *metrics {
 	}
 	m.reg.MustRegister(m.routeRequests, m.routeDuration, m.routeRetries, m.beRequests, m.beDuration,
 		m.beInFlight, m.beFailures, m.beEjections, m.beHealthy, m.beDrained, m.noBackend, m.reloads, m.upgraded)
+	m.res = newResMetrics(m.reg)
 	return m
 }
 

@@ -165,6 +165,9 @@ func (p *Proxy) compile(cfg *Config, old *state) (*state, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: route %s: %w", ErrConfig, rc.Name, err)
 		}
+		if err := rt.compileResilience(rc, st.pools, old.route(rc.Name)); err != nil {
+			return nil, fmt.Errorf("%w: route %s: %w", ErrConfig, rc.Name, err)
+		}
 		rt.metrics = p.metrics.route(rt.name)
 		var h http.Handler
 		for j := len(rc.Middleware) - 1; j >= 0; j-- {
@@ -203,6 +206,19 @@ func (p *Proxy) compile(cfg *Config, old *state) (*state, error) {
 	}
 	st.rp = newReverseProxy(st, st.transport)
 	return st, nil
+}
+
+// route returns the route named name, or nil (also when st is nil).
+func (st *state) route(name string) *route {
+	if st == nil {
+		return nil
+	}
+	for _, rt := range st.routes {
+		if rt.name == name {
+			return rt
+		}
+	}
+	return nil
 }
 
 // newTransport is the backend-side client of upgraded (WebSocket) requests;
@@ -315,6 +331,9 @@ func (p *Proxy) onHealthEvent(ev check.Event) {
 	}
 	b.health.Store(uint32(ev.To))
 	b.metrics.healthy.Set(boolFloat(ev.To == check.Healthy))
+	if ev.To == check.Healthy && ev.From != check.Healthy {
+		p.rampBackend(b.pool, b.ID)
+	}
 	p.log.Info("backend health changed", "pool", b.pool, "backend", b.ID, "from", ev.From.String(), "to", ev.To.String(), "reason", ev.Reason)
 }
 
@@ -372,11 +391,18 @@ type BackendInfo struct {
 	Upgraded int    `json:"upgraded"`
 	Requests uint64 `json:"requests"`
 	Failures uint64 `json:"failures"`
+	// Breaker is the backend's circuit breaker state (closed, open,
+	// half_open); empty without a breaker.
+	Breaker string `json:"breaker,omitempty"`
+	// Ramp is the share of its weight a backend in slow start has, below 1;
+	// 0 outside slow start.
+	Ramp float64 `json:"slow_start,omitempty"`
 }
 
 // Backends lists every backend of every pool, in config order.
 func (p *Proxy) Backends() []BackendInfo {
 	st := p.state.Load()
+	now := time.Now()
 	var out []BackendInfo
 	for _, pc := range st.cfg.Pools {
 		for _, b := range st.pools[pc.Name].members.Load().backends {
@@ -385,7 +411,11 @@ func (p *Proxy) Backends() []BackendInfo {
 				Pool: b.pool, Address: b.ID, Weight: b.Weight, Health: b.healthState().String(),
 				Drained: b.drained.Load(), InFlight: b.InFlight(), Requests: total, Failures: failed,
 				Upgraded: p.conns.countUpgraded(func(x *backend) bool { return x == b }),
+				Breaker:  b.breakerState(now),
 			})
+			if r := b.Ramp(now); r < 1 {
+				out[len(out)-1].Ramp = r
+			}
 		}
 	}
 	return out
@@ -423,6 +453,7 @@ func (p *Proxy) setDrained(poolName, addr string, on bool) error {
 		p.closeUpgradedLater(b, "backend drained")
 	} else {
 		p.log.Info("backend undrained", "pool", poolName, "backend", addr)
+		b.StartRamp(time.Now(), pl.guard.slow)
 	}
 	return nil
 }

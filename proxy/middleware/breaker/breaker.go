@@ -23,6 +23,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -205,6 +206,9 @@ type Breaker struct {
 	name string
 	cfg  Config
 
+	// closed mirrors state == Closed for lock-free Usable calls.
+	closed atomic.Bool
+
 	mu          sync.Mutex
 	state       State
 	gen         uint64
@@ -225,6 +229,7 @@ func New(name string, cfg Config) (*Breaker, error) {
 		return nil, err
 	}
 	b := &Breaker{name: name, cfg: cfg}
+	b.closed.Store(true)
 	b.window.init(cfg.Window)
 	return b, nil
 }
@@ -258,8 +263,11 @@ func (b *Breaker) allowLocked(now time.Time) (Ticket, bool) {
 }
 
 // Usable reports whether Allow would let a request through now, without
-// taking a probe slot; for pickers that only filter.
+// taking a probe slot; for pickers that only filter. Lock-free while closed.
 func (b *Breaker) Usable(now time.Time) bool {
+	if b.closed.Load() {
+		return true
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch b.state {
@@ -347,6 +355,7 @@ func (b *Breaker) openPeriod(trips int) time.Duration {
 func (b *Breaker) change(to State, reason string, now time.Time) {
 	from := b.state
 	b.state = to
+	b.closed.Store(to == Closed)
 	b.gen++
 	b.admitted, b.succeeded = 0, 0
 	if to == Closed {

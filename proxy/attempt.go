@@ -137,6 +137,7 @@ func (rt *route) forwardPlain(w http.ResponseWriter, e *exchange, r *http.Reques
 			return
 		}
 		e.st.metrics.res.retries.WithLabelValues(rt.name, string(reason)).Inc()
+		rt.metrics.retries.Inc()
 		if !retry.Wait(ctx, backoff) {
 			fail(w, e, ctx, ctx.Err()) // the client went away, or the deadline came
 			return

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/xlb-project/xlb/proxy/balance"
 	"github.com/xlb-project/xlb/proxy/middleware/adaptive"
 	"github.com/xlb-project/xlb/proxy/middleware/breaker"
@@ -26,6 +28,7 @@ type guard struct {
 	poolRules  failureRules
 	limiter    *adaptive.Limiter // nil: no load shedding
 	limCfg     *AdaptiveConfig
+	limGauge   prometheus.Gauge
 	retryAfter []string
 	slow       balance.SlowStart // Window 0: none
 }
@@ -149,6 +152,8 @@ func (p *Proxy) buildGuard(pc *PoolConfig, old *pool) (guard, error) {
 			g.limiter = l
 		}
 		g.retryAfter = []string{strconv.Itoa(int(c.RetryAfter.D() / time.Second))}
+		g.limGauge = p.metrics.res.limit.WithLabelValues(pc.Name)
+		g.limGauge.Set(float64(g.limiter.Limit()))
 	}
 	if c := pc.SlowStart; c != nil {
 		g.slow = c.config()
@@ -302,6 +307,7 @@ func (pl *pool) settle(a *admission, res attemptResult, latency time.Duration, n
 	if a.limiterd {
 		measured := res.kind == resultOK || res.kind == resultTimeout
 		g.limiter.Release(latency, measured, now)
+		g.limGauge.Set(float64(g.limiter.Limit()))
 	}
 }
 

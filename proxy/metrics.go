@@ -133,7 +133,8 @@ func (m *metrics) backend(pool, addr string) *backendMetrics {
 func (m *metrics) forgetBackend(pool, addr string) {
 	l := prometheus.Labels{"pool": pool, "backend": addr}
 	for _, v := range []*prometheus.MetricVec{m.beRequests.MetricVec, m.beDuration.MetricVec, m.beInFlight.MetricVec,
-		m.beFailures.MetricVec, m.beEjections.MetricVec, m.beHealthy.MetricVec, m.beDrained.MetricVec} {
+		m.beFailures.MetricVec, m.beEjections.MetricVec, m.beHealthy.MetricVec, m.beDrained.MetricVec,
+		m.res.breakerState.MetricVec, m.res.breakerChanges.MetricVec} {
 		v.DeletePartialMatch(l)
 	}
 }
@@ -144,4 +145,7 @@ func (m *metrics) forgetRoute(name string) {
 	m.routeRequests.DeletePartialMatch(l)
 	m.routeDuration.DeletePartialMatch(l)
 	m.routeRetries.DeletePartialMatch(l)
+	m.res.retries.DeletePartialMatch(l)
+	m.res.budgetOut.DeletePartialMatch(l)
+	m.res.fallbacks.DeletePartialMatch(l)
 }

@@ -268,7 +268,7 @@ routes:
 	if st != 503 || body != "down for maintenance" || h.Get("Xlb-Fallback") != "respond" {
 		t.Fatalf("uncached: %d %q %v, want the fixed response", st, body, h)
 	}
-	st, h, body = do(t, mustReq(t, "POST", base+"/cached/a", strings.NewReader("x")))
+	st, _, body = do(t, mustReq(t, "POST", base+"/cached/a", strings.NewReader("x")))
 	if st != 503 || body != "down for maintenance" {
 		t.Fatalf("POST: %d %q, want the fixed response (no last good for POST)", st, body)
 	}

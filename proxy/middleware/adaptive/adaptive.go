@@ -229,6 +229,9 @@ func (l *Limiter) update() {
 	l.mean = mean
 }
 
+// Limit returns the current limit, lock-free.
+func (l *Limiter) Limit() int { return int(l.limit.Load()) }
+
 // Status is a limiter's state, for display and metrics.
 type Status struct {
 	Limit    int

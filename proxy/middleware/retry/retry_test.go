@@ -68,13 +68,22 @@ func TestBudgetEnforced(t *testing.T) {
 	for range 10 {
 		b.Request(t0.Add(time.Second))
 	}
-	if !b.Withdraw(t0.Add(time.Second)) || !b.Withdraw(t0.Add(time.Second)) || b.Withdraw(t0.Add(time.Second)) {
-		t.Fatal("10 more requests did not earn exactly 2 retries")
+	if got := withdrawAll(b, t0.Add(time.Second)); got != 2 {
+		t.Fatalf("10 more requests earned %d retries, want 2", got)
 	}
 	// Once the window has passed, old requests and retries are forgotten.
 	if b.Withdraw(t0.Add(11 * time.Second)) {
 		t.Fatal("retry granted with no requests in the window and no floor")
 	}
+}
+
+// withdrawAll takes retries until the budget refuses, and counts them.
+func withdrawAll(b *Budget, now time.Time) int {
+	n := 0
+	for b.Withdraw(now) {
+		n++
+	}
+	return n
 }
 
 func TestBudgetFloor(t *testing.T) {
@@ -94,8 +103,8 @@ func TestBudgetFloor(t *testing.T) {
 	for range 4 {
 		b.Request(t0)
 	}
-	if !b.Withdraw(t0) || !b.Withdraw(t0) || b.Withdraw(t0) {
-		t.Fatal("4 requests at 50% did not add exactly 2 to the floor")
+	if got := withdrawAll(b, t0); got != 2 {
+		t.Fatalf("4 requests at 50%% added %d to the floor, want 2", got)
 	}
 }
 
@@ -185,7 +194,7 @@ func TestBufferTooBigIsSentOnce(t *testing.T) {
 	// Declared too long: nothing is read.
 	src := strings.NewReader(big)
 	b, rest, err := Buffer(src, 100, 10)
-	if err != nil || b != nil || src.Len() != 100 {
+	if err != nil || b != nil || rest != src || src.Len() != 100 {
 		t.Fatalf("declared too long: %v %v, %d left unread", b, err, src.Len())
 	}
 	// Unknown length, longer than the limit: rest carries all of it.

@@ -213,7 +213,12 @@ func (rt *route) attempt(w http.ResponseWriter, e *exchange, r *http.Request, ct
 			reason = retry.ConnectFailure
 		case res.kind == resultReset:
 			reason = retry.Reset
-		case res.kind == resultTimeout && tctx.Err() != nil:
+		case res.kind == resultTimeout:
+			// The attempt's own limit (per-try or response-header timeout):
+			// the overall one has not passed (ctx.Err() is nil, and the
+			// backoff must still fit before its deadline). The socket
+			// deadline may fire a moment before tctx's timer, so tctx.Err()
+			// is not the test.
 			reason = retry.PerTryTimeout
 		case res.kind == resultOK:
 			reason = retry.Status

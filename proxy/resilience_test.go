@@ -421,3 +421,24 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestRetryPerTryTimeout: an attempt at a backend that never answers ends at
+// the per-try timeout and the request goes to the other backend, well within
+// the route's timeout.
+func TestRetryPerTryTimeout(t *testing.T) {
+	hang := hangBackend(t)
+	good := newCtlBackend(t, "good")
+	_, base := startProxy(t, fmt.Sprintf(`
+listeners: [{name: web, address: "127.0.0.1:0"}]
+pools: [{name: app, backends: [{address: %q}, {address: %q}]}]
+routes: [{name: all, pool: app, timeout: 5s, retry: {attempts: 2, on: [per_try_timeout], per_try_timeout: 100ms, budget: {floor: 1000}}}]
+`, hang, good.addr), Options{})
+	for i := range 10 {
+		if st, h, _ := do(t, mustReq(t, "GET", base+"/", nil)); st != 200 || h.Get("X-Backend") != "good" {
+			t.Fatalf("request %d: %d from %q, want 200 from good after the hanging attempt timed out", i, st, h.Get("X-Backend"))
+		}
+	}
+	if good.hits.Load() != 10 {
+		t.Fatalf("good got %d requests, want 10", good.hits.Load())
+	}
+}

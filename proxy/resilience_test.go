@@ -431,7 +431,7 @@ func TestRetryPerTryTimeout(t *testing.T) {
 	_, base := startProxy(t, fmt.Sprintf(`
 listeners: [{name: web, address: "127.0.0.1:0"}]
 pools: [{name: app, backends: [{address: %q}, {address: %q}]}]
-routes: [{name: all, pool: app, timeout: 5s, retry: {attempts: 2, on: [per_try_timeout], per_try_timeout: 100ms, budget: {floor: 1000}}}]
+routes: [{name: all, pool: app, timeout: 10s, retry: {attempts: 2, on: [per_try_timeout], per_try_timeout: 300ms, budget: {floor: 1000}}}]
 `, hang, good.addr), Options{})
 	for i := range 10 {
 		if st, h, _ := do(t, mustReq(t, "GET", base+"/", nil)); st != 200 || h.Get("X-Backend") != "good" {

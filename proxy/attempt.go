@@ -7,35 +7,36 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/xlb-project/xlb/proxy/middleware/lastgood"
-	"github.com/xlb-project/xlb/proxy/middleware/retry"
+	"github.com/xlb-project/xlb/proxy/config"
+	"github.com/xlb-project/xlb/proxy/lastgood"
+	"github.com/xlb-project/xlb/proxy/retry"
 )
 
 // routeRetry is a route's retry policy and budget.
 type routeRetry struct {
-	cfg    *RetryConfig
+	cfg    *config.RetryConfig
 	policy retry.Policy
 	budget *retry.Budget
 }
 
 // routeFallback is what a route answers when its pool has no usable backend.
 type routeFallback struct {
-	cfg      *FallbackConfig
-	lastGood *lastgood.Cache // nil: none
-	pool     *pool           // nil: none
-	respond  *RespondConfig  // nil: none
+	cfg      *config.FallbackConfig
+	lastGood *lastgood.Cache       // nil: none
+	pool     *pool                 // nil: none
+	respond  *config.RespondConfig // nil: none
 }
 
 // compileResilience sets up rt's retries and fallback, keeping the retry
 // budget and last-good cache of old (the route of the same name in the
 // running state) when their config is unchanged.
-func (rt *route) compileResilience(rc *RouteConfig, pools map[string]*pool, old *route) error {
+func (rt *route) compileResilience(rc *config.RouteConfig, pools map[string]*pool, old *route) error {
 	if c := rc.Retry; c != nil {
-		rr := &routeRetry{cfg: c, policy: c.policy()}
+		rr := &routeRetry{cfg: c, policy: c.Policy()}
 		if old != nil && old.retry != nil && sameConfig(&old.retry.cfg.Budget, &c.Budget) {
 			rr.budget = old.retry.budget
 		} else {
-			b, err := retry.NewBudget(c.budget())
+			b, err := retry.NewBudget(c.BudgetConfig())
 			if err != nil {
 				return err
 			}
@@ -52,7 +53,7 @@ func (rt *route) compileResilience(rc *RouteConfig, pools map[string]*pool, old 
 			if old != nil && old.fallback != nil && old.fallback.lastGood != nil && sameConfig(old.fallback.cfg.LastGood, lg) {
 				fb.lastGood = old.fallback.lastGood
 			} else {
-				cache, err := lastgood.New(lg.config())
+				cache, err := lastgood.New(lg.LastGood())
 				if err != nil {
 					return err
 				}
@@ -204,7 +205,7 @@ func (rt *route) attempt(w http.ResponseWriter, e *exchange, r *http.Request, ct
 	e.respondedAt = time.Now()
 	res = classify(err, r.Context(), tctx)
 	if resp != nil {
-		res.status = resp.status
+		res.status = resp.Status
 	}
 	var reason retry.Reason
 	if try < attempts && !e.interim && ctx.Err() == nil {
@@ -239,7 +240,7 @@ func (rt *route) attempt(w http.ResponseWriter, e *exchange, r *http.Request, ct
 	}
 	if again {
 		if resp != nil {
-			resp.release() // unread: the connection is closed
+			resp.Release() // unread: the connection is closed
 		}
 		return reason, backoff, true
 	}
@@ -247,7 +248,7 @@ func (rt *route) attempt(w http.ResponseWriter, e *exchange, r *http.Request, ct
 		fail(w, e, ctx, err)
 		return "", 0, false
 	}
-	defer resp.release()
+	defer resp.Release()
 	e.st.relay(w, e, r, resp, rt.lastGoodFor(r))
 	return "", 0, false
 }

@@ -12,22 +12,24 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/xlb-project/xlb/proxy/adaptive"
 	"github.com/xlb-project/xlb/proxy/balance"
-	"github.com/xlb-project/xlb/proxy/middleware/adaptive"
-	"github.com/xlb-project/xlb/proxy/middleware/breaker"
+	"github.com/xlb-project/xlb/proxy/breaker"
+	"github.com/xlb-project/xlb/proxy/config"
+	"github.com/xlb-project/xlb/proxy/internal/upstream"
 )
 
 // guard is a pool's resilience state: the pool's own breaker, the rules of
 // its backends' breakers, the adaptive concurrency limit and slow start.
 // Kept across reloads while their config is unchanged.
 type guard struct {
-	beCfg      *BreakerConfig // per backend; nil: none
+	beCfg      *config.BreakerConfig // per backend; nil: none
 	beRules    failureRules
 	pool       *breaker.Breaker // nil: none
-	poolCfg    *BreakerConfig
+	poolCfg    *config.BreakerConfig
 	poolRules  failureRules
 	limiter    *adaptive.Limiter // nil: no load shedding
-	limCfg     *AdaptiveConfig
+	limCfg     *config.AdaptiveConfig
 	limGauge   prometheus.Gauge
 	retryAfter []string
 	slow       balance.SlowStart // Window 0: none
@@ -39,7 +41,7 @@ type failureRules struct {
 	statuses                []int
 }
 
-func rulesOf(c *BreakerConfig) failureRules {
+func rulesOf(c *config.BreakerConfig) failureRules {
 	return failureRules{
 		connect:  slices.Contains(c.FailureOn, "connect_failure"),
 		reset:    slices.Contains(c.FailureOn, "reset"),
@@ -104,9 +106,9 @@ func classify(err error, ctx, tctx context.Context) attemptResult {
 		return attemptResult{kind: resultOK}
 	case errors.Is(ctx.Err(), context.Canceled):
 		return attemptResult{kind: resultClient}
-	case tctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+	case tctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err):
 		return attemptResult{kind: resultTimeout}
-	case errors.Is(err, errMalformed) || errors.Is(err, errHeadTooLarge):
+	case upstream.IsMalformed(err):
 		return attemptResult{kind: resultMalformed}
 	}
 	var op *net.OpError
@@ -118,9 +120,14 @@ func classify(err error, ctx, tctx context.Context) attemptResult {
 	return attemptResult{kind: resultReset}
 }
 
+func isNetTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 // buildGuard compiles a pool's resilience config, keeping the old pool's
 // breaker and limiter when their config is unchanged.
-func (p *Proxy) buildGuard(pc *PoolConfig, old *pool) (guard, error) {
+func (p *Proxy) buildGuard(pc *config.PoolConfig, old *pool) (guard, error) {
 	var g guard
 	if c := pc.Breaker; c != nil {
 		g.beCfg, g.beRules = c, rulesOf(c)
@@ -130,7 +137,7 @@ func (p *Proxy) buildGuard(pc *PoolConfig, old *pool) (guard, error) {
 		if old != nil && old.guard.pool != nil && sameConfig(old.guard.poolCfg, c) {
 			g.pool = old.guard.pool
 		} else {
-			cfg := c.config()
+			cfg := c.Breaker()
 			name := pc.Name
 			cfg.OnChange = func(ch breaker.Change) { p.onBreakerChange(name, "", ch) }
 			br, err := breaker.New(name, cfg)
@@ -145,7 +152,7 @@ func (p *Proxy) buildGuard(pc *PoolConfig, old *pool) (guard, error) {
 		if old != nil && old.guard.limiter != nil && sameConfig(old.guard.limCfg, c) {
 			g.limiter = old.guard.limiter
 		} else {
-			l, err := adaptive.New(c.config())
+			l, err := adaptive.New(c.Adaptive())
 			if err != nil {
 				return g, fmt.Errorf("pool %s: adaptive_concurrency: %w", pc.Name, err)
 			}
@@ -156,7 +163,7 @@ func (p *Proxy) buildGuard(pc *PoolConfig, old *pool) (guard, error) {
 		g.limGauge.Set(float64(g.limiter.Limit()))
 	}
 	if c := pc.SlowStart; c != nil {
-		g.slow = c.config()
+		g.slow = c.SlowStart()
 	}
 	return g, nil
 }
@@ -177,7 +184,7 @@ func (p *Proxy) backendBreaker(pl *pool, b, old *backend) *breaker.Breaker {
 			return br
 		}
 	}
-	cfg := c.config()
+	cfg := c.Breaker()
 	poolName, id := pl.name, b.ID
 	cfg.OnChange = func(ch breaker.Change) { p.onBreakerChange(poolName, id, ch) }
 	br, err := breaker.New(id, cfg)

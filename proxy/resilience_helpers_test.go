@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/xlb-project/xlb/proxy/admin"
 )
 
 // Modes of a ctlBackend.
@@ -98,11 +100,11 @@ func do(t *testing.T, req *http.Request) (int, http.Header, string) {
 	return resp.StatusCode, resp.Header, string(body)
 }
 
-func backendInfo(p *Proxy, addr string) BackendInfo {
+func backendInfo(p *Proxy, addr string) admin.BackendInfo {
 	for _, b := range p.Backends() {
 		if b.Address == addr {
 			return b
 		}
 	}
-	return BackendInfo{}
+	return admin.BackendInfo{}
 }

@@ -3,7 +3,7 @@ package proxy
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/xlb-project/xlb/proxy/middleware/breaker"
+	"github.com/xlb-project/xlb/proxy/breaker"
 )
 
 // resMetrics are the collectors of breakers, retries, fallbacks and load

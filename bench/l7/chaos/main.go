@@ -27,7 +27,11 @@ import (
 	"time"
 
 	"github.com/xlb-project/xlb/proxy"
+	"github.com/xlb-project/xlb/proxy/config"
 )
+
+// verbose logs the proxy's events to stderr.
+var verbose bool
 
 // scenario is one run: a name and the pool and route blocks that differ.
 type scenario struct {
@@ -41,12 +45,12 @@ const (
 )
 
 var scenarios = []scenario{
-	{"all on", breakerBlock, `retry: {` + retryOn + `, per_try_timeout: 200ms, ` + budgetBlock + `}`},
-	{"breakers off", ``, `retry: {` + retryOn + `, per_try_timeout: 200ms, ` + budgetBlock + `}`},
+	{"all on", breakerBlock, `retry: {` + retryOn + `, per_try_timeout: 500ms, ` + budgetBlock + `}`},
+	{"breakers off", ``, `retry: {` + retryOn + `, per_try_timeout: 500ms, ` + budgetBlock + `}`},
 	{"retries off", breakerBlock, ``},
-	{"retry budget off", breakerBlock, `retry: {` + retryOn + `, per_try_timeout: 200ms, budget: {ratio: 1, floor: 1000000}}`},
+	{"retry budget off", breakerBlock, `retry: {` + retryOn + `, per_try_timeout: 500ms, budget: {ratio: 1, floor: 1000000}}`},
 	{"per-try timeout off", breakerBlock, `retry: {` + retryOn + `, ` + budgetBlock + `}`},
-	{"breakers+budget off", ``, `retry: {` + retryOn + `, per_try_timeout: 200ms, budget: {ratio: 1, floor: 1000000}}`},
+	{"breakers+budget off", ``, `retry: {` + retryOn + `, per_try_timeout: 500ms, budget: {ratio: 1, floor: 1000000}}`},
 	{"all off", ``, ``},
 }
 
@@ -57,6 +61,8 @@ func main() {
 	conns := flag.Int("conns", 256, "loadgen connections")
 	timeout := flag.Duration("timeout", 2*time.Second, "the route's timeout")
 	only := flag.String("only", "", "run only the scenarios whose name contains this")
+	flag.BoolVar(&verbose, "v", false, "log the proxy's events (breakers opening, ...) to stderr")
+	overload := flag.Float64("overload", 2, "also run the load-shedding table at this multiple of a backend's capacity; 0: not")
 	flag.Parse()
 	if *loadgen == "" {
 		fmt.Fprintln(os.Stderr, "chaos: -loadgen is required")
@@ -77,6 +83,53 @@ func main() {
 			float64(r.p50)/1000, float64(r.p99)/1000, float64(r.healthy)/float64(r.sent), r.healthyPeak, float64(r.attempts)/float64(r.sent))
 	}
 	fmt.Println("healthy x: requests the healthy backend got per client request (1/3 without failures); attempts x: requests all backends got per client request")
+	if *overload > 0 {
+		if err := overloadTable(*loadgen, *overload, *duration, *conns); err != nil {
+			fmt.Fprintf(os.Stderr, "chaos: overload: %v\n", err)
+			os.Exit(1)
+		}
+	}
+}
+
+// overloadTable offers one backend of known capacity (workers × 1/service)
+// `factor` times that load, without and with the adaptive concurrency
+// limit, and prints what the clients saw.
+func overloadTable(loadgen string, factor float64, d time.Duration, conns int) error {
+	const workers, service = 8, 10 * time.Millisecond
+	capacity := float64(workers) / service.Seconds()
+	rate := factor * capacity
+	fmt.Printf("\noverload: one backend of %d workers × %v (capacity %.0f/s) offered %.0f/s (%.1f×) for %v over %d connections\n",
+		workers, service, capacity, rate, factor, d, conns)
+	fmt.Printf("%-20s %8s %8s %9s %9s %9s %10s\n", "scenario", "sent", "errors", "error %", "p50 ms", "p99 ms", "goodput/s")
+	defer fmt.Println("goodput: successful requests per second over the run, until the last answer")
+	for _, sc := range []scenario{
+		{"shedding off", ``, ``},
+		{"shedding on", `adaptive_concurrency: {min_limit: 4, max_limit: 1000}`, ``},
+	} {
+		be := &queueBackend{slots: make(chan struct{}, workers), service: service}
+		r, err := runWith(sc, loadgen, rate, d, conns, 10*time.Second, []http.Handler{be})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%-20s %8d %8d %9.2f %9.1f %9.1f %10.0f\n", sc.name, r.sent, r.errors, 100*float64(r.errors)/float64(r.sent),
+			float64(r.p50)/1000, float64(r.p99)/1000, r.goodput)
+	}
+	return nil
+}
+
+// queueBackend serves at most cap(slots) requests at once, each taking
+// service; the others wait for a slot.
+type queueBackend struct {
+	slots   chan struct{}
+	service time.Duration
+}
+
+func (b *queueBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.slots <- struct{}{}
+	time.Sleep(b.service) // the work
+	<-b.slots
+	w.Header().Set("Content-Length", "2")
+	_, _ = io.WriteString(w, "ok")
 }
 
 type result struct {
@@ -86,10 +139,40 @@ type result struct {
 	healthyPeak   int64
 	attempts      int64
 	loadgenOutput string
+	goodput       float64 // successful requests per second of the run
 }
 
 func run(sc scenario, loadgen string, rate float64, d time.Duration, conns int, timeout time.Duration) (result, error) {
+	return runWith(sc, loadgen, rate, d, conns, timeout, nil)
+}
+
+// runWith runs one scenario: with handlers nil over the three chaos
+// backends, else over servers of the given handlers.
+func runWith(sc scenario, loadgen string, rate float64, d time.Duration, conns int, timeout time.Duration, handlers []http.Handler) (result, error) {
 	var res result
+	if handlers != nil {
+		var addrs []string
+		for _, h := range handlers {
+			s, err := serve(h)
+			if err != nil {
+				return res, err
+			}
+			defer s.Close()
+			addrs = append(addrs, fmt.Sprintf("{address: %q}", s.Addr()))
+		}
+		return measure(res, fmt.Sprintf(`
+listeners: [{name: web, address: "127.0.0.1:0"}]
+pools:
+  - name: app
+    backends: [%s]
+    %s
+routes:
+  - name: all
+    pool: app
+    timeout: %s
+    %s
+`, strings.Join(addrs, ", "), sc.pool, timeout, sc.route), loadgen, rate, d, conns)
+	}
 	healthy := &countingBackend{}
 	flaky := &countingBackend{failEvery: 2}
 	hs, err := serve(healthy)
@@ -121,11 +204,27 @@ routes:
     timeout: %s
     %s
 `, hs.Addr(), fs.Addr(), hang.l.Addr(), sc.pool, timeout, sc.route)
-	c, err := proxy.Parse([]byte(cfg))
+	res, err = measure(res, cfg, loadgen, rate, d, conns)
+	if err != nil {
+		return res, err
+	}
+	res.healthy = healthy.hits.Load()
+	res.healthyPeak = healthy.peak.Load()
+	res.attempts = healthy.hits.Load() + flaky.hits.Load() + hang.hits.Load()
+	return res, nil
+}
+
+// measure runs a proxy with cfg and loadgen against it.
+func measure(res result, cfg, loadgen string, rate float64, d time.Duration, conns int) (result, error) {
+	c, err := config.Parse([]byte(cfg))
 	if err != nil {
 		return res, fmt.Errorf("config: %w\n%s", err, cfg)
 	}
-	p, err := proxy.New(c, proxy.Options{Logger: slog.New(slog.DiscardHandler)})
+	logger := slog.New(slog.DiscardHandler)
+	if verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	p, err := proxy.New(c, proxy.Options{Logger: logger})
 	if err != nil {
 		return res, err
 	}
@@ -150,14 +249,10 @@ routes:
 	res.loadgenOutput = strings.TrimSpace(string(out))
 	var ok int
 	var p90, p999, maxUS int64
-	var got float64
 	if _, err := fmt.Sscanf(res.loadgenOutput, "rate=%f sent=%d ok=%d errors=%d p50_us=%d p90_us=%d p99_us=%d p999_us=%d max_us=%d",
-		&got, &res.sent, &ok, &res.errors, &res.p50, &p90, &res.p99, &p999, &maxUS); err != nil {
+		&res.goodput, &res.sent, &ok, &res.errors, &res.p50, &p90, &res.p99, &p999, &maxUS); err != nil {
 		return res, fmt.Errorf("loadgen output %q: %w", res.loadgenOutput, err)
 	}
-	res.healthy = healthy.hits.Load()
-	res.healthyPeak = healthy.peak.Load()
-	res.attempts = healthy.hits.Load() + flaky.hits.Load() + hang.hits.Load()
 	return res, nil
 }
 

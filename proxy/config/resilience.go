@@ -1,4 +1,4 @@
-package proxy
+package config
 
 import (
 	"fmt"
@@ -7,11 +7,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xlb-project/xlb/proxy/adaptive"
 	"github.com/xlb-project/xlb/proxy/balance"
-	"github.com/xlb-project/xlb/proxy/middleware/adaptive"
-	"github.com/xlb-project/xlb/proxy/middleware/breaker"
-	"github.com/xlb-project/xlb/proxy/middleware/lastgood"
-	"github.com/xlb-project/xlb/proxy/middleware/retry"
+	"github.com/xlb-project/xlb/proxy/breaker"
+	"github.com/xlb-project/xlb/proxy/lastgood"
+	"github.com/xlb-project/xlb/proxy/retry"
 )
 
 // Config of the resilience features: circuit breakers, slow start and the
@@ -19,7 +19,7 @@ import (
 // fields take the defaults of the packages that implement them, named in
 // each comment.
 
-// BreakerConfig is a circuit breaker (proxy/middleware/breaker), per backend
+// BreakerConfig is a circuit breaker (proxy/breaker), per backend
 // (pools[].breaker) or for the whole pool (pools[].pool_breaker).
 type BreakerConfig struct {
 	FailureRatio        float64  `yaml:"failure_ratio"`        // default 0.5
@@ -59,14 +59,14 @@ func (c *BreakerConfig) validate(f string) error {
 			return bad(f+".failure_statuses", s, "allowed: 500 to 599")
 		}
 	}
-	bc := c.config().WithDefaults()
+	bc := c.Breaker().WithDefaults()
 	if err := bc.Validate(); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrConfig, f, err)
 	}
 	return nil
 }
 
-func (c *BreakerConfig) config() breaker.Config {
+func (c *BreakerConfig) Breaker() breaker.Config {
 	return breaker.Config{
 		FailureRatio: c.FailureRatio, MinRequests: c.MinRequests, Window: c.Window.D(),
 		ConsecutiveFailures: c.ConsecutiveFailures, OpenBase: c.OpenBase.D(), OpenMax: c.OpenMax.D(),
@@ -86,18 +86,18 @@ func (c *SlowStartConfig) validate(f string) error {
 	if c.Window <= 0 {
 		return bad(f+".window", c.Window.D(), "required: from 1ms to 1h")
 	}
-	if err := c.config().Validate(); err != nil {
+	if err := c.SlowStart().Validate(); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrConfig, f, err)
 	}
 	return nil
 }
 
-func (c *SlowStartConfig) config() balance.SlowStart {
+func (c *SlowStartConfig) SlowStart() balance.SlowStart {
 	return balance.SlowStart{Window: c.Window.D(), MinShare: c.MinShare}
 }
 
 // AdaptiveConfig is the pool's adaptive concurrency limit (load shedding,
-// proxy/middleware/adaptive): requests over the limit are answered 503 with
+// proxy/adaptive): requests over the limit are answered 503 with
 // Retry-After at once.
 type AdaptiveConfig struct {
 	InitialLimit       int      `yaml:"initial_limit"`        // default 50
@@ -114,20 +114,20 @@ func (c *AdaptiveConfig) validate(f string) error {
 	if c.RetryAfter < Duration(time.Second) || c.RetryAfter > Duration(time.Hour) {
 		return bad(f+".retry_after", c.RetryAfter.D(), "allowed: 1s to 1h")
 	}
-	if err := c.config().WithDefaults().Validate(); err != nil {
+	if err := c.Adaptive().WithDefaults().Validate(); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrConfig, f, err)
 	}
 	return nil
 }
 
-func (c *AdaptiveConfig) config() adaptive.Config {
+func (c *AdaptiveConfig) Adaptive() adaptive.Config {
 	return adaptive.Config{
 		InitialLimit: c.InitialLimit, MinLimit: c.MinLimit, MaxLimit: c.MaxLimit, Tolerance: c.Tolerance,
 		Interval: c.Interval.D(), MinLatencyInterval: c.MinLatencyInterval.D(),
 	}
 }
 
-// RetryConfig is a route's retry policy (proxy/middleware/retry).
+// RetryConfig is a route's retry policy (proxy/retry).
 type RetryConfig struct {
 	// Attempts including the first, 2 to 10; required.
 	Attempts int `yaml:"attempts"`
@@ -167,16 +167,16 @@ func (c *RetryConfig) validate(f string) error {
 	if c.Attempts < 2 || c.Attempts > retry.MaxAttempts {
 		return bad(f+".attempts", c.Attempts, fmt.Sprintf("allowed: 2 to %d (tries including the first)", retry.MaxAttempts))
 	}
-	if err := c.policy().Validate(); err != nil {
+	if err := c.Policy().Validate(); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrConfig, f, err)
 	}
-	if err := c.budget().WithDefaults().Validate(); err != nil {
+	if err := c.BudgetConfig().WithDefaults().Validate(); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrConfig, f, err)
 	}
 	return nil
 }
 
-func (c *RetryConfig) policy() retry.Policy {
+func (c *RetryConfig) Policy() retry.Policy {
 	on := make([]retry.Reason, len(c.On))
 	for i, s := range c.On {
 		on[i] = retry.Reason(s)
@@ -188,7 +188,7 @@ func (c *RetryConfig) policy() retry.Policy {
 	}.WithDefaults()
 }
 
-func (c *RetryConfig) budget() retry.BudgetConfig {
+func (c *RetryConfig) BudgetConfig() retry.BudgetConfig {
 	return retry.BudgetConfig{Ratio: c.Budget.Ratio, Floor: c.Budget.Floor, Window: c.Budget.Window.D()}
 }
 
@@ -203,7 +203,7 @@ type FallbackConfig struct {
 }
 
 // LastGoodConfig bounds the route's cache of last good GET responses
-// (proxy/middleware/lastgood); answers from it carry the header
+// (proxy/lastgood); answers from it carry the header
 // Xlb-Fallback: last_good and an Age.
 type LastGoodConfig struct {
 	MaxEntries   int      `yaml:"max_entries"`    // default 1000
@@ -212,7 +212,7 @@ type LastGoodConfig struct {
 	MaxAge       Duration `yaml:"max_age"`        // default 5m
 }
 
-func (c *LastGoodConfig) config() lastgood.Config {
+func (c *LastGoodConfig) LastGood() lastgood.Config {
 	return lastgood.Config{MaxEntries: c.MaxEntries, MaxBytes: c.MaxBytes, MaxBodyBytes: c.MaxBodyBytes, MaxAge: c.MaxAge.D()}
 }
 
@@ -221,7 +221,7 @@ func (c *FallbackConfig) validate(f string, pools map[string]bool, own string) e
 		return bad(f, "{}", "needs at least one of last_good, pool and respond")
 	}
 	if c.LastGood != nil {
-		if err := c.LastGood.config().WithDefaults().Validate(); err != nil {
+		if err := c.LastGood.LastGood().WithDefaults().Validate(); err != nil {
 			return fmt.Errorf("%w: %s.last_good: %w", ErrConfig, f, err)
 		}
 	}

@@ -17,7 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/xlb-project/xlb/healthd"
-	"github.com/xlb-project/xlb/proxy"
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 // The first line of every ```yaml block in the docs says what it is; the
@@ -112,7 +112,7 @@ func TestConfigExamples(t *testing.T) {
 				}
 				counts["daemon"]++
 			case first == markerProxy:
-				if _, err := proxy.Parse([]byte(b.text)); err != nil {
+				if _, err := config.Parse([]byte(b.text)); err != nil {
 					t.Errorf("%s: proxy config example does not load: %v", errorAt(b, err), err)
 				}
 				counts["proxy"]++

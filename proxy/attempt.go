@@ -185,7 +185,7 @@ func (rt *route) attempt(w http.ResponseWriter, e *exchange, r *http.Request, ct
 		lat := e.respondedAt.Sub(sent)
 		b.metrics.inFlight.Dec()
 		b.metrics.duration.Observe(lat.Seconds())
-		failed := e.failed || (again && res.failed())
+		failed := e.failed
 		b.Release(lat, failed)
 		pl.report(b, failed || (res.kind == resultOK && res.status >= 500))
 		pl.settle(a, res, lat, time.Now())
@@ -207,6 +207,8 @@ func (rt *route) attempt(w http.ResponseWriter, e *exchange, r *http.Request, ct
 	if resp != nil {
 		res.status = resp.Status
 	}
+	// fail (below) sees respondedAt set and leaves e.failed alone.
+	e.failed = res.failed()
 	var reason retry.Reason
 	if try < attempts && !e.interim && ctx.Err() == nil {
 		switch {

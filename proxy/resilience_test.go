@@ -442,3 +442,44 @@ routes: [{name: all, pool: app, timeout: 10s, retry: {attempts: 2, on: [per_try_
 		t.Fatalf("good got %d requests, want 10", good.hits.Load())
 	}
 }
+
+// TestFailedAttemptsCounted: an attempt that gets no response counts as a
+// failure of its backend, retried or not.
+func TestFailedAttemptsCounted(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close() // connections to it are refused
+	good := newCtlBackend(t, "good")
+	p, base := startProxy(t, fmt.Sprintf(`
+listeners: [{name: web, address: "127.0.0.1:0"}]
+pools:
+  - {name: dead, backends: [{address: %q}]}
+  - {name: mixed, backends: [{address: %q}, {address: %q}]}
+routes:
+  - {name: dead, match: {path: {prefix: /dead}}, pool: dead}
+  - {name: mixed, pool: mixed, retry: {attempts: 2, budget: {floor: 1000}}}
+`, dead, dead, good.addr), Options{})
+	if st, _, _ := do(t, mustReq(t, "GET", base+"/dead", nil)); st != 502 {
+		t.Fatalf("status %d from a refused backend, want 502", st)
+	}
+	for range 4 {
+		if st, _, _ := do(t, mustReq(t, "GET", base+"/", nil)); st != 200 {
+			t.Fatalf("status %d, want 200 after a retry", st)
+		}
+	}
+	for _, b := range p.Backends() {
+		want := uint64(0)
+		switch {
+		case b.Pool == "dead":
+			want = 1
+		case b.Address == dead:
+			want = 4 // round robin: the retry's pick moves the turn on, so every request starts there
+		}
+		if b.Failures != want {
+			t.Errorf("%s %s: %d failures, want %d", b.Pool, b.Address, b.Failures, want)
+		}
+	}
+}

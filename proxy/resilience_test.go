@@ -483,3 +483,34 @@ routes:
 		}
 	}
 }
+
+// TestPoolBreakerFallback: when the pool's own breaker opens, requests get
+// the route's fallback without reaching any backend.
+func TestPoolBreakerFallback(t *testing.T) {
+	a, b := newCtlBackend(t, "a"), newCtlBackend(t, "b")
+	a.mode.Store(mode503)
+	b.mode.Store(mode503)
+	_, base := startProxy(t, fmt.Sprintf(`
+listeners: [{name: web, address: "127.0.0.1:0"}]
+pools:
+  - name: app
+    backends: [{address: %q}, {address: %q}]
+    pool_breaker: {consecutive_failures: 4, open_base: 1m}
+routes: [{name: all, pool: app, fallback: {respond: {status: 503, body: "pool down"}}}]
+`, a.addr, b.addr), Options{})
+	for range 4 {
+		if st, h, _ := do(t, mustReq(t, "GET", base+"/", nil)); st != 503 || h.Get("Xlb-Fallback") != "" {
+			t.Fatalf("before the pool breaker opens: %d %v, want the backends' 503", st, h)
+		}
+	}
+	hits := a.hits.Load() + b.hits.Load()
+	for range 5 {
+		st, h, body := do(t, mustReq(t, "GET", base+"/", nil))
+		if st != 503 || body != "pool down" || h.Get("Xlb-Fallback") != "respond" {
+			t.Fatalf("pool breaker open: %d %q %v, want the fallback", st, body, h)
+		}
+	}
+	if got := a.hits.Load() + b.hits.Load(); got != hits {
+		t.Fatalf("%d requests reached backends behind an open pool breaker", got-hits)
+	}
+}

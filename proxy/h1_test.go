@@ -402,3 +402,38 @@ func TestH1PanicClosesConnection(t *testing.T) {
 		t.Error("connection stayed open after a cut response")
 	}
 }
+
+// TestH1IdleConnectionParks: a connection idle for a sweeper interval
+// gives its buffers back (parks), serves its next request as before, and
+// is still closed at idle_timeout while parked.
+func TestH1IdleConnectionParks(t *testing.T) {
+	_, be := echoBackend(t, "a")
+	cfg := strings.Replace(oneBackendConfig(be, ""), `address: "127.0.0.1:0"}`, `address: "127.0.0.1:0", idle_timeout: 4s}`, 1)
+	p, base := startProxy(t, cfg, Options{})
+	h := h1Of(t, p)
+	rc := dialRaw(t, base)
+	for i := range 2 {
+		rc.send(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: a\r\n\r\n", i))
+		if resp, body := rc.read("GET"); resp.StatusCode != 200 || !strings.Contains(body, fmt.Sprintf(`"/%d"`, i)) {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+		waitFor(t, "the idle connection to park", func() bool { return h.Parked() == 1 })
+	}
+	// Pipelined requests after parking, the head split across reads.
+	rc.send("GET /x HTTP/1.1\r\nHo")
+	rc.consumed()
+	rc.send("st: a\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\n\r\n")
+	for _, want := range []string{"/x", "/y"} {
+		if resp, body := rc.read("GET"); resp.StatusCode != 200 || !strings.Contains(body, `"`+want+`"`) {
+			t.Fatalf("after parking, %s: %d %s", want, resp.StatusCode, body)
+		}
+	}
+	if h.Parked() != 0 {
+		t.Errorf("%d connections parked while one is busy", h.Parked())
+	}
+	waitFor(t, "the idle connection to park again", func() bool { return h.Parked() == 1 })
+	if !rc.closed() {
+		t.Error("parked connection not closed at idle_timeout")
+	}
+	waitFor(t, "the closed connection to leave", func() bool { return h.Parked() == 0 })
+}

@@ -5,7 +5,8 @@
 # bench/l7/idleconns opens L7_IDLE_CONNS connections, sends one GET on each,
 # reads the answer and leaves the connection idle. Reported: the proxy's
 # VmRSS (its workers' for nginx) before and with the idle connections, and
-# the difference per connection. Only 127.0.0.1-127.0.0.4 ports 39186-39187
+# the difference per connection. Only 127.0.0.1-127.0.0.4 ports 29186-29187
+# (below the ephemeral range, which the client's connections fill)
 # are used; every process started is killed and the temporary directory
 # removed on exit. Needs a file limit above the connection count (raised
 # here; root may raise the hard limit).
@@ -13,8 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 COUNTS=${L7_IDLE_CONNS:-10000}
-LISTEN=127.0.0.1:39186
-B1=127.0.0.1:39187
+LISTEN=127.0.0.1:29186
+B1=127.0.0.1:29187
 
 scripts/deps.sh bench
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -30,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for port in 39186 39187; do
+for port in 29186 29187; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 		echo "62-l7-idle: port $port on 127.0.0.1 is in use" >&2
 		exit 1
@@ -72,7 +73,7 @@ rss_kb() { # PID: VmRSS of the process, or of its children when it has some (ngi
 	kids=$(pgrep -P "$1" || true)
 	local total=0 p
 	for p in ${kids:-$1}; do
-		total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status")))
+		total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
 	done
 	echo "$total"
 }
@@ -85,6 +86,10 @@ echo "|---|---:|---:|---:|---:|"
 measure() { # NAME N CMD...
 	local name=$1 n=$2
 	shift 2
+	for _ in $(seq 100); do # the previous proxy's listener gone
+		[ -z "$(ss -Hltn "sport = :${LISTEN##*:}")" ] && break
+		sleep 0.1
+	done
 	start proxy "$@"
 	local pid=$started
 	wait_port "$LISTEN"
@@ -105,12 +110,13 @@ measure() { # NAME N CMD...
 	done
 	if ! grep -q '^ready' "$tmp/idle.out"; then
 		echo "62-l7-idle: $name: $(cat "$tmp/idle.out")" >&2
+		tail -5 "$tmp/proxy.log" >&2
 		exec 4>&-
 		wait "$client" || true
 		kill "$pid"; wait "$pid" 2>/dev/null || true
 		return 1
 	fi
-	sleep 2 # let the proxy settle
+	sleep 15 # let idle connections park (xlb: after a sweeper second) and memory be returned (at most every 10s)
 	after=$(rss_kb "$pid")
 	exec 4>&- # the client closes its connections and exits
 	wait "$client" || true

@@ -19,7 +19,7 @@ import (
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:39180", "server host:port")
+	addr := flag.String("addr", "127.0.0.1:29186", "server host:port")
 	n := flag.Int("conns", 10000, "connections to open")
 	workers := flag.Int("workers", 64, "connections being set up at once")
 	sources := flag.Int("sources", 4, "source addresses 127.0.0.1 to 127.0.0.N (a loopback address has about 28,000 ports)")

@@ -1,0 +1,117 @@
+package ratelimit
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// SweepInterval is how often a Set drops idle keys.
+const SweepInterval = 10 * time.Second
+
+// Set holds a proxy's limits across reloads: a limit that keeps its
+// identity (route, name, max_keys and Redis server) keeps its buckets, so a
+// reload does not hand every client a fresh burst. It sweeps idle keys in
+// the background until Close.
+type Set struct {
+	metrics *Metrics
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	states map[string]*state
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// NewSet starts a set; m may be nil (metrics are then not exported).
+func NewSet(log *slog.Logger, m *Metrics) *Set {
+	if m == nil {
+		m = NewMetrics()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Set{metrics: m, log: log, states: map[string]*state{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go s.sweepLoop()
+	return s
+}
+
+func identity(route string, c *Config) string {
+	id := fmt.Sprintf("%q %q %d", route, c.Name, c.MaxKeys)
+	if r := c.Redis; r != nil {
+		id += fmt.Sprintf(" redis %q %d %q", r.Address, r.DB, r.Prefix)
+	}
+	return id
+}
+
+// Limiter returns the limiter of c on a route, reusing the state of the
+// same limit from the running config.
+func (s *Set) Limiter(c *Config, opts Options) *Limiter {
+	id := identity(opts.Route, c)
+	s.mu.Lock()
+	st, ok := s.states[id]
+	if !ok {
+		st = newState(c)
+		s.states[id] = st
+	}
+	s.mu.Unlock()
+	if opts.Logger == nil {
+		opts.Logger = s.log
+	}
+	return newLimiter(c, st, opts, s.metrics.counters(opts.Route, c.Name))
+}
+
+// Keep closes the state of every limit not among used (call it once a new
+// config is installed).
+func (s *Set) Keep(used []*Limiter) {
+	in := make(map[*state]bool, len(used))
+	for _, l := range used {
+		in[l.state] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, st := range s.states {
+		if !in[st] {
+			st.close()
+			delete(s.states, id)
+		}
+	}
+}
+
+// Close stops the sweeper and closes every Redis client.
+func (s *Set) Close() {
+	close(s.stop)
+	<-s.done
+	s.Keep(nil)
+}
+
+func (s *Set) sweepLoop() {
+	defer close(s.done)
+	t := time.NewTicker(SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.sweep()
+		}
+	}
+}
+
+func (s *Set) sweep() {
+	s.mu.Lock()
+	sts := make([]*state, 0, len(s.states))
+	for _, st := range s.states {
+		sts = append(sts, st)
+	}
+	s.mu.Unlock()
+	for _, st := range sts {
+		now := monoNow()
+		st.local.sweep(now)
+		if st.redis != nil {
+			st.redis.leases.sweep(now)
+		}
+	}
+}

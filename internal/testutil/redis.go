@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -91,3 +92,10 @@ func (r *Redis) ping() bool {
 	line, err := r.Do("PING")
 	return err == nil && line == "+PONG\r\n"
 }
+
+// Pause stops the server process (SIGSTOP): connections stay open and
+// nothing is answered, as when Redis is overloaded. Resume continues it.
+func (r *Redis) Pause() { _ = r.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (r *Redis) Resume() { _ = r.cmd.Process.Signal(syscall.SIGCONT) }

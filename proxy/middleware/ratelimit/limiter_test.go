@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"gopkg.in/yaml.v3"
 )
 
@@ -63,7 +63,7 @@ func (g *rig) do(remote string, mod func(*http.Request)) *httptest.ResponseRecor
 }
 
 func (g *rig) count(result string) float64 {
-	return testutil.ToFloat64(g.m.decisions.WithLabelValues("r", g.lim.cfg.Name, result))
+	return promtest.ToFloat64(g.m.decisions.WithLabelValues("r", g.lim.cfg.Name, result))
 }
 
 func TestLimit429WithFields(t *testing.T) {

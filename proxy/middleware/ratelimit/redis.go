@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,12 +54,24 @@ type redisStore struct {
 
 const leaseBits = 20
 
-func packLease(deadline, left int64) int64 { return (deadline/int64(time.Millisecond))<<leaseBits | left }
-func leaseDeadline(v int64) int64        { return (v >> leaseBits) * int64(time.Millisecond) }
-func leaseLeft(v int64) int64            { return v & (1<<leaseBits - 1) }
-func leaseExpired(v, now int64) bool     { return leaseDeadline(v) <= now }
+func packLease(deadline, left int64) int64 {
+	return (deadline/int64(time.Millisecond))<<leaseBits | left
+}
+func leaseDeadline(v int64) int64    { return (v >> leaseBits) * int64(time.Millisecond) }
+func leaseLeft(v int64) int64        { return v & (1<<leaseBits - 1) }
+func leaseExpired(v, now int64) bool { return leaseDeadline(v) <= now }
+
+// quietRedis stops go-redis printing its own lines (process-wide: its
+// logger is a package variable); failures reach the proxy's log through
+// the limiter, throttled.
+var quietRedis sync.Once
+
+type discardRedisLog struct{}
+
+func (discardRedisLog) Printf(context.Context, string, ...any) {}
 
 func newRedisStore(c *RedisConfig, maxKeys int) *redisStore {
+	quietRedis.Do(func() { redis.SetLogger(discardRedisLog{}) })
 	client := redis.NewClient(&redis.Options{
 		Addr:                  c.Address,
 		DB:                    c.DB,

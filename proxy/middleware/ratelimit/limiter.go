@@ -58,6 +58,8 @@ type Limiter struct {
 // state is what outlives a reload when the limit's identity is unchanged:
 // the buckets, the Redis client and leases.
 type state struct {
+	id    string // in the Set
+	refs  int    // limiters using it, under the Set's lock
 	seed  maphash.Seed
 	local *table
 	redis *redisStore

@@ -5,12 +5,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"gopkg.in/yaml.v3"
+
+	"github.com/xlb-project/xlb/internal/testutil"
 )
 
 func parseYAML(t testing.TB, src string) (*Config, error) {
@@ -221,13 +225,25 @@ func TestReloadKeepsBuckets(t *testing.T) {
 	g.do("198.51.100.1:1", nil)
 	c, _ := parseYAML(t, "rate: 1\nper: 1h\n")
 	l2 := g.set.Limiter(c, Options{Route: "r"})
-	g.set.Keep([]*Limiter{l2})
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.RemoteAddr = "198.51.100.1:1"
 	if l2.admit(w, r) {
 		t.Error("after a reload with the same limit, the client got a fresh burst")
 	}
+	// A limit whose name changed gets its own state; the old one is closed
+	// once no limiter holds it.
+	c3, _ := parseYAML(t, "name: other\nrate: 1\nper: 1h\n")
+	l3 := g.set.Limiter(c3, Options{Route: "r"})
+	if g.set.limits() != 2 {
+		t.Fatalf("%d limit states, want 2", g.set.limits())
+	}
+	g.lim, g.h, l2 = nil, nil, nil
+	testutil.Eventually(t, 5*time.Second, "the unused limit state to be closed", func() bool {
+		runtime.GC()
+		return g.set.limits() == 1
+	})
+	runtime.KeepAlive(l3)
 }
 
 func TestConfigErrors(t *testing.T) {

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -46,36 +47,34 @@ func identity(route string, c *Config) string {
 }
 
 // Limiter returns the limiter of c on a route, reusing the state of the
-// same limit from the running config.
+// same limit from the running config. A state is closed (its Redis client
+// with it) once no limiter uses it: when the configs that had it are
+// garbage, which needs no call from the proxy on reload.
 func (s *Set) Limiter(c *Config, opts Options) *Limiter {
 	id := identity(opts.Route, c)
 	s.mu.Lock()
 	st, ok := s.states[id]
 	if !ok {
 		st = newState(c)
+		st.id = id
 		s.states[id] = st
 	}
+	st.refs++
 	s.mu.Unlock()
 	if opts.Logger == nil {
 		opts.Logger = s.log
 	}
-	return newLimiter(c, st, opts, s.metrics.counters(opts.Route, c.Name))
+	l := newLimiter(c, st, opts, s.metrics.counters(opts.Route, c.Name))
+	runtime.AddCleanup(l, s.release, st)
+	return l
 }
 
-// Keep closes the state of every limit not among used (call it once a new
-// config is installed).
-func (s *Set) Keep(used []*Limiter) {
-	in := make(map[*state]bool, len(used))
-	for _, l := range used {
-		in[l.state] = true
-	}
+func (s *Set) release(st *state) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for id, st := range s.states {
-		if !in[st] {
-			st.close()
-			delete(s.states, id)
-		}
+	if st.refs--; st.refs == 0 && s.states[st.id] == st {
+		st.close()
+		delete(s.states, st.id)
 	}
 }
 
@@ -83,7 +82,19 @@ func (s *Set) Keep(used []*Limiter) {
 func (s *Set) Close() {
 	close(s.stop)
 	<-s.done
-	s.Keep(nil)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, st := range s.states {
+		st.close()
+		delete(s.states, id)
+	}
+}
+
+// limits is the number of limit states held (for tests).
+func (s *Set) limits() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.states)
 }
 
 func (s *Set) sweepLoop() {

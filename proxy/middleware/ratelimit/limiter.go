@@ -218,7 +218,7 @@ func (l *Limiter) admit(w http.ResponseWriter, r *http.Request) bool {
 	if l.cfg.Headers != "none" {
 		l.setFields(hd, ru, v)
 	}
-	hd["Retry-After"] = []string{strconv.FormatInt(ceilSeconds(v.retry), 10)}
+	hd["Retry-After"] = []string{strconv.FormatInt(max(1, ceilSeconds(v.retry)), 10)}
 	l.refuse(w, http.StatusTooManyRequests, "rate limit exceeded\n")
 	return false
 }

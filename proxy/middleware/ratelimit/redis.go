@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,7 +15,8 @@ import (
 // gcraScript is one decision in Redis, atomic because Redis runs a script
 // alone. It grants up to ARGV[3] requests of a GCRA bucket (TAT in µs of
 // Redis's own clock, so proxies' clocks do not matter) and returns
-// {granted, µs until full, µs until one more would be granted, remaining}.
+// {granted, µs until full, µs until one more would be granted, remaining}
+// (Redis truncates them to integers; the TAT it stores keeps fractions).
 // The key expires when its TAT passes: an expired key is a full bucket.
 const gcraScript = `
 local t = redis.call('TIME')
@@ -117,8 +119,9 @@ func (s *redisStore) take(ctx context.Context, h uint64, k *key, ru *rule, now i
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout.D())
 	defer cancel()
+	// µs as decimals: a rate above 10^6/s has a sub-µs interval.
 	res, err := script.Run(ctx, s.client, []string{k.shared(s.cfg.Prefix)},
-		ru.interval/1000+boolInt(ru.interval%1000 != 0), ru.tau/1000, want).Int64Slice()
+		micros(ru.interval), micros(ru.tau), want).Int64Slice()
 	if err == nil && len(res) != 4 {
 		err = fmt.Errorf("script returned %d values, want 4", len(res))
 	}
@@ -144,9 +147,4 @@ func (s *redisStore) take(ctx context.Context, h uint64, k *key, ru *rule, now i
 	return verdict{allowed: true, remaining: remaining + granted - 1, reset: time.Duration(reset)}, nil
 }
 
-func boolInt(b bool) int64 {
-	if b {
-		return 1
-	}
-	return 0
-}
+func micros(ns int64) string { return strconv.FormatFloat(float64(ns)/1000, 'f', -1, 64) }

@@ -155,7 +155,7 @@ routes:
           name: shared
           rate: %d
           burst: %d
-          redis: {address: "%s", batch: 5, on_error: fail_closed, timeout: 100ms, backoff: 100ms}
+          redis: {address: "%s", batch: 5, on_error: fail_closed, timeout: 1s, backoff: 100ms}
 `
 
 // TestRateLimitSharedByTwoProxyProcesses: two `xlb proxy` processes share

@@ -66,7 +66,9 @@ func evalCalls(t *testing.T, addr string) int {
 // within rate × time + burst, and neither starves.
 func TestRedisSharedLimit(t *testing.T) {
 	rd := testutil.StartRedis(t)
-	cfg := fmt.Sprintf("rate: 200\nburst: 50\nredis: {address: %q, batch: 10}\n", rd.Addr)
+	// fail_closed and a long timeout: on a loaded machine a slow answer must
+	// not turn into admissions.
+	cfg := fmt.Sprintf("rate: 200\nburst: 50\nredis: {address: %q, batch: 10, timeout: 2s, on_error: fail_closed}\n", rd.Addr)
 	a, _ := proxyLimiter(t, cfg)
 	b, _ := proxyLimiter(t, cfg)
 	var admitted atomic.Int64
@@ -105,7 +107,7 @@ func TestRedisSharedLimit(t *testing.T) {
 // trip per batch, not per request.
 func TestRedisBatchSavesRoundTrips(t *testing.T) {
 	rd := testutil.StartRedis(t)
-	l, _ := proxyLimiter(t, fmt.Sprintf("rate: 1000\nper: 1s\nburst: 1000\nredis: {address: %q, batch: 20}\n", rd.Addr))
+	l, _ := proxyLimiter(t, fmt.Sprintf("rate: 1000\nper: 1s\nburst: 1000\nredis: {address: %q, batch: 20, timeout: 2s}\n", rd.Addr))
 	before := evalCalls(t, rd.Addr)
 	for i := range 200 {
 		if c := decide(l, "198.51.100.1:1"); c != http.StatusOK {
@@ -134,7 +136,7 @@ func TestRedisBatchSavesRoundTrips(t *testing.T) {
 func TestRedisDownAndBack(t *testing.T) {
 	rd := testutil.StartRedis(t)
 	mk := func(onError string) (*Limiter, *Metrics) {
-		return proxyLimiter(t, fmt.Sprintf("rate: 1\nper: 1h\nredis: {address: %q, on_error: %s, timeout: 100ms, backoff: 50ms}\n", rd.Addr, onError))
+		return proxyLimiter(t, fmt.Sprintf("rate: 1\nper: 1h\nredis: {address: %q, on_error: %s, timeout: 2s, backoff: 50ms}\n", rd.Addr, onError))
 	}
 	open, mOpen := mk("fail_open")
 	closed, _ := mk("fail_closed")

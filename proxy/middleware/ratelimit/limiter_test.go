@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -299,3 +301,29 @@ type nopWriter struct{ h http.Header }
 func (w *nopWriter) Header() http.Header         { return w.h }
 func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *nopWriter) WriteHeader(int)             {}
+
+func TestLocalConcurrentOneKey(t *testing.T) {
+	g := newRig(t, "rate: 100\nburst: 10\n", nil)
+	var admitted atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := &nopWriter{h: http.Header{}}
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.RemoteAddr = "198.51.100.1:1"
+			for range 2000 {
+				if g.lim.admit(w, r) {
+					admitted.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	bound := int64(100*time.Since(start).Seconds()) + 10
+	if n := admitted.Load(); n > bound || n < 10 {
+		t.Errorf("admitted %d from 8 goroutines, want 10..%d", n, bound)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xlb-project/xlb/proxy/internal/wire"
+	"github.com/xlb-project/xlb/proxy/middleware"
 )
 
 // exchange is the per-request state, pooled. It is also the ResponseWriter
@@ -48,6 +49,9 @@ type exchange struct {
 	// exchange's reuses (cleared between requests).
 	outHeader http.Header
 }
+
+// ClientAddr implements middleware.Request.
+func (e *exchange) ClientAddr() netip.Addr { return e.client }
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
 
@@ -84,14 +88,6 @@ func (e *exchange) Flush() {
 		e.WriteHeader(http.StatusOK)
 	}
 	_ = http.NewResponseController(e.w).Flush()
-}
-
-type exchangeKey struct{}
-
-// exchangeOf returns the exchange of a request inside a route's chain.
-func exchangeOf(r *http.Request) *exchange {
-	e, _ := r.Context().Value(exchangeKey{}).(*exchange)
-	return e
 }
 
 // ServeHTTP is the entry point of every listener.
@@ -155,10 +151,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(e, "no route matches the request", http.StatusNotFound)
 		return
 	}
+	if g := e.route.inflight; g != nil {
+		if !g.enter(e) {
+			return
+		}
+		defer g.leave()
+	}
 	if e.route.handler == nil {
 		e.route.serve(e, e, r)
 	} else {
-		e.route.handler.ServeHTTP(e, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, e)))
+		// The chain finds e by unwrapping its writer (middleware.Of): no
+		// per-request context value.
+		e.route.handler.ServeHTTP(e, r)
 	}
 }
 
@@ -220,7 +224,7 @@ func (rt *route) serve(w http.ResponseWriter, e *exchange, r *http.Request) {
 type finalHandler struct{ rt *route }
 
 func (f finalHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	e := exchangeOf(r)
+	e, _ := middleware.Of(w, r.Context()).(*exchange)
 	if e == nil {
 		http.Error(w, "internal error: request has no exchange", http.StatusInternalServerError)
 		return
@@ -230,6 +234,12 @@ func (f finalHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 	p := rt.pool
+	if g := p.inflight; g != nil {
+		if !g.enter(w) {
+			return
+		}
+		defer g.leave()
+	}
 	b := p.pick(w, r, e)
 	if b == nil {
 		e.st.metrics.noBackend.WithLabelValues(p.name).Inc()
@@ -250,10 +260,10 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 		}
 	}
 	ctx := r.Context()
-	if upgrade && ctx.Value(exchangeKey{}) == nil {
+	if upgrade && middleware.RequestOf(ctx) == nil {
 		// Only net/http/httputil (upgrades) finds the exchange through the
 		// context; the plain path gets it as an argument.
-		ctx = context.WithValue(ctx, exchangeKey{}, e)
+		ctx = middleware.WithRequest(ctx, e)
 	}
 	if rt.timeout > 0 {
 		var cancel context.CancelFunc
@@ -304,7 +314,7 @@ func newReverseProxy(st *state, transport http.RoundTripper) *httputil.ReversePr
 }
 
 func (st *state) rewrite(pr *httputil.ProxyRequest) {
-	e := pr.In.Context().Value(exchangeKey{}).(*exchange)
+	e := middleware.RequestOf(pr.In.Context()).(*exchange)
 	out := pr.Out
 	out.URL.Scheme = "http"
 	out.URL.Host = e.backend.ID
@@ -428,7 +438,7 @@ func forwardedElement(peer netip.Addr, host, proto string) string {
 }
 
 func modifyResponse(resp *http.Response) error {
-	e, _ := resp.Request.Context().Value(exchangeKey{}).(*exchange)
+	e, _ := middleware.RequestOf(resp.Request.Context()).(*exchange)
 	if e == nil {
 		return nil
 	}
@@ -438,7 +448,7 @@ func modifyResponse(resp *http.Response) error {
 }
 
 func errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	e, _ := r.Context().Value(exchangeKey{}).(*exchange)
+	e, _ := middleware.RequestOf(r.Context()).(*exchange)
 	fail(w, e, r.Context(), err)
 }
 

@@ -47,6 +47,7 @@ type pool struct {
 	members  atomic.Pointer[members]
 	detector *outlier.Detector // nil: no passive ejection
 	sticky   *stickyPolicy     // nil: no cookie affinity
+	inflight *limitGate        // nil: no bound on requests in flight
 }
 
 // members is one membership of a pool and the picker over it.
@@ -139,6 +140,11 @@ func (p *Proxy) buildPool(pc *config.PoolConfig, targets []discovery.Target, old
 		return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 	}
 	pl := &pool{name: pc.Name, cfg: *pc, key: key, hashed: alg == balance.ConsistentHash}
+	var oldGate *limitGate
+	if old != nil {
+		oldGate = old.inflight
+	}
+	pl.inflight = p.metrics.newLimitGate("pool_max_in_flight", pc.Name, pc.MaxInFlight, oldGate)
 	if pc.Outlier != nil {
 		if old != nil && old.detector != nil && *old.cfg.Outlier == *pc.Outlier {
 			pl.detector = old.detector

@@ -206,6 +206,9 @@ func TestRateLimitSharedByTwoProxyProcesses(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "requests limited again after redis restarted", func() bool {
 		return c.limited.Load() > limitedAtRestart+100
 	})
+	// Keep the load on for at least 3 s in all, so that the bound is
+	// measured over a time long against one burst.
+	<-time.After(time.Until(start.Add(3 * time.Second)))
 	close(stop)
 	wg.Wait()
 	stopped = true

@@ -79,6 +79,11 @@ type ListenerConfig struct {
 	WriteTimeout Duration `yaml:"write_timeout"`
 	// MaxHeaderBytes limits the request line plus headers. Default 16384.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxConnectionsPerClient bounds the connections open at once from one
+	// client address (IPv6: one /64); one more gets a 503 naming the limit
+	// (plain HTTP; a TLS connection is closed) and is closed. Peers in
+	// trusted_proxies are not counted. Default 0: no bound.
+	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
 }
 
 // TLSConfig names the certificate files of a TLS listener. The files are
@@ -139,6 +144,10 @@ type PoolConfig struct {
 	// (or, until its first answer, in addition to nothing but) Backends;
 	// Backends must then be empty.
 	Discovery *DiscoveryConfig `yaml:"discovery"`
+	// MaxInFlight bounds the requests forwarded to the pool's backends at
+	// once; one more is answered 503 at once (Xlb-Limit names the pool).
+	// Default 0: no bound.
+	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 // OutlierConfig is passive ejection; a failure is a request that got no
@@ -221,6 +230,10 @@ type RouteConfig struct {
 	// (see proxy/middleware). Each kind must be registered in the proxy's
 	// Options.Middleware.
 	Middleware []MiddlewareConfig `yaml:"middleware"`
+	// MaxInFlight bounds the route's requests being served at once; one
+	// more is answered 503 at once (Xlb-Limit names the route). Default 0:
+	// no bound.
+	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 // MatchConfig holds a route's conditions; all that are set must hold.

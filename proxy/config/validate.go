@@ -82,6 +82,9 @@ func (c *Config) validate() error {
 		if l.MaxHeaderBytes < 1024 || l.MaxHeaderBytes > 1<<20 {
 			return bad(f+".max_header_bytes", l.MaxHeaderBytes, "must be from 1024 to 1048576")
 		}
+		if l.MaxConnectionsPerClient < 0 || l.MaxConnectionsPerClient > 1_000_000 {
+			return bad(f+".max_connections_per_client", l.MaxConnectionsPerClient, "must be from 0 (no bound) to 1000000")
+		}
 	}
 	for i, p := range c.TrustedProxies {
 		if _, err := ParsePrefix(p); err != nil {
@@ -148,6 +151,9 @@ func (p *PoolConfig) validate(f string, seen map[string]bool) error {
 		return bad(f+".algorithm", p.Algorithm, "allowed: "+strings.Join(names, ", "))
 	}
 	p.Algorithm = string(alg)
+	if p.MaxInFlight < 0 || p.MaxInFlight > 10_000_000 {
+		return bad(f+".max_in_flight", p.MaxInFlight, "must be from 0 (no bound) to 10000000")
+	}
 	if p.LoadFactor != 0 && p.LoadFactor < 1 {
 		return bad(f+".load_factor", p.LoadFactor, "must be at least 1")
 	}
@@ -319,6 +325,9 @@ func (r *RouteConfig) validate(f string, seen, pools map[string]bool) error {
 	}
 	if err := r.ResponseHeaders.validate(f + ".response_headers"); err != nil {
 		return err
+	}
+	if r.MaxInFlight < 0 || r.MaxInFlight > 10_000_000 {
+		return bad(f+".max_in_flight", r.MaxInFlight, "must be from 0 (no bound) to 10000000")
 	}
 	for i, m := range r.Middleware {
 		if m.Kind == "" {

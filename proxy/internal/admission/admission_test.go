@@ -12,8 +12,10 @@ import (
 
 func TestGate(t *testing.T) {
 	g := NewGate(2)
-	if !g.Enter() || !g.Enter() {
-		t.Fatal("first two refused")
+	for i := range 2 {
+		if !g.Enter() {
+			t.Fatalf("holder %d refused under max 2", i+1)
+		}
 	}
 	if g.Enter() {
 		t.Fatal("third admitted over max 2")

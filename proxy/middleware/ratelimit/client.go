@@ -121,7 +121,8 @@ func parseForwardedHop(elem string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// Request returns the client address of r (its RemoteAddr as the peer).
-func (c *ClientSource) Request(r *http.Request) netip.Addr {
-	return c.Addr(remoteAddr(r), r.Header["X-Forwarded-For"], r.Header["Forwarded"])
+// Request returns the client address of r (its RemoteAddr as the peer);
+// it fits Options.Client.
+func (c *ClientSource) Request(w http.ResponseWriter, r *http.Request) netip.Addr {
+	return c.Addr(remoteAddr(w, r), r.Header["X-Forwarded-For"], r.Header["Forwarded"])
 }

@@ -55,11 +55,11 @@ func TestClientSourceRequest(t *testing.T) {
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.RemoteAddr = "127.0.0.1:4444"
 	r.Header.Set("X-Forwarded-For", "198.51.100.3")
-	if got := src.Request(r); got != netip.MustParseAddr("198.51.100.3") {
+	if got := src.Request(nil, r); got != netip.MustParseAddr("198.51.100.3") {
 		t.Errorf("got %v", got)
 	}
 	r.RemoteAddr = "198.51.100.4:1"
-	if got := src.Request(r); got != netip.MustParseAddr("198.51.100.4") {
+	if got := src.Request(nil, r); got != netip.MustParseAddr("198.51.100.4") {
 		t.Errorf("untrusted peer: got %v", got)
 	}
 }

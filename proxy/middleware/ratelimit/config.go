@@ -41,6 +41,10 @@ type Config struct {
 	// so such requests share a key, per client when key.client is set) or
 	// "deny" (401).
 	Missing string `yaml:"missing"`
+	// Global shares the buckets with every route that lists a limit of the
+	// same name with global set (one limit for the whole proxy); default
+	// false: each route has its own.
+	Global bool `yaml:"global"`
 	// Shadow counts and logs what would be limited but lets it through;
 	// default false.
 	Shadow bool `yaml:"shadow"`

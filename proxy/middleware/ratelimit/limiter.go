@@ -34,8 +34,9 @@ type Options struct {
 	// discard.
 	Logger *slog.Logger
 	// Client returns a request's client address; default the peer of
-	// r.RemoteAddr. The proxy passes the address its trusted_proxies give.
-	Client func(r *http.Request) netip.Addr
+	// r.RemoteAddr. The proxy passes the address its trusted_proxies give
+	// (middleware.ClientAddr).
+	Client func(w http.ResponseWriter, r *http.Request) netip.Addr
 	// Route labels metrics and logs.
 	Route string
 }
@@ -48,7 +49,7 @@ type Limiter struct {
 	def     *rule
 	classes map[string]*rule // API key -> its rule; nil without a table
 	policy  map[*rule][]string
-	client  func(*http.Request) netip.Addr
+	client  func(http.ResponseWriter, *http.Request) netip.Addr
 	log     *slog.Logger
 	route   string
 	m       *limitCounters
@@ -121,7 +122,7 @@ func newLimiter(c *Config, st *state, opts Options, m *limitCounters) *Limiter {
 	return l
 }
 
-func remoteAddr(r *http.Request) netip.Addr {
+func remoteAddr(_ http.ResponseWriter, r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return netip.Addr{}
@@ -158,7 +159,7 @@ var outcomeNames = [outcomes]string{"allowed", "limited", "shadow_limited", "den
 // the request goes on.
 func (l *Limiter) admit(w http.ResponseWriter, r *http.Request) bool {
 	var k key
-	l.spec.extract(r, l.client(r), &k)
+	l.spec.extract(r, l.client(w, r), &k)
 	ru := l.def
 	switch {
 	case l.spec.missing(&k):
@@ -210,7 +211,7 @@ func (l *Limiter) admit(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if l.cfg.Shadow {
 		l.count(shadowLimited)
-		l.logThrottled(now, "rate limit: would limit (shadow)", "client", l.client(r).String(), "policy", ru.name)
+		l.logThrottled(now, "rate limit: would limit (shadow)", "client", l.client(w, r).String(), "policy", ru.name)
 		return true
 	}
 	l.count(limited)

@@ -327,3 +327,27 @@ func TestLocalConcurrentOneKey(t *testing.T) {
 		t.Errorf("admitted %d from 8 goroutines, want 10..%d", n, bound)
 	}
 }
+
+func TestGlobalLimitSharedByRoutes(t *testing.T) {
+	set := NewSet(nil, nil)
+	t.Cleanup(set.Close)
+	mk := func(route, src string) *Limiter {
+		c, err := parseYAML(t, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return set.Limiter(c, Options{Route: route})
+	}
+	a := mk("a", "name: all\nrate: 1\nper: 1h\nglobal: true\n")
+	b := mk("b", "name: all\nrate: 1\nper: 1h\nglobal: true\n")
+	own := mk("c", "name: all\nrate: 1\nper: 1h\n")
+	if decide(a, "198.51.100.1:1") != http.StatusOK {
+		t.Fatal("first request refused")
+	}
+	if c := decide(b, "198.51.100.1:1"); c != http.StatusTooManyRequests {
+		t.Errorf("global limit on another route: %d, want 429 (shared bucket)", c)
+	}
+	if c := decide(own, "198.51.100.1:1"); c != http.StatusOK {
+		t.Errorf("route's own limit of the same name: %d, want 200", c)
+	}
+}

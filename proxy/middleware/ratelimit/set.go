@@ -39,6 +39,9 @@ func NewSet(log *slog.Logger, m *Metrics) *Set {
 }
 
 func identity(route string, c *Config) string {
+	if c.Global {
+		route = "" // no route name is empty
+	}
 	id := fmt.Sprintf("%q %q %d", route, c.Name, c.MaxKeys)
 	if r := c.Redis; r != nil {
 		id += fmt.Sprintf(" redis %q %d %q", r.Address, r.DB, r.Prefix)

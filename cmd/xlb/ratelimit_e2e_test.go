@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/xlb-project/xlb/internal/testutil"
+	"github.com/xlb-project/xlb/proxy"
+	proxyconfig "github.com/xlb-project/xlb/proxy/config"
 )
 
 // buildXLB builds the xlb binary into the test's temporary directory.
@@ -228,5 +230,37 @@ func TestRateLimitSharedByTwoProxyProcesses(t *testing.T) {
 		metricValue(t, m2, `xlb_proxy_ratelimit_decisions_total{limit="shared",result="redis_failed_closed"`)
 	if errs == 0 || closed == 0 {
 		t.Errorf("redis errors %v, redis_failed_closed %v in the proxies' metrics: want both counted", errs, closed)
+	}
+}
+
+// TestRateLimitDocsExamples builds a proxy, with the middlewares xlb
+// registers, from every proxy config example of docs/ratelimit.md, so that
+// the rate-limit configs in them are checked too (parsing the proxy config
+// alone leaves a middleware's config unread).
+func TestRateLimitDocsExamples(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/ratelimit.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, block := range strings.Split(string(doc), "```yaml\n")[1:] {
+		text, _, _ := strings.Cut(block, "```")
+		if !strings.HasPrefix(text, "# xlb proxy config\n") {
+			continue
+		}
+		n++
+		cfg, err := proxyconfig.Parse([]byte(text))
+		if err != nil {
+			t.Errorf("example %d does not parse: %v\n%s", n, err, text)
+			continue
+		}
+		opts, stop := proxyOptions(nil, "")
+		if _, err := proxy.New(cfg, opts); err != nil {
+			t.Errorf("example %d does not load: %v\n%s", n, err, text)
+		}
+		stop()
+	}
+	if n < 4 {
+		t.Errorf("%d proxy config examples found, want at least 4", n)
 	}
 }

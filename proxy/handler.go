@@ -117,7 +117,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.client = e.peer
 	if len(st.trusted) > 0 && st.isTrusted(e.peer) {
 		e.trusted = true
-		e.client = st.clientFromXFF(r.Header["X-Forwarded-For"], e.peer)
+		e.client = st.clients.Addr(e.peer, r.Header["X-Forwarded-For"], r.Header["Forwarded"])
 	}
 
 	hdr := st.reqIDHeader
@@ -504,34 +504,6 @@ func (st *state) isTrusted(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// clientFromXFF walks X-Forwarded-For from the right, skipping trusted
-// proxies, and returns the first address that is not one (the client as the
-// trusted front ends saw it); peer when there is none.
-func (st *state) clientFromXFF(xff []string, peer netip.Addr) netip.Addr {
-	client := peer
-	for i := len(xff) - 1; i >= 0; i-- {
-		list := xff[i]
-		for list != "" {
-			var item string
-			if j := strings.LastIndexByte(list, ','); j >= 0 {
-				item, list = list[j+1:], list[:j]
-			} else {
-				item, list = list, ""
-			}
-			a, err := netip.ParseAddr(strings.TrimSpace(item))
-			if err != nil {
-				return client
-			}
-			a = a.Unmap()
-			client = a
-			if !st.isTrusted(a) {
-				return a
-			}
-		}
-	}
-	return client
 }
 
 // validRequestID accepts 1-128 visible ASCII characters.

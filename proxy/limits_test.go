@@ -245,3 +245,40 @@ routes: [{name: all, pool: app}]
 		t.Errorf("refusal not counted")
 	}
 }
+
+// TestClientAddressHeaderForwarded: with client_address_header: forwarded,
+// the client behind a trusted proxy is read from Forwarded, and an
+// X-Forwarded-For the client wrote does not change it.
+func TestClientAddressHeaderForwarded(t *testing.T) {
+	_, be := echoBackend(t, "be")
+	_, url := startProxy(t, fmt.Sprintf(`
+listeners: [{name: web, address: "127.0.0.1:0"}]
+trusted_proxies: [127.0.0.0/8]
+client_address_header: forwarded
+pools: [{name: app, backends: [{address: %q}]}]
+routes:
+  - name: api
+    pool: app
+    middleware: [{kind: ratelimit, config: {rate: 1, per: 1h}}]
+`, be), rateLimitOptions(t))
+	get := func(fwd, xff string) int {
+		req := mustReq(t, http.MethodGet, url+"/", nil)
+		req.Header.Set("Forwarded", fwd)
+		req.Header.Set("X-Forwarded-For", xff)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := get(`for=198.51.100.1;proto=http`, "203.0.113.1"); c != 200 {
+		t.Fatalf("first: %d", c)
+	}
+	if c := get(`for=198.51.100.1`, "203.0.113.2"); c != http.StatusTooManyRequests {
+		t.Errorf("same Forwarded client, other X-Forwarded-For: %d, want 429", c)
+	}
+	if c := get(`for="[2001:db8::1]:443"`, "203.0.113.1"); c != 200 {
+		t.Errorf("another Forwarded client: %d, want 200", c)
+	}
+}

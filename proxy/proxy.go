@@ -22,6 +22,7 @@ import (
 	"github.com/xlb-project/xlb/proxy/admin"
 	"github.com/xlb-project/xlb/proxy/config"
 	"github.com/xlb-project/xlb/proxy/discovery"
+	"github.com/xlb-project/xlb/proxy/internal/clientaddr"
 	"github.com/xlb-project/xlb/proxy/internal/upstream"
 	"github.com/xlb-project/xlb/proxy/middleware"
 )
@@ -81,6 +82,7 @@ type state struct {
 	routes      []*route
 	pools       map[string]*pool
 	trusted     []netip.Prefix
+	clients     clientaddr.Source // the client address from trusted forwarding headers
 	reqIDHeader string
 	accessLog   *accessLog
 	rp          *httputil.ReverseProxy
@@ -145,6 +147,7 @@ func (p *Proxy) compile(cfg *config.Config, old *state) (*state, error) {
 		}
 		st.trusted = append(st.trusted, pfx)
 	}
+	st.clients = clientaddr.Source{Trusted: st.trusted, Forwarded: cfg.ClientAddressHeader == "forwarded"}
 	for i := range cfg.Pools {
 		pc := &cfg.Pools[i]
 		var oldPool *pool

@@ -40,6 +40,11 @@ type Config struct {
 	// none: the client is the socket's peer and its forwarding headers are
 	// replaced.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ClientAddressHeader is the header the trusted proxies write the
+	// client's address in: x-forwarded-for (default) or forwarded (RFC
+	// 7239). The client is its rightmost address that is not a trusted
+	// proxy; the other header is the client's own and never read for it.
+	ClientAddressHeader string `yaml:"client_address_header"`
 	// RequestIDHeader is passed through when the client sends a valid one and
 	// generated otherwise. Default X-Request-Id.
 	RequestIDHeader string `yaml:"request_id_header"`

@@ -86,6 +86,13 @@ func (c *Config) validate() error {
 			return bad(f+".max_connections_per_client", l.MaxConnectionsPerClient, "must be from 0 (no bound) to 1000000")
 		}
 	}
+	switch c.ClientAddressHeader {
+	case "":
+		c.ClientAddressHeader = "x-forwarded-for"
+	case "x-forwarded-for", "forwarded":
+	default:
+		return bad("client_address_header", c.ClientAddressHeader, "allowed: x-forwarded-for, forwarded")
+	}
 	for i, p := range c.TrustedProxies {
 		if _, err := ParsePrefix(p); err != nil {
 			return bad(fmt.Sprintf("trusted_proxies[%d]", i), p, "must be an IP address or CIDR prefix, e.g. 10.0.0.0/8")

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/xlb-project/xlb/internal/testutil"
+	"github.com/xlb-project/xlb/proxy/internal/clientaddr"
 )
 
 func parseYAML(t testing.TB, src string) (*Config, error) {
@@ -36,7 +37,7 @@ type rig struct {
 	reached int
 }
 
-func newRig(t testing.TB, src string, client *ClientSource) *rig {
+func newRig(t testing.TB, src string, client func(http.ResponseWriter, *http.Request) netip.Addr) *rig {
 	t.Helper()
 	c, err := parseYAML(t, src)
 	if err != nil {
@@ -47,7 +48,7 @@ func newRig(t testing.TB, src string, client *ClientSource) *rig {
 	t.Cleanup(g.set.Close)
 	opts := Options{Route: "r"}
 	if client != nil {
-		opts.Client = client.Request
+		opts.Client = client
 	}
 	g.lim = g.set.Limiter(c, opts)
 	g.h = g.lim.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -109,8 +110,11 @@ func TestLimit429WithFields(t *testing.T) {
 }
 
 func TestSpoofedForwardedForDoesNotChangeKey(t *testing.T) {
-	src := &ClientSource{Trusted: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
-	g := newRig(t, "rate: 1\nper: 1h\n", src)
+	// The client as the proxy judges it (proxy/internal/clientaddr).
+	src := &clientaddr.Source{Trusted: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+	g := newRig(t, "rate: 1\nper: 1h\n", func(w http.ResponseWriter, r *http.Request) netip.Addr {
+		return src.Addr(remoteAddr(w, r), r.Header["X-Forwarded-For"], r.Header["Forwarded"])
+	})
 	spoof := func(i int) func(*http.Request) {
 		return func(r *http.Request) {
 			r.Header.Set("X-Forwarded-For", fmt.Sprintf("203.0.113.%d", i))

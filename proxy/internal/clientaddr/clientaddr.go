@@ -1,16 +1,18 @@
-package ratelimit
+// Package clientaddr finds a request's client address from the socket's
+// peer and, behind trusted proxies, their forwarding header, never from
+// what a client can write itself.
+package clientaddr
 
 import (
-	"net/http"
 	"net/netip"
 	"strings"
 )
 
-// ClientSource finds the client's address: the socket's peer, or, when the
+// Source finds the client's address: the socket's peer, or, when the
 // peer is one of the Trusted proxies, the rightmost address in the
 // forwarding header that is not a trusted proxy (everything left of it was
 // written by the client and proves nothing).
-type ClientSource struct {
+type Source struct {
 	Trusted []netip.Prefix
 	// Forwarded reads the RFC 7239 Forwarded header instead of
 	// X-Forwarded-For. Only the header the trusted proxies write may be
@@ -18,7 +20,7 @@ type ClientSource struct {
 	Forwarded bool
 }
 
-func (c *ClientSource) trusted(a netip.Addr) bool {
+func (c *Source) trusted(a netip.Addr) bool {
 	for _, p := range c.Trusted {
 		if p.Contains(a) {
 			return true
@@ -29,7 +31,7 @@ func (c *ClientSource) trusted(a netip.Addr) bool {
 
 // Addr returns the client address of a request from peer with header
 // lines xff (X-Forwarded-For) and fwd (Forwarded).
-func (c *ClientSource) Addr(peer netip.Addr, xff, fwd []string) netip.Addr {
+func (c *Source) Addr(peer netip.Addr, xff, fwd []string) netip.Addr {
 	peer = peer.Unmap()
 	if len(c.Trusted) == 0 || !c.trusted(peer) {
 		return peer
@@ -119,10 +121,4 @@ func parseForwardedHop(elem string) (netip.Addr, bool) {
 		return parseXFFHop(v)
 	}
 	return netip.Addr{}, false
-}
-
-// Request returns the client address of r (its RemoteAddr as the peer);
-// it fits Options.Client.
-func (c *ClientSource) Request(w http.ResponseWriter, r *http.Request) netip.Addr {
-	return c.Addr(remoteAddr(w, r), r.Header["X-Forwarded-For"], r.Header["Forwarded"])
 }

@@ -110,25 +110,29 @@ func (t *table) evict(s *shard, now int64) {
 // maps never give memory back on delete.
 func (t *table) sweep(now int64) {
 	for i := range t.shards {
-		s := &t.shards[i]
 		start := time.Now()
-		s.mu.Lock()
-		for k, v := range s.m {
-			if t.expired(v, now) {
-				delete(s.m, k)
-			}
-		}
-		if s.peak > 1024 && len(s.m) < s.peak/4 {
-			m := make(map[uint64]int64, len(s.m))
-			for k, v := range s.m {
-				m[k] = v
-			}
-			s.m, s.peak = m, len(m)
-		}
-		s.mu.Unlock()
+		t.sweepShard(i, now)
 		if d := int64(time.Since(start)); d > t.longestHold.Load() {
 			t.longestHold.Store(d)
 		}
+	}
+}
+
+func (t *table) sweepShard(i int, now int64) {
+	s := &t.shards[i]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, v := range s.m {
+		if t.expired(v, now) {
+			delete(s.m, k)
+		}
+	}
+	if s.peak > 1024 && len(s.m) < s.peak/4 {
+		m := make(map[uint64]int64, len(s.m))
+		for k, v := range s.m {
+			m[k] = v
+		}
+		s.m, s.peak = m, len(m)
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/xlb-project/xlb/proxy/internal/admission"
+	"github.com/xlb-project/xlb/proxy/internal/concurrency"
 )
 
 // trackedConn wraps every accepted client connection. It lets the proxy
@@ -37,7 +37,7 @@ type trackedConn struct {
 	backend atomic.Pointer[backend]
 	closed  atomic.Bool
 	// perClient counted this connection under limitKey (nil: not counted).
-	perClient *admission.PerClient
+	perClient *concurrency.PerClient
 	limitKey  netip.Addr
 
 	// writeTimeout bounds a write that makes no progress; armed is when
@@ -192,9 +192,9 @@ type trackingListener struct {
 	sniff        bool
 	writeTimeout time.Duration
 
-	perClient *admission.PerClient  // nil: no per-client limit
-	exempt    func(netip.Addr) bool // trusted proxies, not counted
-	refusal   []byte                // the 503 for plain listeners; nil: just close
+	perClient *concurrency.PerClient // nil: no per-client limit
+	exempt    func(netip.Addr) bool  // trusted proxies, not counted
+	refusal   []byte                 // the 503 for plain listeners; nil: just close
 	refused   prometheus.Counter
 }
 

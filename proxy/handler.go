@@ -25,6 +25,9 @@ type exchange struct {
 	status      int
 	bytes       int64
 	wroteHeader bool
+	// interim: an informational (1xx) response went to the client, so the
+	// request is not retried.
+	interim bool
 
 	st      *state
 	route   *route
@@ -59,6 +62,7 @@ func (e *exchange) Header() http.Header { return e.w.Header() }
 
 func (e *exchange) WriteHeader(code int) {
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		e.interim = true
 		e.w.WriteHeader(code) // informational: not the final status
 		return
 	}
@@ -233,13 +237,23 @@ func (f finalHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
-	p := rt.pool
-	if g := p.inflight; g != nil {
+	if g := rt.pool.inflight; g != nil {
 		if !g.enter(w) {
 			return
 		}
 		defer g.leave()
 	}
+	if rt.rewrite != nil {
+		rt.rewrite.apply(r.URL)
+	}
+	if rt.reqOps.host != "" {
+		r.Host = rt.reqOps.host
+	}
+	if _, upgrade := r.Header["Upgrade"]; !upgrade {
+		rt.forwardPlain(w, e, r)
+		return
+	}
+	p := rt.pool
 	b := p.pick(w, r, e)
 	if b == nil {
 		e.st.metrics.noBackend.WithLabelValues(p.name).Inc()
@@ -247,20 +261,11 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 		return
 	}
 	e.backend = b
-	if rt.rewrite != nil {
-		rt.rewrite.apply(r.URL)
-	}
-	if rt.reqOps.host != "" {
-		r.Host = rt.reqOps.host
-	}
-	_, upgrade := r.Header["Upgrade"]
-	if upgrade {
-		if tc := requestConn(r); tc != nil {
-			tc.backend.Store(b)
-		}
+	if tc := requestConn(r); tc != nil {
+		tc.backend.Store(b)
 	}
 	ctx := r.Context()
-	if upgrade && middleware.RequestOf(ctx) == nil {
+	if middleware.RequestOf(ctx) == nil {
 		// Only net/http/httputil (upgrades) finds the exchange through the
 		// context; the plain path gets it as an argument.
 		ctx = middleware.WithRequest(ctx, e)
@@ -274,8 +279,7 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 	b.metrics.inFlight.Inc()
 	sent := time.Now()
 	e.sent = sent
-	// Deferred: a response cut by the backend aborts the handler with a
-	// panic (http.ErrAbortHandler), and the accounting must still happen.
+	// Deferred: the accounting must happen however the handler ends.
 	defer func() {
 		if e.respondedAt.IsZero() {
 			e.respondedAt = time.Now()
@@ -286,10 +290,6 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 		b.Release(lat, e.failed)
 		p.report(b, e.failed || e.status >= 500)
 	}()
-	if !upgrade {
-		e.st.send(w, e, r, ctx)
-		return
-	}
 	e.st.rp.ServeHTTP(w, r.WithContext(ctx))
 	if !e.wroteHeader && !e.failed {
 		// net/http/httputil wrote the 101 on the hijacked connection.

@@ -17,7 +17,7 @@ import (
 
 	"github.com/xlb-project/xlb/proxy/admin"
 	"github.com/xlb-project/xlb/proxy/config"
-	"github.com/xlb-project/xlb/proxy/internal/admission"
+	"github.com/xlb-project/xlb/proxy/internal/concurrency"
 	"github.com/xlb-project/xlb/proxy/internal/h1"
 )
 
@@ -113,11 +113,11 @@ func (p *Proxy) startListener(lc config.ListenerConfig) (*listener, error) {
 	protos.SetHTTP1(true)
 	tl := &trackingListener{Listener: ln, reg: p.conns, sniff: lc.TLS == nil, writeTimeout: lc.WriteTimeout.D()}
 	if lc.MaxConnectionsPerClient > 0 {
-		tl.perClient = admission.NewPerClient(lc.MaxConnectionsPerClient, 64, nil)
+		tl.perClient = concurrency.NewPerClient(lc.MaxConnectionsPerClient, 64, nil)
 		tl.exempt = func(a netip.Addr) bool { return p.state.Load().isTrusted(a) }
 		tl.refused = p.metrics.refused.WithLabelValues("max_connections_per_client", lc.Name)
 		if lc.TLS == nil {
-			tl.refusal = admission.Refusal("max_connections_per_client; name=" + lc.Name)
+			tl.refusal = concurrency.Refusal("max_connections_per_client; name=" + lc.Name)
 		}
 	}
 	if lc.TLS != nil {

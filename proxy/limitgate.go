@@ -5,13 +5,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/xlb-project/xlb/proxy/internal/admission"
+	"github.com/xlb-project/xlb/proxy/internal/concurrency"
 )
 
 // limitGate is a concurrency limit of a route or pool with what its
 // refusal says: the Xlb-Limit value and the refusal counter.
 type limitGate struct {
-	*admission.Gate
+	*concurrency.Gate
 	max     int
 	header  []string // shared read-only by every refusal
 	refused prometheus.Counter
@@ -28,7 +28,7 @@ func (m *metrics) newLimitGate(limit, name string, max int, old *limitGate) *lim
 		return old
 	}
 	return &limitGate{
-		Gate:    admission.NewGate(max),
+		Gate:    concurrency.NewGate(max),
 		max:     max,
 		header:  []string{limit + "; name=" + name},
 		refused: m.refused.WithLabelValues(limit, name),
@@ -42,7 +42,7 @@ func (g *limitGate) enter(w http.ResponseWriter) bool {
 	}
 	g.refused.Inc()
 	h := w.Header()
-	h[admission.LimitHeader] = g.header
+	h[concurrency.LimitHeader] = g.header
 	h["Retry-After"] = []string{"1"}
 	http.Error(w, "too many requests in flight", http.StatusServiceUnavailable)
 	return false

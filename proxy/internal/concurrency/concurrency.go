@@ -1,7 +1,7 @@
-// Package admission holds the proxy's concurrency limits, which refuse at
+// Package concurrency holds the proxy's concurrency limits, which refuse at
 // once instead of queueing without bound: open connections per client
 // address, and requests in flight (per route, per pool).
-package admission
+package concurrency
 
 import (
 	"net/netip"

@@ -233,12 +233,12 @@ func TestRateLimitSharedByTwoProxyProcesses(t *testing.T) {
 	}
 }
 
-// TestRateLimitDocsExamples builds a proxy, with the middlewares xlb
-// registers, from every proxy config example of docs/ratelimit.md, so that
+// TestProxyDocsExamples builds a proxy, with the middlewares xlb
+// registers, from every proxy config example of docs/proxy.md, so that
 // the rate-limit configs in them are checked too (parsing the proxy config
 // alone leaves a middleware's config unread).
-func TestRateLimitDocsExamples(t *testing.T) {
-	doc, err := os.ReadFile("../../docs/ratelimit.md")
+func TestProxyDocsExamples(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/proxy.md")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,6 +61,8 @@ type Limiter struct {
 type state struct {
 	id    string // in the Set
 	refs  int    // limiters using it, under the Set's lock
+	route string // for metrics; empty for a global limit
+	name  string
 	seed  maphash.Seed
 	local *table
 	redis *redisStore

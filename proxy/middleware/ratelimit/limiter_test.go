@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"gopkg.in/yaml.v3"
 
@@ -217,6 +218,22 @@ func TestManyKeysStayBounded(t *testing.T) {
 	}
 	if n := g.lim.state.local.len(); n > 1024 {
 		t.Errorf("%d keys held, max_keys 1024", n)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(g.m.Collectors()...)
+	keys, _ := promtest.GatherAndCount(reg, "xlb_proxy_ratelimit_keys")
+	if keys != 1 {
+		t.Errorf("%d xlb_proxy_ratelimit_keys series, want 1", keys)
+	}
+	if err := promtest.GatherAndCompare(reg, strings.NewReader(fmt.Sprintf(`
+# HELP xlb_proxy_ratelimit_keys Keys a limit holds in this proxy's memory (route is empty for a global limit).
+# TYPE xlb_proxy_ratelimit_keys gauge
+xlb_proxy_ratelimit_keys{limit="default",route="r"} %d
+`, g.lim.state.local.len())), "xlb_proxy_ratelimit_keys"); err != nil {
+		t.Error(err)
+	}
+	if ev := g.lim.state.local.evictions.Load(); ev < 5000-1024 {
+		t.Errorf("%d evictions, want at least %d", ev, 5000-1024)
 	}
 	if c := g.do("[2001:db8:ffff:1::1]:1", nil).Code; c != http.StatusOK {
 		t.Fatalf("new /64: %d", c)

@@ -7,6 +7,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	decisions   *prometheus.CounterVec // route, limit, result
 	redisErrors *prometheus.CounterVec // route, limit
+	tables      tableCollector
 }
 
 // limitCounters are one limit's children, resolved once so that the hot
@@ -32,7 +33,38 @@ func NewMetrics() *Metrics {
 
 // Collectors returns what to register.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.decisions, m.redisErrors}
+	return []prometheus.Collector{m.decisions, m.redisErrors, &m.tables}
+}
+
+var (
+	keysDesc = prometheus.NewDesc("xlb_proxy_ratelimit_keys",
+		"Keys a limit holds in this proxy's memory (route is empty for a global limit).", []string{"route", "limit"}, nil)
+	evictionsDesc = prometheus.NewDesc("xlb_proxy_ratelimit_evictions_total",
+		"Keys a full limit forgot before their bucket was full again (max_keys reached).", []string{"route", "limit"}, nil)
+)
+
+// tableCollector reports the tables of the Set the metrics belong to, read
+// at scrape time.
+type tableCollector struct{ set *Set }
+
+func (c *tableCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- keysDesc
+	ch <- evictionsDesc
+}
+
+func (c *tableCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.set == nil {
+		return
+	}
+	for _, st := range c.set.snapshot() {
+		keys, ev := st.local.len(), st.local.evictions.Load()
+		if st.redis != nil {
+			keys += st.redis.leases.len()
+			ev += st.redis.leases.evictions.Load()
+		}
+		ch <- prometheus.MustNewConstMetric(keysDesc, prometheus.GaugeValue, float64(keys), st.route, st.name)
+		ch <- prometheus.MustNewConstMetric(evictionsDesc, prometheus.CounterValue, float64(ev), st.route, st.name)
+	}
 }
 
 func (m *Metrics) counters(route, limit string) *limitCounters {

@@ -34,6 +34,7 @@ func NewSet(log *slog.Logger, m *Metrics) *Set {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Set{metrics: m, log: log, states: map[string]*state{}, stop: make(chan struct{}), done: make(chan struct{})}
+	m.tables.set = s
 	go s.sweepLoop()
 	return s
 }
@@ -59,7 +60,10 @@ func (s *Set) Limiter(c *Config, opts Options) *Limiter {
 	st, ok := s.states[id]
 	if !ok {
 		st = newState(c)
-		st.id = id
+		st.id, st.name = id, c.Name
+		if !c.Global {
+			st.route = opts.Route
+		}
 		s.states[id] = st
 	}
 	st.refs++
@@ -114,14 +118,18 @@ func (s *Set) sweepLoop() {
 	}
 }
 
-func (s *Set) sweep() {
+func (s *Set) snapshot() []*state {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	sts := make([]*state, 0, len(s.states))
 	for _, st := range s.states {
 		sts = append(sts, st)
 	}
-	s.mu.Unlock()
-	for _, st := range sts {
+	return sts
+}
+
+func (s *Set) sweep() {
+	for _, st := range s.snapshot() {
 		now := monoNow()
 		st.local.sweep(now)
 		if st.redis != nil {

@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/xlb-project/xlb/proxy/config"
+	"github.com/xlb-project/xlb/proxy/middleware"
+	"github.com/xlb-project/xlb/proxy/middleware/ratelimit"
 )
 
 // discardWriter is a reusable ResponseWriter for benchmarks.
@@ -191,6 +193,35 @@ listeners: [{name: web, address: "127.0.0.1:0"}]
 pools: [{name: app, backends: [{address: %q}]}]
 routes: [{name: all, pool: app}]
 `, be), Options{})
+	leanLoop(b, base)
+}
+
+// BenchmarkLeanPathRateLimit is LeanPath with a per-client rate limit that
+// never triggers, next to the same proxy without it in the same run: the
+// limit's cost per request (budget: CPU 1.1× without).
+func BenchmarkLeanPathRateLimit(b *testing.B) {
+	be := fixedBackend(b)
+	for _, tc := range []struct{ name, mw string }{
+		{"off", ""},
+		{"local", "middleware: [{kind: ratelimit, config: {rate: 100000000, burst: 1000000}}]"},
+		{"local-no-fields", "middleware: [{kind: ratelimit, config: {rate: 100000000, burst: 1000000, headers: none}}]"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			m := ratelimit.NewMetrics()
+			set := ratelimit.NewSet(nil, m)
+			defer set.Close()
+			_, base := startProxy(b, fmt.Sprintf(`
+listeners: [{name: web, address: "127.0.0.1:0"}]
+pools: [{name: app, backends: [{address: %q}]}]
+routes: [{name: all, pool: app, %s}]
+`, be, tc.mw), Options{Middleware: map[string]middleware.Factory{ratelimit.Kind: set.Factory()}, Collectors: m.Collectors()})
+			leanLoop(b, base)
+		})
+	}
+}
+
+// leanLoop sends requests over one raw keep-alive connection.
+func leanLoop(b *testing.B, base string) {
 	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
 		b.Fatal(err)

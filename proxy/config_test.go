@@ -18,7 +18,8 @@ func TestExampleConfigLoads(t *testing.T) {
 	if c.Routes[0].Respond.ContentType == "" || c.Pools[0].Backends[0].Weight != 1 {
 		t.Errorf("defaults not applied: %+v", c.Routes[0].Respond)
 	}
-	if _, err := New(c, Options{}); err != nil {
+	// With the middlewares xlb registers (the example has a rate limit).
+	if _, err := New(c, rateLimitOptions(t)); err != nil {
 		t.Fatalf("build proxy from example: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -10,7 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/xlb-project/xlb/proxy/config"
+
+	"github.com/xlb-project/xlb/proxy/internal/concurrency"
 )
 
 // trackedConn wraps every accepted client connection. It lets the proxy
@@ -33,6 +37,9 @@ type trackedConn struct {
 	// backend is the backend an upgraded connection is tunnelled to.
 	backend atomic.Pointer[backend]
 	closed  atomic.Bool
+	// perClient counted this connection under limitKey (nil: not counted).
+	perClient *concurrency.PerClient
+	limitKey  netip.Addr
 
 	// writeTimeout bounds a write that makes no progress; armed is when
 	// the write deadline was last set (UnixNano).
@@ -86,6 +93,9 @@ func (c *trackedConn) NetConn() net.Conn { return c.Conn }
 func (c *trackedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.reg.removeUpgraded(c)
+		if c.perClient != nil {
+			c.perClient.Release(c.limitKey)
+		}
 	}
 	return c.Conn.Close()
 }
@@ -178,29 +188,65 @@ func hasFoldPrefix(b []byte, prefix string) bool {
 	return true
 }
 
-// trackingListener wraps accepted connections in trackedConn.
+// trackingListener wraps accepted connections in trackedConn, and refuses
+// those over the per-client connection limit.
 type trackingListener struct {
 	net.Listener
 	reg          *connRegistry
 	sniff        bool
 	writeTimeout time.Duration
 	body         *config.BodyLimits
+
+	perClient *concurrency.PerClient // nil: no per-client limit
+	exempt    func(netip.Addr) bool  // trusted proxies, not counted
+	refusal   []byte                 // the 503 for plain listeners; nil: just close
+	refused   prometheus.Counter
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc := &trackedConn{Conn: c, reg: l.reg, sniff: l.sniff, writeTimeout: l.writeTimeout, body: l.body}
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		if a, ok := netip.AddrFromSlice(ta.IP); ok {
-			tc.peer = a.Unmap()
-			tc.peerStr = tc.peer.String()
-			tc.peerSlice = []string{tc.peerStr}
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
 		}
+		tc := &trackedConn{Conn: c, reg: l.reg, sniff: l.sniff, writeTimeout: l.writeTimeout, body: l.body}
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			if a, ok := netip.AddrFromSlice(ta.IP); ok {
+				tc.peer = a.Unmap()
+				tc.peerStr = tc.peer.String()
+				tc.peerSlice = []string{tc.peerStr}
+			}
+		}
+		if l.perClient != nil && !l.exempt(tc.peer) {
+			key, ok := l.perClient.Acquire(tc.peer)
+			if !ok {
+				l.refused.Inc()
+				go refuseConn(c, l.refusal)
+				continue
+			}
+			tc.perClient, tc.limitKey = l.perClient, key
+		}
+		return tc, nil
 	}
-	return tc, nil
+}
+
+// refuseConn answers a connection over its client's limit with the 503
+// (when not TLS) and closes it; it reads what the client sent meanwhile
+// (for a second at most) so that the close does not reset the connection
+// before the answer is read.
+func refuseConn(c net.Conn, refusal []byte) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if refusal == nil {
+		return
+	}
+	if _, err := c.Write(refusal); err != nil {
+		return
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 }
 
 // connRegistry holds the client connections that were hijacked for an

@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/xlb-project/xlb/proxy/middleware"
 )
 
 // newReverseProxy builds the forwarding engine shared by all routes of a
@@ -29,7 +31,7 @@ func newReverseProxy(st *state, transport http.RoundTripper) *httputil.ReversePr
 }
 
 func (st *state) rewrite(pr *httputil.ProxyRequest) {
-	e := pr.In.Context().Value(exchangeKey{}).(*exchange)
+	e := middleware.RequestOf(pr.In.Context()).(*exchange)
 	out := pr.Out
 	out.URL.Scheme = "http"
 	out.URL.Host = e.backend.ID
@@ -153,7 +155,7 @@ func forwardedElement(peer netip.Addr, host, proto string) string {
 }
 
 func modifyResponse(resp *http.Response) error {
-	e, _ := resp.Request.Context().Value(exchangeKey{}).(*exchange)
+	e, _ := middleware.RequestOf(resp.Request.Context()).(*exchange)
 	if e == nil {
 		return nil
 	}
@@ -163,7 +165,7 @@ func modifyResponse(resp *http.Response) error {
 }
 
 func errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	e, _ := r.Context().Value(exchangeKey{}).(*exchange)
+	e, _ := middleware.RequestOf(r.Context()).(*exchange)
 	fail(w, e, r.Context(), err)
 }
 
@@ -175,32 +177,4 @@ func (st *state) isTrusted(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// clientFromXFF walks X-Forwarded-For from the right, skipping trusted
-// proxies, and returns the first address that is not one (the client as the
-// trusted front ends saw it); peer when there is none.
-func (st *state) clientFromXFF(xff []string, peer netip.Addr) netip.Addr {
-	client := peer
-	for i := len(xff) - 1; i >= 0; i-- {
-		list := xff[i]
-		for list != "" {
-			var item string
-			if j := strings.LastIndexByte(list, ','); j >= 0 {
-				item, list = list[j+1:], list[:j]
-			} else {
-				item, list = list, ""
-			}
-			a, err := netip.ParseAddr(strings.TrimSpace(item))
-			if err != nil {
-				return client
-			}
-			a = a.Unmap()
-			client = a
-			if !st.isTrusted(a) {
-				return a
-			}
-		}
-	}
-	return client
 }

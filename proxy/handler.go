@@ -17,6 +17,7 @@ import (
 	"github.com/xlb-project/xlb/proxy/internal/pathnorm"
 	"github.com/xlb-project/xlb/proxy/internal/upstream"
 	"github.com/xlb-project/xlb/proxy/internal/wire"
+	"github.com/xlb-project/xlb/proxy/middleware"
 )
 
 // exchange is the per-request state, pooled. It is also the ResponseWriter
@@ -58,6 +59,9 @@ type exchange struct {
 	outHeader http.Header
 }
 
+// ClientAddr implements middleware.Request.
+func (e *exchange) ClientAddr() netip.Addr { return e.client }
+
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
 
 func (e *exchange) Header() http.Header { return e.w.Header() }
@@ -96,14 +100,6 @@ func (e *exchange) Flush() {
 	_ = http.NewResponseController(e.w).Flush()
 }
 
-type exchangeKey struct{}
-
-// exchangeOf returns the exchange of a request inside a route's chain.
-func exchangeOf(r *http.Request) *exchange {
-	e, _ := r.Context().Value(exchangeKey{}).(*exchange)
-	return e
-}
-
 // ServeHTTP is the entry point of every listener.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := p.state.Load()
@@ -131,7 +127,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.client = e.peer
 	if len(st.trusted) > 0 && st.isTrusted(e.peer) {
 		e.trusted = true
-		e.client = st.clientFromXFF(r.Header["X-Forwarded-For"], e.peer)
+		e.client = st.clients.Addr(e.peer, r.Header["X-Forwarded-For"], r.Header["Forwarded"])
 	}
 
 	hdr := st.reqIDHeader
@@ -177,10 +173,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(e, "no route matches the request", http.StatusNotFound)
 		return
 	}
+	if g := e.route.inflight; g != nil {
+		if !g.enter(e) {
+			return
+		}
+		defer g.leave()
+	}
 	if e.route.handler == nil {
 		e.route.serve(e, e, r)
 	} else {
-		e.route.handler.ServeHTTP(e, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, e)))
+		// The chain finds e by unwrapping its writer (middleware.Of): no
+		// per-request context value.
+		e.route.handler.ServeHTTP(e, r)
 	}
 }
 
@@ -242,7 +246,7 @@ func (rt *route) serve(w http.ResponseWriter, e *exchange, r *http.Request) {
 type finalHandler struct{ rt *route }
 
 func (f finalHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	e := exchangeOf(r)
+	e, _ := middleware.Of(w, r.Context()).(*exchange)
 	if e == nil {
 		http.Error(w, "internal error: request has no exchange", http.StatusInternalServerError)
 		return
@@ -251,6 +255,12 @@ func (f finalHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
+	if g := rt.pool.inflight; g != nil {
+		if !g.enter(w) {
+			return
+		}
+		defer g.leave()
+	}
 	if rt.rewrite != nil {
 		rt.rewrite.apply(r.URL)
 	}
@@ -291,10 +301,10 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 		tc.backend.Store(b)
 	}
 	ctx := r.Context()
-	if ctx.Value(exchangeKey{}) == nil {
+	if middleware.RequestOf(ctx) == nil {
 		// Only net/http/httputil (upgrades) finds the exchange through the
 		// context; the plain path gets it as an argument.
-		ctx = context.WithValue(ctx, exchangeKey{}, e)
+		ctx = middleware.WithRequest(ctx, e)
 	}
 	if rt.timeout > 0 {
 		var cancel context.CancelFunc

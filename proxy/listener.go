@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/xlb-project/xlb/proxy/admin"
 	"github.com/xlb-project/xlb/proxy/config"
+	"github.com/xlb-project/xlb/proxy/internal/concurrency"
 	"github.com/xlb-project/xlb/proxy/internal/h1"
 )
 
@@ -111,6 +113,14 @@ func (p *Proxy) startListener(lc config.ListenerConfig) (*listener, error) {
 	protos.SetHTTP1(true)
 	body := lc.BodyLimits
 	tl := &trackingListener{Listener: ln, reg: p.conns, sniff: lc.TLS == nil, writeTimeout: lc.WriteTimeout.D(), body: &body}
+	if lc.MaxConnectionsPerClient > 0 {
+		tl.perClient = concurrency.NewPerClient(lc.MaxConnectionsPerClient, 64, nil)
+		tl.exempt = func(a netip.Addr) bool { return p.state.Load().isTrusted(a) }
+		tl.refused = p.metrics.refused.WithLabelValues("max_connections_per_client", lc.Name)
+		if lc.TLS == nil {
+			tl.refusal = concurrency.Refusal("max_connections_per_client; name=" + lc.Name)
+		}
+	}
 	if lc.TLS != nil {
 		cs, err := newCertStore(lc.TLS.CertFile, lc.TLS.KeyFile, lc.TLS.ReloadInterval.D(), p.log)
 		if err != nil {

@@ -33,6 +33,7 @@ type metrics struct {
 	beDrained     *prometheus.GaugeVec     // pool, backend
 	noBackend     *prometheus.CounterVec   // pool
 	reloads       *prometheus.CounterVec   // result
+	refused       *prometheus.CounterVec   // limit, name
 	upgraded      prometheus.Gauge
 	res           *resMetrics
 }
@@ -93,12 +94,16 @@ func newMetrics() *metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "xlb_proxy_reloads_total", Help: "Config reloads, by result (ok, error).",
 		}, []string{"result"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xlb_proxy_refused_total",
+			Help: "Requests and connections refused at once by a concurrency limit, by limit (route_max_in_flight, pool_max_in_flight, max_connections_per_client) and the route, pool or listener's name.",
+		}, []string{"limit", "name"}),
 		upgraded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "xlb_proxy_upgraded_connections", Help: "Open upgraded (WebSocket) client connections.",
 		}),
 	}
 	m.reg.MustRegister(m.routeRequests, m.routeDuration, m.routeRetries, m.beRequests, m.beDuration,
-		m.beInFlight, m.beFailures, m.beEjections, m.beHealthy, m.beDrained, m.noBackend, m.reloads, m.upgraded)
+		m.beInFlight, m.beFailures, m.beEjections, m.beHealthy, m.beDrained, m.noBackend, m.reloads, m.refused, m.upgraded)
 	m.res = newResMetrics(m.reg)
 	return m
 }

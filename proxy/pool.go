@@ -52,6 +52,7 @@ type pool struct {
 	members  atomic.Pointer[members]
 	detector *outlier.Detector // nil: no passive ejection
 	sticky   *stickyPolicy     // nil: no cookie affinity
+	inflight *limitGate        // nil: no bound on requests in flight
 	guard    guard             // breakers, load shedding, slow start
 }
 
@@ -149,6 +150,11 @@ func (p *Proxy) buildPool(pc *config.PoolConfig, targets []discovery.Target, old
 		return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 	}
 	pl := &pool{name: pc.Name, cfg: *pc, key: key, hashed: alg == balance.ConsistentHash}
+	var oldGate *limitGate
+	if old != nil {
+		oldGate = old.inflight
+	}
+	pl.inflight = p.metrics.newLimitGate("pool_max_in_flight", pc.Name, pc.MaxInFlight, oldGate)
 	if pl.guard, err = p.buildGuard(pc, old); err != nil {
 		return nil, err
 	}

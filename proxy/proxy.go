@@ -15,12 +15,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/proxy/admin"
 	"github.com/xlb-project/xlb/proxy/config"
 	"github.com/xlb-project/xlb/proxy/discovery"
+	"github.com/xlb-project/xlb/proxy/internal/clientaddr"
 	"github.com/xlb-project/xlb/proxy/internal/pathnorm"
 	"github.com/xlb-project/xlb/proxy/internal/upstream"
 	"github.com/xlb-project/xlb/proxy/middleware"
@@ -45,6 +47,9 @@ type Options struct {
 	Middleware map[string]middleware.Factory
 	// HealthClock drives the active checks; default the system clock.
 	HealthClock check.Clock
+	// Collectors are registered with the proxy's own metrics (those of
+	// the middlewares, say).
+	Collectors []prometheus.Collector
 }
 
 // Proxy is the L7 proxy: a compiled config (swapped atomically on reload),
@@ -78,6 +83,7 @@ type state struct {
 	routes      []*route
 	pools       map[string]*pool
 	trusted     []netip.Prefix
+	clients     clientaddr.Source // the client address from trusted forwarding headers
 	reqIDHeader string
 	paths       pathnorm.Options
 	accessLog   *accessLog
@@ -105,6 +111,11 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 		discovered: map[string][]discovery.Target{},
 		watchers:   map[string]*watcher{},
 		listeners:  map[string]*listener{},
+	}
+	for _, c := range opts.Collectors {
+		if err := p.metrics.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register middleware metrics: %w", err)
+		}
 	}
 	p.conns = newConnRegistry(p.metrics.upgraded)
 	var pfx [6]byte
@@ -145,6 +156,7 @@ func (p *Proxy) compile(cfg *config.Config, old *state) (*state, error) {
 		}
 		st.trusted = append(st.trusted, pfx)
 	}
+	st.clients = clientaddr.Source{Trusted: st.trusted, Forwarded: cfg.ClientAddressHeader == "forwarded"}
 	for i := range cfg.Pools {
 		pc := &cfg.Pools[i]
 		var oldPool *pool
@@ -171,6 +183,15 @@ func (p *Proxy) compile(cfg *config.Config, old *state) (*state, error) {
 			return nil, fmt.Errorf("%w: route %s: %w", config.ErrConfig, rc.Name, err)
 		}
 		st.pending = append(st.pending, func() { rt.metrics = p.metrics.route(rt.name) })
+		var oldGate *limitGate
+		if old != nil {
+			for _, o := range old.routes {
+				if o.name == rt.name {
+					oldGate = o.inflight
+				}
+			}
+		}
+		rt.inflight = p.metrics.newLimitGate("route_max_in_flight", rt.name, rc.MaxInFlight, oldGate)
 		var mws []middleware.Middleware
 		for j := range rc.Middleware {
 			mc := &rc.Middleware[j]

@@ -36,6 +36,8 @@ type route struct {
 	// handler that forwards, redirects or responds.
 	handler http.Handler
 	metrics *routeMetrics
+	// inflight bounds the route's requests at once (nil: no bound).
+	inflight *limitGate
 }
 
 type hostMatch struct {

@@ -18,6 +18,8 @@ import (
 	"github.com/xlb-project/xlb/proxy"
 	proxyadmin "github.com/xlb-project/xlb/proxy/admin"
 	proxyconfig "github.com/xlb-project/xlb/proxy/config"
+	"github.com/xlb-project/xlb/proxy/middleware"
+	"github.com/xlb-project/xlb/proxy/middleware/ratelimit"
 )
 
 // defaultProxySocket is where the proxy's admin API listens unless the
@@ -71,7 +73,9 @@ func proxyCommand() *command {
 					if err != nil {
 						return err
 					}
-					if _, err := proxy.New(cfg, proxy.Options{}); err != nil {
+					opts, closeOpts := proxyOptions(nil, "")
+					defer closeOpts()
+					if _, err := proxy.New(cfg, opts); err != nil {
 						return err
 					}
 					fmt.Fprintf(io.out, "%s: ok (%d listeners, %d pools, %d routes)\n", cfgPath, len(cfg.Listeners), len(cfg.Pools), len(cfg.Routes))
@@ -181,7 +185,9 @@ func runProxy(io *stdio, cfgPath, logLevel string) error {
 	if err != nil {
 		return err
 	}
-	p, err := proxy.New(cfg, proxy.Options{Logger: log, ConfigPath: cfgPath})
+	opts, closeOpts := proxyOptions(log, cfgPath)
+	defer closeOpts()
+	p, err := proxy.New(cfg, opts)
 	if err != nil {
 		return err
 	}
@@ -206,4 +212,17 @@ func runProxy(io *stdio, cfgPath, logLevel string) error {
 		return err
 	}
 	return nil
+}
+
+// proxyOptions registers the middlewares xlb ships with (route middleware
+// kinds) and their metrics; stop stops them.
+func proxyOptions(log *slog.Logger, cfgPath string) (opts proxy.Options, stop func()) {
+	m := ratelimit.NewMetrics()
+	limits := ratelimit.NewSet(log, m)
+	return proxy.Options{
+		Logger:     log,
+		ConfigPath: cfgPath,
+		Middleware: map[string]middleware.Factory{ratelimit.Kind: limits.Factory()},
+		Collectors: m.Collectors(),
+	}, limits.Close
 }

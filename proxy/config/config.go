@@ -40,6 +40,11 @@ type Config struct {
 	// none: the client is the socket's peer and its forwarding headers are
 	// replaced.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ClientAddressHeader is the header the trusted proxies write the
+	// client's address in: x-forwarded-for (default) or forwarded (RFC
+	// 7239). The client is its rightmost address that is not a trusted
+	// proxy; the other header is the client's own and never read for it.
+	ClientAddressHeader string `yaml:"client_address_header"`
 	// RequestIDHeader is passed through when the client sends a valid one and
 	// generated otherwise. Default X-Request-Id.
 	RequestIDHeader string `yaml:"request_id_header"`
@@ -101,6 +106,11 @@ type ListenerConfig struct {
 	// may set its own. body_read_timeout defaults to 60s here, the others
 	// to no limit.
 	BodyLimits `yaml:",inline"`
+	// MaxConnectionsPerClient bounds the connections open at once from one
+	// client address (IPv6: one /64); one more gets a 503 naming the limit
+	// (plain HTTP; a TLS connection is closed) and is closed. Peers in
+	// trusted_proxies are not counted. Default 0: no bound.
+	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
 }
 
 // BodyLimits bound a request body as the proxy reads it from the client
@@ -201,6 +211,10 @@ type PoolConfig struct {
 	// (or, until its first answer, in addition to nothing but) Backends;
 	// Backends must then be empty.
 	Discovery *DiscoveryConfig `yaml:"discovery"`
+	// MaxInFlight bounds the requests forwarded to the pool's backends at
+	// once; one more is answered 503 at once (Xlb-Limit names the pool).
+	// Default 0: no bound.
+	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 // OutlierConfig is passive ejection; a failure is a request that got no
@@ -290,6 +304,10 @@ type RouteConfig struct {
 	// (see proxy/middleware). Each kind must be registered in the proxy's
 	// Options.Middleware.
 	Middleware []MiddlewareConfig `yaml:"middleware"`
+	// MaxInFlight bounds the route's requests being served at once; one
+	// more is answered 503 at once (Xlb-Limit names the route). Default 0:
+	// no bound.
+	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 // MatchConfig holds a route's conditions; all that are set must hold.

@@ -86,6 +86,16 @@ func (c *Config) validate() error {
 		if err := l.BodyLimits.validate(f); err != nil {
 			return err
 		}
+		if l.MaxConnectionsPerClient < 0 || l.MaxConnectionsPerClient > 1_000_000 {
+			return bad(f+".max_connections_per_client", l.MaxConnectionsPerClient, "must be from 0 (no bound) to 1000000")
+		}
+	}
+	switch c.ClientAddressHeader {
+	case "":
+		c.ClientAddressHeader = "x-forwarded-for"
+	case "x-forwarded-for", "forwarded":
+	default:
+		return bad("client_address_header", c.ClientAddressHeader, "allowed: x-forwarded-for, forwarded")
 	}
 	for i, p := range c.TrustedProxies {
 		if _, err := ParsePrefix(p); err != nil {
@@ -164,6 +174,9 @@ func (p *PoolConfig) validate(f string, seen map[string]bool) error {
 		return bad(f+".algorithm", p.Algorithm, "allowed: "+strings.Join(names, ", "))
 	}
 	p.Algorithm = string(alg)
+	if p.MaxInFlight < 0 || p.MaxInFlight > 10_000_000 {
+		return bad(f+".max_in_flight", p.MaxInFlight, "must be from 0 (no bound) to 10000000")
+	}
 	if p.LoadFactor != 0 && p.LoadFactor < 1 {
 		return bad(f+".load_factor", p.LoadFactor, "must be at least 1")
 	}
@@ -344,6 +357,9 @@ func (r *RouteConfig) validate(f string, seen, pools map[string]bool) error {
 	}
 	if err := r.ResponseHeaders.validate(f + ".response_headers"); err != nil {
 		return err
+	}
+	if r.MaxInFlight < 0 || r.MaxInFlight > 10_000_000 {
+		return bad(f+".max_in_flight", r.MaxInFlight, "must be from 0 (no bound) to 10000000")
 	}
 	for i, m := range r.Middleware {
 		if m.Kind == "" {

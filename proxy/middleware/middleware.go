@@ -41,6 +41,15 @@
 // responses and WebSocket upgrades (http.ResponseController) reach the
 // server's writer. It must not keep the request or the writer after it
 // returned: both are reused for the connection's next request.
+//
+// # What the proxy tells a middleware
+//
+// ClientAddr(w, r) is the client's address as the proxy judged it (the
+// socket's peer, or the rightmost X-Forwarded-For hop that is not one of
+// trusted_proxies); Of(w, ctx) gives the whole Request. The proxy finds
+// them through the ResponseWriter it passes down the chain, so they cost no
+// context value per request: a middleware that wraps the writer keeps them
+// reachable through Unwrap.
 package middleware
 
 import (

@@ -9,8 +9,10 @@
 # proxy's CPU time per request = utime+stime from /proc ÷ requests), then
 # open-loop runs at 50% and 80% of its own maximum for tail latency. The xlb
 # proxy runs twice: the same job, and with features on (sticky cookies when
-# the config supports them, header rewriting, JSON access log to a file).
-# Only 127.0.0.1 ports 39180-39182 are used; every process started is killed
+# the config supports them, header rewriting, JSON access log to a file),
+# and with a per-client rate limit that never triggers, local and shared
+# through a redis-server on 127.0.0.1:39183 (on the load CPU).
+# Only 127.0.0.1 ports 39180-39183 are used; every process started is killed
 # and the temporary directory removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,6 +27,7 @@ ONLY=${L7_ONLY:-}              # e.g. "nginx xlb": run only these rows
 LISTEN=127.0.0.1:39180
 B1=127.0.0.1:39181
 B2=127.0.0.1:39182
+REDIS_PORT=39183
 
 echo "backend selection, sticky cookie and outlier checks (Go benchmarks: ns and allocations per call)"
 go test -run '^$' -bench . -benchmem -benchtime 200ms ./proxy/balance/ ./proxy/sticky/ ./proxy/outlier/ |
@@ -47,7 +50,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for port in 39180 39181 39182; do
+for port in 39180 39181 39182 $REDIS_PORT; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 		echo "60-l7: port $port on 127.0.0.1 is in use; stop whatever listens there" >&2
 		exit 1
@@ -136,6 +139,8 @@ render haproxy.cfg haproxy.cfg
 render Caddyfile Caddyfile
 render xlb.yaml xlb.yaml
 render xlb-features.yaml xlb-features.yaml
+render xlb-ratelimit.yaml xlb-ratelimit.yaml
+render xlb-ratelimit-redis.yaml xlb-ratelimit-redis.yaml
 sed -i "s|@ACCESSLOG@|$tmp/access.log|g" "$tmp/xlb-features.yaml"
 
 start be1 taskset -c "$LOAD_CPU" nginx -p "$tmp" -c "$tmp/be1.conf"
@@ -207,14 +212,22 @@ row "httputil.ReverseProxy" "$tmp/refproxy" -listen "$LISTEN" -backends "$B1,$B2
 if [ "$have_xlb" = 1 ]; then
 	row "xlb proxy" "$tmp/xlb" proxy --config "$tmp/xlb.yaml" || echo "60-l7: row skipped" >&2
 	row "xlb proxy (features on)" "$tmp/xlb" proxy --config "$tmp/xlb-features.yaml" || echo "60-l7: row skipped" >&2
+	row "xlb proxy (rate limit, local)" "$tmp/xlb" proxy --config "$tmp/xlb-ratelimit.yaml" || echo "60-l7: row skipped" >&2
+	if [ -z "$ONLY" ] || [[ " $ONLY " == *" xlb "* ]]; then
+		start redis taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp"
+		wait_port "127.0.0.1:$REDIS_PORT"
+		row "xlb proxy (rate limit, redis)" "$tmp/xlb" proxy --config "$tmp/xlb-ratelimit-redis.yaml" || echo "60-l7: row skipped" >&2
+	fi
 else
 	echo "  (xlb proxy: 'xlb proxy' is not available in this build; row skipped)"
 fi
 
 nginx_cpu=""
+xlb_cpu=""
 for r in "${rows[@]}"; do
 	IFS='|' read -r name _ _ _ cpu _ <<<"$r"
 	if [ "$name" = nginx ]; then nginx_cpu=$cpu; fi
+	if [ "$name" = "xlb proxy" ]; then xlb_cpu=$cpu; fi
 done
 echo
 echo "Closed loop (wrk, $CONNS connections): medians of $RUNS runs. Open loop (bench/l7/loadgen): sent at 50% and 80% of"
@@ -235,3 +248,13 @@ for r in "${rows[@]}"; do
 	printf '| %s | %.0f | %.0f | %.0f | %s | %s | %s, %s | %s, %s | %s |\n' \
 		"$name" "$rps" "$p50" "$p99" "$cpu" "$ratio" "$t50" "$o50" "$t80" "$o80" "$errs"
 done
+if [ -n "$xlb_cpu" ]; then
+	echo
+	echo "Rate limits (a limit that never triggers), CPU per request × the xlb proxy row (budget for local: 1.10):"
+	for r in "${rows[@]}"; do
+		IFS='|' read -r name _ _ _ cpu _ <<<"$r"
+		if [[ "$name" == "xlb proxy (rate limit"* ]]; then
+			awk -v n="$name" -v a="$cpu" -v b="$xlb_cpu" 'BEGIN {printf "  %s: %.2f\n", n, a / b}'
+		fi
+	done
+fi

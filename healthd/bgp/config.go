@@ -54,8 +54,8 @@ type Config struct {
 
 // PeerConfig is one BGP neighbour (a router).
 type PeerConfig struct {
-	Address string `yaml:"address" json:"address"` // required
-	AS      uint32 `yaml:"as" json:"as"`           // required; equal to local_as means iBGP
+	Address string `yaml:"address" json:"address"`               // required
+	AS      uint32 `yaml:"as" json:"as"`                         // required; equal to local_as means iBGP
 	Port    uint16 `yaml:"port,omitempty" json:"port,omitempty"` // default 179
 	// LocalAddress is the session's source address; default: the
 	// kernel's choice.

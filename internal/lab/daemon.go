@@ -88,7 +88,7 @@ func (l *Lab) daemonYAML(p DaemonPaths, c DaemonConfig) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by the xlb lab.\ninterface: %s\nbpffs: %s\nstate_dir: %s\nsocket: %s\nmetrics_addr: \"\"\n",
 		Ifname, p.BPFFS, p.StateDir, p.Socket)
-	fmt.Fprintf(&b, "encap: { source_v4: %s, source_v6: \"%s\" }\nvips:\n", OuterSource4, OuterSource6)
+	fmt.Fprintf(&b, "encap: { source_v4: %s, source_v6: \"%s\" }\nvips:\n", l.outerSource4(), OuterSource6)
 	for _, v := range c.VIPs() {
 		fmt.Fprintf(&b, "  - address: \"%s\"\n    mode: %s\n    drain_timeout: %s\n", v, c.Mode, c.DrainTimeout)
 		fmt.Fprintf(&b, "    check: { kind: tcp, port: %d, interval: %s, timeout: %s, rise: %d, fall: %d }\n    backends:\n",

@@ -71,8 +71,8 @@ type Host struct {
 type Topology struct {
 	// Prefix starts every namespace name: the lab's own ("xlb-") differs
 	// from the tests' ("xlbt-PID-N-"), so they never collide.
-	Prefix    string
-	Switch    hostnet.Netns
+	Prefix string
+	Switch hostnet.Netns
 	Client Host
 	// Router is nil unless the lab is routed (router.go): then the client
 	// sits beyond it on its own link.

@@ -63,6 +63,7 @@ type Daemon struct {
 	nextHopsAt time.Time
 	stats      reconcileStats
 	metrics    *metrics
+	bgp        *announcer // nil without BGP (announce.go)
 }
 
 type healthInfo struct {

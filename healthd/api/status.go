@@ -10,6 +10,7 @@ type Status struct {
 	Time  time.Time   `json:"time"` // of the snapshot, by the daemon's clock
 	VIPs  []VIPStatus `json:"vips"`
 	Error string      `json:"error,omitempty"` // of the last reconcile
+	BGP   *BGPStatus  `json:"bgp,omitempty"`   // nil without a bgp section
 }
 
 // VIPStatus is one VIP with its backends.

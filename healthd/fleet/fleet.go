@@ -140,7 +140,9 @@ func reasons(bs []Balancer, vs []*VIP) []string {
 			continue
 		}
 		if i != ref && v.Config != r.Config {
+			// Its table differs as a consequence; the inputs say why.
 			out = append(out, configReasons(bs[ref].Name, r, bs[i].Name, v)...)
+			continue
 		}
 		if !v.Announced {
 			continue

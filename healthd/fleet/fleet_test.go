@@ -114,6 +114,9 @@ func TestCompareNamesTheReason(t *testing.T) {
 			if !strings.Contains(strings.Join(d[0].Reasons, "; "), tc.want) {
 				t.Fatalf("reasons %q, want %q", d[0].Reasons, tc.want)
 			}
+			if tc.name != "table alone" && strings.Contains(strings.Join(d[0].Reasons, "; "), "same usable backends") {
+				t.Fatalf("reasons %q blame the table for a difference in its inputs", d[0].Reasons)
+			}
 		})
 	}
 }

@@ -163,3 +163,24 @@ func (l *Lab) Vtysh(ctx context.Context, command string) (string, error) {
 	}
 	return string(out), nil
 }
+
+// MetricsPort is where the daemons of a routed lab serve metrics and the
+// fleet report, on the balancer's own address.
+const MetricsPort = 9437
+
+// bgpYAML renders a balancer daemon's bgp section: one session to the
+// router, the balancer's addresses as router id and next hops.
+func (l *Lab) bgpYAML(lb Host, c DaemonConfig) string {
+	gshut, leave := c.GracefulShutdownWait, c.LeaveWait
+	if gshut == 0 {
+		gshut = time.Second
+	}
+	if leave == 0 {
+		leave = 2 * time.Second
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "bgp:\n  local_as: %d\n  router_id: %s\n  next_hop_v6: \"%s\"\n", DefaultBalancerAS, lb.IPv4, lb.IPv6)
+	fmt.Fprintf(&b, "  graceful_shutdown_wait: %s\n  leave_wait: %s\n", gshut, leave)
+	fmt.Fprintf(&b, "  peers:\n    - { address: %s, as: %d, hold_time: %s }\n", l.Router.IPv4, DefaultRouterAS, DefaultHoldTime)
+	return b.String()
+}

@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"github.com/xlb-project/xlb/internal/hostnet"
@@ -101,8 +102,10 @@ func (t *Topology) buildRouted() error {
 	if err := addStaticRoutes(t.Client.Netns, Ifname, []staticRoute{{def4, farRouter4}, {def6, farRouter6}}); err != nil {
 		return err
 	}
-	for _, be := range t.Backends {
-		if err := addStaticRoutes(be.Netns, Ifname, []staticRoute{{FarNet4, t.Router.IPv4}, {FarNet6, t.Router.IPv6}}); err != nil {
+	// Backends answer the client through the router; balancers too (their
+	// metrics listener serves fleet reports to the client side).
+	for _, h := range append(slices.Clone(t.Backends), t.Balancers...) {
+		if err := addStaticRoutes(h.Netns, Ifname, []staticRoute{{FarNet4, t.Router.IPv4}, {FarNet6, t.Router.IPv6}}); err != nil {
 			return err
 		}
 	}

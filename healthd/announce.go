@@ -33,9 +33,20 @@ var ErrNoBGP = errors.New("bgp is not configured (add a bgp section: docs/fleet.
 // drainedFile in the state directory remembers drain-self across restarts.
 const drainedFile = "drained"
 
+// Speaker is what the daemon needs of a BGP speaker: *bgp.Speaker, started.
+type Speaker interface {
+	// Sync announces exactly the addresses of want (with
+	// GRACEFUL_SHUTDOWN where true) and withdraws the others.
+	Sync(want map[netip.Addr]bool) error
+	Announced() []bgp.Announcement
+	Counts() bgp.Counts
+	Sessions(ctx context.Context) ([]bgp.Session, error)
+	Stop()
+}
+
 // announcer is the daemon's BGP state; the Daemon's mutex guards it.
 type announcer struct {
-	speaker   *bgp.Speaker
+	speaker   Speaker
 	cfg       bgp.Config
 	gshutWait time.Duration
 	leaveWait time.Duration
@@ -57,7 +68,7 @@ type announcer struct {
 
 // EnableBGP makes the daemon announce its servable VIPs with a started
 // speaker. Call it once, before SetAttached.
-func (d *Daemon) EnableBGP(s *bgp.Speaker, c bgp.Config) {
+func (d *Daemon) EnableBGP(s Speaker, c bgp.Config) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	g, l := c.Waits()

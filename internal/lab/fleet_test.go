@@ -225,6 +225,16 @@ func TestFleetBGP(t *testing.T) {
 	})
 
 	t.Run("host dies", func(t *testing.T) {
+		c := Client{Netns: l.Client.Netns, Timeout: 10 * time.Second}
+		var held []*Conn
+		for range 20 {
+			conn, err := c.Open(echoVIP)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			held = append(held, conn)
+		}
 		load := startLoad(t, l)
 		if err := l.Isolate("lb2"); err != nil {
 			t.Fatal(err)
@@ -239,6 +249,13 @@ func TestFleetBGP(t *testing.T) {
 			took.Seconds(), res.total, res.failed, res.slow, res.slowest.Seconds())
 		if res.slow == 0 {
 			t.Errorf("no connection was delayed while the router still sent to the dead lb2: was it isolated?")
+		}
+		// Established flows that went through lb2 continue through lb3 with
+		// their backends (TCP retransmits what was lost meanwhile).
+		for i, conn := range held {
+			if err := conn.Echo("after lb2 died"); err != nil {
+				t.Fatalf("long-lived connection %d (backend %s) after lb2 died: %v", i, conn.Backend, err)
+			}
 		}
 		if took < 2*time.Second {
 			t.Errorf("converged after %.2fs without a session close: want the 3s hold timer", took.Seconds())

@@ -291,3 +291,52 @@ func TestConfigBGPErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestBGPMetrics(t *testing.T) {
+	r, _ := bgpRig(t)
+	r.setHealth("198.51.100.11", HealthHealthy)
+	r.setHealth("198.51.100.12", HealthHealthy)
+	r.clock.fire()
+	r.d.SetAttached()
+	r.checkResults()
+	mfs, err := r.d.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += " " + l.GetName() + "=" + l.GetValue()
+			}
+			got[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	for key, want := range map[string]float64{
+		"xlb_bgp_session_established peer=198.51.100.1": 1,
+		"xlb_bgp_announced address=203.0.113.10":        1,
+		"xlb_bgp_announced address=203.0.113.20":        0,
+		"xlb_bgp_drained":                               0,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("metric %s = %v (present %v), want %v", key, v, ok, want)
+		}
+	}
+	if err := r.d.DrainSelf(); err != nil {
+		t.Fatal(err)
+	}
+	mfs, _ = r.d.Registry().Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "xlb_bgp_drained" && mf.GetMetric()[0].GetGauge().GetValue() != 1 {
+			t.Errorf("xlb_bgp_drained after drain-self = %v", mf.GetMetric()[0].GetGauge().GetValue())
+		}
+		if mf.GetName() == "xlb_bgp_announced" {
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == "203.0.113.10" && m.GetGauge().GetValue() != 2 {
+					t.Errorf("xlb_bgp_announced for 203.0.113.10 during GRACEFUL_SHUTDOWN = %v, want 2", m.GetGauge().GetValue())
+				}
+			}
+		}
+	}
+}

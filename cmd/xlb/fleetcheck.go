@@ -39,6 +39,11 @@ func fleetCheckCommand() *command {
 			if len(peers) < 2 {
 				return usageErrorf("--peer: %d given, at least two balancers are needed", len(peers))
 			}
+			for _, p := range peers {
+				if !isURL(p) && !strings.HasPrefix(p, "/") {
+					return usageErrorf("--peer %q: allowed are an absolute socket path or an http:// URL", p)
+				}
+			}
 			hc := &http.Client{Timeout: timeout}
 			var bs []fleet.Balancer
 			for _, p := range peers {
@@ -89,13 +94,14 @@ func fleetCheckCommand() *command {
 	}
 }
 
+func isURL(peer string) bool {
+	return strings.HasPrefix(peer, "http://") || strings.HasPrefix(peer, "https://")
+}
+
 // fetchFleet reads a balancer's fleet report from its socket or URL.
 func fetchFleet(hc *http.Client, peer string) (fleet.Balancer, error) {
-	if strings.HasPrefix(peer, "http://") || strings.HasPrefix(peer, "https://") {
+	if isURL(peer) {
 		return api.FetchFleet(hc, peer)
-	}
-	if !strings.HasPrefix(peer, "/") {
-		return fleet.Balancer{}, usageErrorf("--peer %q: allowed are an absolute socket path or an http:// URL", peer)
 	}
 	return api.NewClient(peer).Fleet()
 }

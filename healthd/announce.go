@@ -103,6 +103,9 @@ func (d *Daemon) CheckResult(id string) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if a.firstRound {
+		return // latched meanwhile
+	}
 	a.seen[id] = true
 	d.announceLocked()
 }

@@ -38,7 +38,7 @@ func (d *Daemon) FleetReport() fleet.Balancer {
 				}
 			}
 			fv.Table = fleet.TableDigest(slots)
-			fv.Announced = d.announcedLocked(v.Key.Addr) && d.notServableOrNoBGPLocked(v)
+			fv.Announced = d.announcedLocked(v.Key.Addr) && d.servableOrNoBGPLocked(v)
 		}
 		fv.Fill()
 		out.VIPs = append(out.VIPs, fv)
@@ -46,9 +46,9 @@ func (d *Daemon) FleetReport() fleet.Balancer {
 	return out
 }
 
-// notServableOrNoBGPLocked is true when v is servable, or when there is no
+// servableOrNoBGPLocked is true when v is servable, or when there is no
 // BGP (then every balancer receives traffic for every VIP).
-func (d *Daemon) notServableOrNoBGPLocked(v *VIP) bool {
+func (d *Daemon) servableOrNoBGPLocked(v *VIP) bool {
 	return d.bgp == nil || d.notServableLocked(v) == ""
 }
 

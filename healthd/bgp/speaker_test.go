@@ -25,7 +25,10 @@ type receiver struct {
 	port uint16
 }
 
-func newReceiver(t *testing.T) *receiver {
+func newReceiver(t *testing.T) *receiver { return newReceiverWith(t, "") }
+
+// newReceiverWith requires TCP MD5 signatures with password when not "".
+func newReceiverWith(t *testing.T, password string) *receiver {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -47,7 +50,7 @@ func newReceiver(t *testing.T) *receiver {
 		return &api.AfiSafi{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true}}
 	}
 	err = srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
-		Conf:      &api.PeerConf{NeighborAddress: "127.0.0.2", PeerAsn: 65001},
+		Conf:      &api.PeerConf{NeighborAddress: "127.0.0.2", PeerAsn: 65001, AuthPassword: password},
 		Transport: &api.Transport{PassiveMode: true},
 		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: 3, KeepaliveInterval: 1}},
 		AfiSafis:  []*api.AfiSafi{fam(api.Family_AFI_IP), fam(api.Family_AFI_IP6)},
@@ -98,13 +101,16 @@ func (r *receiver) routes(t *testing.T) map[netip.Prefix]received {
 	return out
 }
 
-func startSpeaker(t *testing.T, port uint16) *Speaker {
+func startSpeaker(t *testing.T, port uint16) *Speaker { return startSpeakerWith(t, port, "") }
+
+func startSpeakerWith(t *testing.T, port uint16, password string) *Speaker {
 	t.Helper()
 	cfg := Config{
 		LocalAS: 65001, RouterID: "127.0.0.2", NextHopV6: "2001:db8:1::2",
 		Communities: []string{"65001:100"},
 		Peers: []PeerConfig{{
 			Address: "127.0.0.1", AS: 65000, Port: port, LocalAddress: "127.0.0.2", HoldTime: 3 * time.Second,
+			Password: password,
 		}},
 	}
 	s, err := New(cfg, slog.New(slog.DiscardHandler))
@@ -206,4 +212,16 @@ func TestSpeakerIPv6NeedsNextHopOverIPv4(t *testing.T) {
 	if _, err := s.path(netip.MustParseAddr("2001:db8:f::1"), false); err != ErrNoNextHopV6 {
 		t.Fatalf("path for an IPv6 VIP over an IPv4 peer without next_hop_v6: %v, want ErrNoNextHopV6", err)
 	}
+}
+
+// TestSpeakerPassword: a router that requires TCP MD5 signatures (RFC 2385)
+// drops unsigned segments, so the session comes up only if the speaker
+// signs with the configured password.
+func TestSpeakerPassword(t *testing.T) {
+	r := newReceiverWith(t, "xlb-secret")
+	s := startSpeakerWith(t, r.port, "xlb-secret")
+	testutil.Eventually(t, 20*time.Second, "session established with TCP MD5", func() bool {
+		ss, err := s.Sessions(context.Background())
+		return err == nil && len(ss) == 1 && ss[0].Established()
+	})
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/xlb-project/xlb/proxy/internal/wire"
 )
 
 // exchange is the per-request state, pooled. It is also the ResponseWriter
@@ -22,6 +24,9 @@ type exchange struct {
 	status      int
 	bytes       int64
 	wroteHeader bool
+	// interim: an informational (1xx) response went to the client, so the
+	// request is not retried.
+	interim bool
 
 	st      *state
 	route   *route
@@ -53,6 +58,7 @@ func (e *exchange) Header() http.Header { return e.w.Header() }
 
 func (e *exchange) WriteHeader(code int) {
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		e.interim = true
 		e.w.WriteHeader(code) // informational: not the final status
 		return
 	}
@@ -227,6 +233,16 @@ func (f finalHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
+	if rt.rewrite != nil {
+		rt.rewrite.apply(r.URL)
+	}
+	if rt.reqOps.host != "" {
+		r.Host = rt.reqOps.host
+	}
+	if _, upgrade := r.Header["Upgrade"]; !upgrade {
+		rt.forwardPlain(w, e, r)
+		return
+	}
 	p := rt.pool
 	b := p.pick(w, r, e)
 	if b == nil {
@@ -235,20 +251,11 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 		return
 	}
 	e.backend = b
-	if rt.rewrite != nil {
-		rt.rewrite.apply(r.URL)
-	}
-	if rt.reqOps.host != "" {
-		r.Host = rt.reqOps.host
-	}
-	_, upgrade := r.Header["Upgrade"]
-	if upgrade {
-		if tc := requestConn(r); tc != nil {
-			tc.backend.Store(b)
-		}
+	if tc := requestConn(r); tc != nil {
+		tc.backend.Store(b)
 	}
 	ctx := r.Context()
-	if upgrade && ctx.Value(exchangeKey{}) == nil {
+	if ctx.Value(exchangeKey{}) == nil {
 		// Only net/http/httputil (upgrades) finds the exchange through the
 		// context; the plain path gets it as an argument.
 		ctx = context.WithValue(ctx, exchangeKey{}, e)
@@ -262,8 +269,7 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 	b.metrics.inFlight.Inc()
 	sent := time.Now()
 	e.sent = sent
-	// Deferred: a response cut by the backend aborts the handler with a
-	// panic (http.ErrAbortHandler), and the accounting must still happen.
+	// Deferred: the accounting must happen however the handler ends.
 	defer func() {
 		if e.respondedAt.IsZero() {
 			e.respondedAt = time.Now()
@@ -274,10 +280,6 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 		b.Release(lat, e.failed)
 		p.report(b, e.failed || e.status >= 500)
 	}()
-	if !upgrade {
-		e.st.send(w, e, r, ctx)
-		return
-	}
 	e.st.rp.ServeHTTP(w, r.WithContext(ctx))
 	if !e.wroteHeader && !e.failed {
 		// net/http/httputil wrote the 101 on the hijacked connection.
@@ -476,13 +478,11 @@ func fail(w http.ResponseWriter, e *exchange, ctx context.Context, err error) {
 // bufferPool lends 32 KiB copy buffers to net/http/httputil.
 type bufferPool struct{}
 
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (bufferPool) Get() []byte { return *(copyBuffers.Get().(*[]byte)) }
+func (bufferPool) Get() []byte { return *(wire.Buffers.Get().(*[]byte)) }
 
 func (bufferPool) Put(b []byte) {
-	if cap(b) == 32<<10 {
-		copyBuffers.Put(&b)
+	if cap(b) == wire.BufferSize {
+		wire.Buffers.Put(&b)
 	}
 }
 

@@ -8,9 +8,12 @@ import (
 
 	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/proxy/balance"
+	"github.com/xlb-project/xlb/proxy/breaker"
 	"github.com/xlb-project/xlb/proxy/discovery"
 	"github.com/xlb-project/xlb/proxy/outlier"
 	"github.com/xlb-project/xlb/proxy/sticky"
+
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 // backend is one member of a pool with the state that survives reloads:
@@ -28,6 +31,10 @@ type backend struct {
 	// backend that serves requests.
 	spec    atomic.Pointer[check.Spec]
 	metrics *backendMetrics // set before the backend is published
+	// breaker is the backend's circuit breaker (nil: none), made for
+	// breakerCfg; atomic: a reload sets them on a backend in service.
+	breaker    atomic.Pointer[breaker.Breaker]
+	breakerCfg atomic.Pointer[config.BreakerConfig]
 }
 
 // healthID is the check.Prober target ID of a backend.
@@ -39,12 +46,13 @@ func (b *backend) healthState() check.State { return check.State(b.health.Load()
 // discovered pools, whenever the source answers with a different list.
 type pool struct {
 	name     string
-	cfg      PoolConfig
+	cfg      config.PoolConfig
 	key      balance.KeySource
 	hashed   bool // the picker uses the key
 	members  atomic.Pointer[members]
 	detector *outlier.Detector // nil: no passive ejection
 	sticky   *stickyPolicy     // nil: no cookie affinity
+	guard    guard             // breakers, load shedding, slow start
 }
 
 // members is one membership of a pool and the picker over it.
@@ -65,13 +73,16 @@ type stickyPolicy struct {
 }
 
 // usable reports whether a backend may take a new request: not drained,
-// healthy, and not ejected by outlier detection.
+// healthy, not ejected by outlier detection and not behind an open breaker.
 func (m *members) usable(bb *balance.Backend) bool {
 	b := m.byBal[bb]
 	if b == nil || b.drained.Load() || check.State(b.health.Load()) != check.Healthy {
 		return false
 	}
 	if d := m.pool.detector; d != nil && d.Ejected(b.ID, time.Now()) {
+		return false
+	}
+	if br := b.breaker.Load(); br != nil && !br.Usable(time.Now()) {
 		return false
 	}
 	return true
@@ -127,7 +138,7 @@ func (p *pool) report(b *backend, failed bool) {
 // or discovery). Backends that already exist in reg (same pool, address and
 // weight) are reused so their accounting, drain flag and health carry over.
 // old is the pool of the same name in the running state, or nil.
-func (p *Proxy) buildPool(pc *PoolConfig, targets []discovery.Target, old *pool) (*pool, error) {
+func (p *Proxy) buildPool(pc *config.PoolConfig, targets []discovery.Target, old *pool) (*pool, error) {
 	alg, err := balance.ParseAlgorithm(pc.Algorithm)
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
@@ -137,25 +148,28 @@ func (p *Proxy) buildPool(pc *PoolConfig, targets []discovery.Target, old *pool)
 		return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 	}
 	pl := &pool{name: pc.Name, cfg: *pc, key: key, hashed: alg == balance.ConsistentHash}
+	if pl.guard, err = p.buildGuard(pc, old); err != nil {
+		return nil, err
+	}
 	if pc.Outlier != nil {
 		if old != nil && old.detector != nil && *old.cfg.Outlier == *pc.Outlier {
 			pl.detector = old.detector
 		} else {
 			name := pc.Name
-			pl.detector, err = outlier.New(pc.Outlier.config(func(ev outlier.Event) { p.onOutlierEvent(name, ev) }), nil)
+			pl.detector, err = outlier.New(pc.Outlier.Outlier(func(ev outlier.Event) { p.onOutlierEvent(name, ev) }), nil)
 			if err != nil {
 				return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 			}
 		}
 	}
 	if pc.Sticky != nil {
-		codec, err := pc.Sticky.codec()
+		codec, err := pc.Sticky.Codec()
 		if err != nil {
 			return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 		}
-		pl.sticky = &stickyPolicy{codec: codec, cookie: pc.Sticky.cookie()}
+		pl.sticky = &stickyPolicy{codec: codec, cookie: pc.Sticky.Cookie()}
 	}
-	m, err := p.buildMembers(pl, alg, targets)
+	m, err := p.buildMembers(pl, alg, targets, old != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +177,9 @@ func (p *Proxy) buildPool(pc *PoolConfig, targets []discovery.Target, old *pool)
 	return pl, nil
 }
 
-func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discovery.Target) (*members, error) {
+// buildMembers makes the members of pl from targets; ramp says the pool was
+// running, so that a backend new to it starts its slow start.
+func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discovery.Target, ramp bool) (*members, error) {
 	pc := &pl.cfg
 	m := &members{
 		pool:  pl,
@@ -176,10 +192,11 @@ func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discover
 	for _, t := range targets {
 		var spec *check.Spec
 		if pc.HealthCheck != nil {
-			s := pc.HealthCheck.spec(t.Addr)
+			s := pc.HealthCheck.Spec(t.Addr)
 			spec = &s
 		}
 		b := p.backends[pc.Name+"/"+t.Addr]
+		prev := b
 		checksChanged := b != nil && (spec != nil) != (b.spec.Load() != nil)
 		if b == nil || b.Weight != t.Weight || checksChanged {
 			nb := &backend{Backend: balance.NewBackend(t.Addr, t.Weight), pool: pc.Name}
@@ -205,6 +222,11 @@ func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discover
 			b = nb
 		}
 		b.spec.Store(spec)
+		b.breaker.Store(p.backendBreaker(pl, b, prev))
+		b.breakerCfg.Store(pl.guard.beCfg)
+		if prev == nil && ramp {
+			b.StartRamp(time.Now(), pl.guard.slow)
+		}
 		if b.metrics == nil {
 			b.metrics = p.metrics.backend(pc.Name, t.Addr)
 		}
@@ -232,13 +254,14 @@ func (p *Proxy) onOutlierEvent(poolName string, ev outlier.Event) {
 		p.log.Warn("backend ejected", "pool", poolName, "backend", ev.Backend, "until", ev.Until, "ejections", ev.Ejections)
 	case outlier.Returned:
 		p.log.Info("backend returned from ejection", "pool", poolName, "backend", ev.Backend)
+		p.rampBackend(poolName, ev.Backend)
 	case outlier.Refused:
 		p.log.Warn("backend not ejected: too many of the pool are", "pool", poolName, "backend", ev.Backend)
 	}
 }
 
 // staticTargets turns the configured backends into targets.
-func staticTargets(pc *PoolConfig) []discovery.Target {
+func staticTargets(pc *config.PoolConfig) []discovery.Target {
 	out := make([]discovery.Target, len(pc.Backends))
 	for i, b := range pc.Backends {
 		out[i] = discovery.Target{Addr: b.Address, Weight: b.Weight}

@@ -60,6 +60,7 @@ func root() *command {
 			versionCommand(),
 			proxyCommand(),
 			backendHostCommand(),
+			vethPeerCommand(),
 			labCommand(),
 		},
 	}

@@ -10,7 +10,10 @@ type Status struct {
 	Time  time.Time   `json:"time"` // of the snapshot, by the daemon's clock
 	VIPs  []VIPStatus `json:"vips"`
 	Error string      `json:"error,omitempty"` // of the last reconcile
-	BGP   *BGPStatus  `json:"bgp,omitempty"`   // nil without a bgp section
+	// Warnings are conditions found at start that need the operator (a
+	// veth whose peer may hold forwarded packets back), with the fix.
+	Warnings []string   `json:"warnings,omitempty"`
+	BGP      *BGPStatus `json:"bgp,omitempty"` // nil without a bgp section
 }
 
 // VIPStatus is one VIP with its backends.

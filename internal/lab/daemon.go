@@ -27,6 +27,8 @@ type DaemonConfig struct {
 	DrainTimeout time.Duration
 	// Weights of backends by name; default 1.
 	Weights map[string]int
+	// MTU is the daemon's encap.mtu; default the backends' link MTU.
+	MTU int
 	// BGP announces the VIPs to the lab's router (a routed lab only):
 	// AS DefaultBalancerAS, the balancer's addresses as router id and next
 	// hops, hold time DefaultHoldTime.
@@ -105,7 +107,10 @@ func (l *Lab) daemonYAML(lb Host, p DaemonPaths, c DaemonConfig) string {
 	if c.BGP {
 		b.WriteString(l.bgpYAML(lb, c))
 	}
-	fmt.Fprintf(&b, "encap: { source_v4: %s, source_v6: \"%s\" }\nvips:\n", l.outerSource4(), OuterSource6)
+	if c.MTU == 0 {
+		c.MTU = backendMTU // room for the outer header
+	}
+	fmt.Fprintf(&b, "encap: { source_v4: %s, source_v6: \"%s\", mtu: %d }\nvips:\n", l.outerSource4(), OuterSource6, c.MTU)
 	for _, v := range c.VIPs() {
 		fmt.Fprintf(&b, "  - address: \"%s\"\n    mode: %s\n    drain_timeout: %s\n", v, c.Mode, c.DrainTimeout)
 		if c.MinHealthy != 0 {

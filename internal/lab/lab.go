@@ -179,6 +179,10 @@ func (l *Lab) setupBackends(ctx context.Context) error {
 			"--state-file", filepath.Join(l.cfg.StateDir, be.Name+".backend-host.json")}
 		if l.cfg.NoDecap {
 			args = append(args, "--decap=false")
+		} else if l.Router != nil {
+			// The client's link takes the upper half of the default
+			// 192.0.2.0/24: trust only the balancers' half.
+			args = append(args, "--balancer-source", RoutedOuterSource4.String(), "--balancer-source", OuterSource6.String())
 		}
 		if out, err := l.Command(ctx, be.Name, args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("set up backend host %s: %w: %s", be.Name, err, strings.TrimSpace(string(out)))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/xlb-project/xlb/healthd/api"
+	"github.com/xlb-project/xlb/healthd/bgp"
 	"github.com/xlb-project/xlb/loader"
 	"gopkg.in/yaml.v3"
 )
@@ -38,6 +39,8 @@ type Config struct {
 	DrainIdle   api.Duration    `yaml:"drain_idle" json:"drain_idle,omitempty"`     // a draining backend without packets this long leaves; default DefaultDrainIdle
 	Encap       EncapConfig     `yaml:"encap" json:"encap"`
 	VIPs        []api.VIPConfig `yaml:"vips" json:"vips"`
+	// BGP announces the VIPs to routers (docs/fleet.md); nil: no BGP.
+	BGP *bgp.Config `yaml:"bgp,omitempty" json:"bgp,omitempty"`
 }
 
 // EncapConfig is how packets reach the backends: the outer source prefix of
@@ -143,6 +146,15 @@ func lineOf(root *yaml.Node, path string) int {
 func (c *Config) Validate() error {
 	if c.Interface != "" && (len(c.Interface) > 15 || strings.ContainsAny(c.Interface, "/ \t")) {
 		return api.FieldErr("interface", "%q is not an interface name", c.Interface)
+	}
+	if c.BGP != nil {
+		if err := c.BGP.Validate(); err != nil {
+			var fe *bgp.FieldError
+			if errors.As(err, &fe) {
+				return api.FieldErr("bgp."+fe.Field, "%s", fe.Msg)
+			}
+			return err
+		}
 	}
 	if c.MetricsAddr != nil && *c.MetricsAddr != "" {
 		if _, err := netip.ParseAddrPort(*c.MetricsAddr); err != nil {

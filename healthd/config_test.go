@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xlb-project/xlb/healthd/api"
 )
@@ -16,6 +17,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if c.Interface != "veth0" || len(c.VIPs) != 2 || len(c.VIPs[0].Backends) != 2 || c.Encap.MTU != 1500 || c.Encap.ICMPRate != 1000 || c.Encap.ICMPBurst != 50 {
 		t.Fatalf("unexpected config: %+v", c)
+	}
+	if c.BGP == nil || c.BGP.LocalAS != 65001 || len(c.BGP.Peers) != 1 || c.BGP.Peers[0].HoldTime != 3*time.Second {
+		t.Fatalf("bgp section: %+v", c.BGP)
 	}
 	s, err := NewState(c)
 	if err != nil {

@@ -66,6 +66,7 @@ type Daemon struct {
 	nextHopsAt time.Time
 	stats      reconcileStats
 	metrics    *metrics
+	bgp        *announcer // nil without BGP (announce.go)
 }
 
 type healthInfo struct {

@@ -38,7 +38,7 @@ func (d *Daemon) ObserveCheck(latency time.Duration) { d.metrics.check.Observe(l
 func (d *Daemon) Registry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		d.metrics.reconcile, d.metrics.check, (*collector)(d))
+		d.metrics.reconcile, d.metrics.check, (*collector)(d), (*bgpCollector)(d))
 	return r
 }
 

@@ -60,6 +60,7 @@ func (d *Daemon) reconcileLocked() error {
 		errs = append(errs, err)
 	}
 	d.lastErr = errors.Join(errs...)
+	d.announceLocked()
 	return d.lastErr
 }
 

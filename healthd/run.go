@@ -11,12 +11,14 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"reflect"
 	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/xlb-project/xlb/healthd/api"
+	"github.com/xlb-project/xlb/healthd/bgp"
 	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/internal/hostnet"
 	"github.com/xlb-project/xlb/loader"
@@ -133,7 +135,10 @@ func Run(ctx context.Context, o RunOptions) error {
 		OnEvent: func(e check.Event) {
 			d.HealthChanged(e.ID, e.To.String(), e.Err, e.Time)
 		},
-		OnResult: func(_ string, r check.Result) { d.ObserveCheck(r.Latency) },
+		OnResult: func(id string, r check.Result) {
+			d.ObserveCheck(r.Latency)
+			d.CheckResult(id)
+		},
 	})
 	d, err = New(Options{
 		Datapath: dp, Prober: proberAdapter{prober}, Resolver: neighborResolver{},
@@ -141,6 +146,18 @@ func Run(ctx context.Context, o RunOptions) error {
 	})
 	if err != nil {
 		return err
+	}
+	if cfg.BGP != nil {
+		sp, err := bgp.New(*cfg.BGP, log)
+		if err != nil {
+			return err
+		}
+		if err := sp.Start(ctx); err != nil {
+			return err
+		}
+		defer sp.Stop()
+		d.EnableBGP(sp, *cfg.BGP)
+		log.Info("bgp speaker started", "local_as", cfg.BGP.LocalAS, "peers", len(cfg.BGP.Peers))
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -156,6 +173,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	log.Info("datapath attached", "ifname", set.Interface, "bpffs", set.BPFFS, "vips", len(cfg.VIPs))
 	warnVeth(d, set.Interface, log)
+	d.SetAttached()
 
 	ctx, cancel := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
@@ -177,7 +195,10 @@ func Run(ctx context.Context, o RunOptions) error {
 		if err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
-		ms := &http.Server{Handler: promhttp.HandlerFor(d.Registry(), promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET "+api.PathFleetHTTP, func(w http.ResponseWriter, _ *http.Request) { reply(w, d.FleetReport()) })
+		mux.Handle("/", promhttp.HandlerFor(d.Registry(), promhttp.HandlerOpts{}))
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = ms.Serve(ml) }()
 		defer ms.Close()
 		log.Info("metrics", "addr", ml.Addr().String())
@@ -192,6 +213,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	for {
 		select {
 		case <-ctx.Done():
+			d.Leave(context.Background())
 			log.Info("stopping; the pinned datapath keeps forwarding")
 			return nil
 		case err := <-errc:
@@ -210,6 +232,10 @@ func Run(ctx context.Context, o RunOptions) error {
 				log.Error("reload refused: the running state is kept",
 					"err", api.FieldErr("max_backends", "%d differs from the running %d: it sizes the pinned maps; stop, run xlb daemon --cleanup and start again", c.maxBackends(), dp.MaxBackends()))
 				continue
+			}
+			if !reflect.DeepEqual(c.BGP, cfg.BGP) {
+				log.Warn("the bgp section changed: it takes effect at the next start; the VIPs are reloaded")
+				c.BGP = cfg.BGP
 			}
 			if err := d.Apply(c); err != nil {
 				log.Error("reload refused: the running state is kept", "err", err)

@@ -118,6 +118,9 @@ func NewServer(d *Daemon, group int, log *slog.Logger) *Server {
 	})
 	backendOp(api.PathBackendUndrain, func(k api.VIPKey, a netip.Addr, _ api.BackendRequest) error { return d.Undrain(k, a) })
 	backendOp(api.PathBackendWeight, func(k api.VIPKey, a netip.Addr, req api.BackendRequest) error { return d.SetWeight(k, a, req.Weight) })
+	mux.HandleFunc("GET "+api.PathFleet, func(w http.ResponseWriter, r *http.Request) { reply(w, d.FleetReport()) })
+	mux.HandleFunc("POST "+api.PathDrainSelf, func(w http.ResponseWriter, r *http.Request) { s.result(w, r, d.DrainSelf()) })
+	mux.HandleFunc("POST "+api.PathUndrainSelf, func(w http.ResponseWriter, r *http.Request) { s.result(w, r, d.UndrainSelf()) })
 
 	s.srv = &http.Server{
 		Handler:           s.authorize(mux),
@@ -178,7 +181,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request, err error) {
 		switch {
 		case errors.Is(err, ErrUnknownVIP), errors.Is(err, ErrUnknownBackend):
 			code = http.StatusNotFound
-		case errors.Is(err, ErrDuplicateVIP), errors.Is(err, ErrDuplicate):
+		case errors.Is(err, ErrDuplicateVIP), errors.Is(err, ErrDuplicate), errors.Is(err, ErrNoBGP):
 			code = http.StatusConflict
 		}
 		var fe *api.FieldError

@@ -28,6 +28,8 @@ type VIP struct {
 	DrainTimeout   time.Duration
 	Check          *api.CheckConfig // nil: backends are not checked and count as healthy
 	Backends       []*Backend       // sorted by address
+	Announce       bool             // over BGP, while servable
+	MinHealthy     int              // healthy backends that make it servable
 }
 
 // Backend is the desired state of one backend of a VIP.
@@ -130,6 +132,8 @@ func (s *State) AddVIP(c api.VIPConfig) error {
 		PanicThreshold: api.DefaultPanicThreshold,
 		DrainTimeout:   time.Duration(c.DrainTimeout),
 		Check:          c.Check,
+		Announce:       c.Announce == nil || *c.Announce,
+		MinHealthy:     max(c.MinHealthy, 1),
 	}
 	if v.TableSize == 0 {
 		v.TableSize = api.DefaultTableSize
@@ -248,6 +252,10 @@ func (v *VIP) config() api.VIPConfig {
 		Hash:           v.Hash,
 		PanicThreshold: &pt,
 		DrainTimeout:   api.Duration(v.DrainTimeout),
+		MinHealthy:     v.MinHealthy,
+	}
+	if !v.Announce {
+		c.Announce = &v.Announce
 	}
 	if v.Check != nil {
 		cc := *v.Check

@@ -22,6 +22,7 @@ func (d *Daemon) Status() api.Status {
 	if d.lastErr != nil {
 		st.Error = d.lastErr.Error()
 	}
+	st.BGP = d.bgpStatusLocked()
 	for _, v := range d.cur.SortedVIPs() {
 		vs := api.VIPStatus{
 			Address: v.Key.String(), Mode: v.Mode, Hash: v.Hash, TableSize: v.TableSize,

@@ -63,13 +63,15 @@ func labUpCommand() *command {
 		usage:   "[--backends N] [--ipv6] [flags]",
 		examples: `  xlb lab up
   xlb lab up --backends 5 --ipv6
-  xlb lab up --mode l2dsr`,
+  xlb lab up --mode l2dsr
+  xlb lab up --balancers 3 --routed    # a fleet: FRR router, ECMP, VIPs announced over BGP`,
 		flags: func(fs *pflag.FlagSet) {
 			fs.IntVar(&cfg.Backends, "backends", lab.DefaultBackends, fmt.Sprintf("number of backend hosts (1 to %d)", lab.MaxBackends))
 			fs.IntVar(&cfg.Balancers, "balancers", 1, fmt.Sprintf("number of balancer hosts (1 to %d)", lab.MaxBalancers))
 			fs.BoolVar(&ipv6, "ipv6", false, "also serve the IPv6 VIP "+lab.VIP6.String())
 			fs.StringVar(&mode, "mode", "ipip", "forwarding mode of the VIPs: ipip or l2dsr")
 			fs.BoolVar(&noDaemon, "no-daemon", false, "build the lab without starting the balancer daemon")
+			fs.BoolVar(&cfg.Routed, "routed", false, "put an FRR router (ECMP) between the client and the balancers, which announce the VIPs to it over BGP")
 			fs.DurationVar(&checkEvery, "check-interval", time.Second, "health check interval of the lab's VIPs")
 			f.register(fs)
 		},
@@ -99,8 +101,14 @@ func labUpCommand() *command {
 			if err != nil {
 				return fmt.Errorf("lab up: %w", err)
 			}
+			if cfg.Routed {
+				if err := l.StartRouter(ctx, lab.RouterConfig{}); err != nil {
+					_ = l.Down()
+					return fmt.Errorf("lab up: %w", err)
+				}
+			}
 			if !noDaemon {
-				dc := lab.DaemonConfig{IPv6: ipv6, Mode: mode, CheckInterval: checkEvery}
+				dc := lab.DaemonConfig{IPv6: ipv6, Mode: mode, CheckInterval: checkEvery, BGP: cfg.Routed}
 				for _, b := range l.Balancers {
 					if err := l.StartDaemon(ctx, b.Name, dc); err != nil {
 						_ = l.Down()

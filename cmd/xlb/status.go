@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/xlb-project/xlb/healthd/api"
@@ -27,7 +28,10 @@ func statusCommand() *command {
 			if err != nil {
 				return err
 			}
-			return out.print(io.out, st, func(t *table) { statusTable(t, st) })
+			return out.print(io.out, st, func(t *table) {
+				statusTable(t, st)
+				bgpTable(t, st.BGP)
+			})
 		},
 	}
 }
@@ -72,4 +76,50 @@ func statusTable(t *table, st api.Status) {
 				rate(b.PacketRate), rate(b.ByteRate*8), orDash(firstOf(b.NextHopErr, b.LastError)))
 		}
 	}
+}
+
+// bgpTable prints the BGP sessions and what is announced, after the VIPs.
+func bgpTable(t *table, b *api.BGPStatus) {
+	if b == nil {
+		return
+	}
+	state := "serving"
+	switch {
+	case b.Leaving:
+		state = "leaving"
+	case b.Drained:
+		state = "drained (xlb undrain-self to undo)"
+	}
+	fmt.Fprintf(t.w, "\nBGP local AS %d  router id %s  %s  announcements %d  withdrawals %d\n",
+		b.LocalAS, b.RouterID, state, b.Announcements, b.Withdrawals)
+	if !b.GracefulShutdownUntil.IsZero() {
+		fmt.Fprintf(t.w, "  GRACEFUL_SHUTDOWN until %s, then withdrawn\n", b.GracefulShutdownUntil.Format(time.TimeOnly))
+	}
+	if b.Error != "" {
+		fmt.Fprintf(t.w, "  error: %s\n", b.Error)
+	}
+	t.row("  PEER", "AS", "STATE", "UP", "HOLD", "SENT")
+	for _, s := range b.Sessions {
+		t.row("  "+s.Peer, strconv.FormatUint(uint64(s.AS), 10), s.State, orDash(durationOrEmpty(s.Uptime)),
+			orDash(durationOrEmpty(s.HoldTime)), strconv.FormatUint(s.Sent, 10))
+	}
+	fmt.Fprintln(t.w)
+	t.row("  ADDRESS", "ANNOUNCED", "WHY NOT")
+	for _, a := range b.Addresses {
+		ann := "no"
+		switch {
+		case a.Announced && a.GracefulShutdown:
+			ann = "yes, GRACEFUL_SHUTDOWN"
+		case a.Announced:
+			ann = "yes"
+		}
+		t.row("  "+a.Address, ann, orDash(a.Reason))
+	}
+}
+
+func durationOrEmpty(d api.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return time.Duration(d).String()
 }

@@ -12,7 +12,8 @@ type Status struct {
 	Error string      `json:"error,omitempty"` // of the last reconcile
 	// Warnings are conditions found at start that need the operator (a
 	// veth whose peer may hold forwarded packets back), with the fix.
-	Warnings []string `json:"warnings,omitempty"`
+	Warnings []string   `json:"warnings,omitempty"`
+	BGP      *BGPStatus `json:"bgp,omitempty"` // nil without a bgp section
 }
 
 // VIPStatus is one VIP with its backends.

@@ -19,6 +19,7 @@ const (
 	DefaultPanicThreshold = 50
 	DefaultDrainTimeout   = 30 * time.Second
 	MaxWeight             = 1000
+	MaxMinHealthy         = 10000
 )
 
 // VIPConfig is one VIP in the configuration and in API requests.
@@ -31,6 +32,13 @@ type VIPConfig struct {
 	DrainTimeout   Duration        `yaml:"drain_timeout,omitempty" json:"drain_timeout,omitempty"`     // default 30s
 	Check          *CheckConfig    `yaml:"check,omitempty" json:"check,omitempty"`                     // none: backends count as healthy
 	Backends       []BackendConfig `yaml:"backends,omitempty" json:"backends,omitempty"`
+	// Announce: the VIP's address is announced over BGP while the VIP is
+	// servable; default true. An address is announced when every VIP on
+	// it that announces is servable.
+	Announce *bool `yaml:"announce,omitempty" json:"announce,omitempty"`
+	// MinHealthy is how many healthy backends make the VIP servable;
+	// default 1.
+	MinHealthy int `yaml:"min_healthy,omitempty" json:"min_healthy,omitempty"`
 }
 
 // BackendConfig is one backend of a VIP.
@@ -104,6 +112,9 @@ func (v *VIPConfig) ValidateAt(field string) (VIPKey, error) {
 	}
 	if v.PanicThreshold != nil && (*v.PanicThreshold < 0 || *v.PanicThreshold > 100) {
 		return VIPKey{}, FieldErr(field+".panic_threshold", "%d: allowed are 0 (disabled) to 100 percent", *v.PanicThreshold)
+	}
+	if v.MinHealthy < 0 || v.MinHealthy > MaxMinHealthy {
+		return VIPKey{}, FieldErr(field+".min_healthy", "%d: allowed are 1-%d (0: the default, 1)", v.MinHealthy, MaxMinHealthy)
 	}
 	if v.Check != nil {
 		if err := v.Check.validate(field+".check", false); err != nil {

@@ -29,6 +29,15 @@ type DaemonConfig struct {
 	Weights map[string]int
 	// MTU is the daemon's encap.mtu; default the backends' link MTU.
 	MTU int
+	// BGP announces the VIPs to the lab's router (a routed lab only):
+	// AS DefaultBalancerAS, the balancer's addresses as router id and next
+	// hops, hold time DefaultHoldTime.
+	BGP bool
+	// GracefulShutdownWait and LeaveWait of the bgp section; default 1s
+	// and 2s, short for tests.
+	GracefulShutdownWait, LeaveWait time.Duration
+	// MinHealthy of every VIP; default the daemon's (1).
+	MinHealthy int
 }
 
 // VIPs returns the VIP keys the daemon serves, as ADDR:PORT/PROTO: the TCP
@@ -70,7 +79,7 @@ func (l *Lab) DaemonPaths(balancer string) DaemonPaths {
 }
 
 // daemonYAML renders the daemon's configuration for the lab.
-func (l *Lab) daemonYAML(p DaemonPaths, c DaemonConfig) string {
+func (l *Lab) daemonYAML(lb Host, p DaemonPaths, c DaemonConfig) string {
 	if c.Mode == "" {
 		c.Mode = "ipip"
 	}
@@ -88,14 +97,25 @@ func (l *Lab) daemonYAML(p DaemonPaths, c DaemonConfig) string {
 	}
 	timeout := c.CheckInterval / 2
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by the xlb lab.\ninterface: %s\nbpffs: %s\nstate_dir: %s\nsocket: %s\nmetrics_addr: \"\"\n",
-		Ifname, p.BPFFS, p.StateDir, p.Socket)
+	metrics := ""
+	if l.Router != nil {
+		// Reachable from the client through the router: fleet-check by URL.
+		metrics = netip.AddrPortFrom(lb.IPv4, MetricsPort).String()
+	}
+	fmt.Fprintf(&b, "# Written by the xlb lab.\ninterface: %s\nbpffs: %s\nstate_dir: %s\nsocket: %s\nmetrics_addr: \"%s\"\n",
+		Ifname, p.BPFFS, p.StateDir, p.Socket, metrics)
+	if c.BGP {
+		b.WriteString(l.bgpYAML(lb, c))
+	}
 	if c.MTU == 0 {
 		c.MTU = backendMTU // room for the outer header
 	}
-	fmt.Fprintf(&b, "encap: { source_v4: %s, source_v6: \"%s\", mtu: %d }\nvips:\n", OuterSource4, OuterSource6, c.MTU)
+	fmt.Fprintf(&b, "encap: { source_v4: %s, source_v6: \"%s\", mtu: %d }\nvips:\n", l.outerSource4(), OuterSource6, c.MTU)
 	for _, v := range c.VIPs() {
 		fmt.Fprintf(&b, "  - address: \"%s\"\n    mode: %s\n    drain_timeout: %s\n", v, c.Mode, c.DrainTimeout)
+		if c.MinHealthy != 0 {
+			fmt.Fprintf(&b, "    min_healthy: %d\n", c.MinHealthy)
+		}
 		fmt.Fprintf(&b, "    check: { kind: tcp, port: %d, interval: %s, timeout: %s, rise: %d, fall: %d }\n    backends:\n",
 			EchoPort, c.CheckInterval, timeout, c.Rise, c.Fall)
 		is6 := strings.HasPrefix(v, "[")
@@ -126,7 +146,10 @@ func (l *Lab) StartDaemon(ctx context.Context, balancer string, c DaemonConfig) 
 	if err := os.MkdirAll(p.StateDir, 0o755); err != nil {
 		return fmt.Errorf("start daemon in %s: %w", balancer, err)
 	}
-	if err := os.WriteFile(p.Config, []byte(l.daemonYAML(p, c)), 0o644); err != nil {
+	if c.BGP && l.Router == nil {
+		return fmt.Errorf("start daemon in %s: bgp needs a routed lab (Config.Routed)", balancer)
+	}
+	if err := os.WriteFile(p.Config, []byte(l.daemonYAML(h, p, c)), 0o644); err != nil {
 		return fmt.Errorf("start daemon in %s: %w", balancer, err)
 	}
 	return l.RunDaemon(ctx, balancer, l.cfg.Binary)

@@ -42,6 +42,9 @@ type Config struct {
 	// NoDecap skips attaching the decapsulation program to the backends
 	// (enough for L2 DSR).
 	NoDecap bool
+	// Routed puts a router namespace between the client and the
+	// balancers (router.go); StartRouter runs FRR in it.
+	Routed bool
 	// Log receives progress; nil discards.
 	Log *slog.Logger
 }
@@ -85,6 +88,7 @@ type record struct {
 	Backends  int    `json:"backends"`
 	Binary    string `json:"binary"`
 	NoDecap   bool   `json:"no_decap"`
+	Routed    bool   `json:"routed,omitempty"`
 }
 
 const recordFile = "lab.json"
@@ -100,12 +104,12 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("lab state dir: %w", err)
 	}
-	topo, err := BuildTopology(cfg.Prefix, cfg.Balancers, cfg.Backends)
+	topo, err := BuildTopology(cfg.Prefix, cfg.Balancers, cfg.Backends, cfg.Routed)
 	if err != nil {
 		return nil, err
 	}
 	l := &Lab{Topology: topo, cfg: cfg}
-	rec := record{Prefix: cfg.Prefix, Balancers: cfg.Balancers, Backends: cfg.Backends, Binary: cfg.Binary, NoDecap: cfg.NoDecap}
+	rec := record{Prefix: cfg.Prefix, Balancers: cfg.Balancers, Backends: cfg.Backends, Binary: cfg.Binary, NoDecap: cfg.NoDecap, Routed: cfg.Routed}
 	if err := writeJSON(filepath.Join(cfg.StateDir, recordFile), rec); err != nil {
 		_ = l.Down()
 		return nil, err
@@ -132,11 +136,11 @@ func Open(stateDir string, log *slog.Logger) (*Lab, error) {
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return nil, fmt.Errorf("open lab: parse %s: %w", recordFile, err)
 	}
-	topo, err := plan(rec.Prefix, rec.Balancers, rec.Backends)
+	topo, err := plan(rec.Prefix, rec.Balancers, rec.Backends, rec.Routed)
 	if err != nil {
 		return nil, err
 	}
-	cfg := Config{Prefix: rec.Prefix, Balancers: rec.Balancers, Backends: rec.Backends, StateDir: stateDir, Binary: rec.Binary, NoDecap: rec.NoDecap, Log: log}
+	cfg := Config{Prefix: rec.Prefix, Balancers: rec.Balancers, Backends: rec.Backends, StateDir: stateDir, Binary: rec.Binary, NoDecap: rec.NoDecap, Routed: rec.Routed, Log: log}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -175,6 +179,10 @@ func (l *Lab) setupBackends(ctx context.Context) error {
 			"--state-file", filepath.Join(l.cfg.StateDir, be.Name+".backend-host.json")}
 		if l.cfg.NoDecap {
 			args = append(args, "--decap=false")
+		} else if l.Router != nil {
+			// The client's link takes the upper half of the default
+			// 192.0.2.0/24: trust only the balancers' half.
+			args = append(args, "--balancer-source", RoutedOuterSource4.String(), "--balancer-source", OuterSource6.String())
 		}
 		if out, err := l.Command(ctx, be.Name, args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("set up backend host %s: %w: %s", be.Name, err, strings.TrimSpace(string(out)))

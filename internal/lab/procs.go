@@ -88,7 +88,7 @@ func signalProcess(dir, name string, sig syscall.Signal, wait bool) error {
 }
 
 // ownProcess guards against a recycled pid: the lab only ever starts xlb
-// (directly or through nsenter).
+// and FRR's daemons (directly or through nsenter).
 func ownProcess(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
@@ -96,7 +96,8 @@ func ownProcess(pid int) bool {
 	}
 	argv0, _, _ := bytes.Cut(b, []byte{0})
 	base := filepath.Base(string(argv0))
-	return strings.Contains(base, "xlb") || base == "nsenter" || strings.HasSuffix(base, ".test")
+	return strings.Contains(base, "xlb") || base == "nsenter" || strings.HasSuffix(base, ".test") ||
+		base == "zebra" || base == "bgpd"
 }
 
 func processAlive(pid int) bool {

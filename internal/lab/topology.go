@@ -51,6 +51,7 @@ type Role string
 // Roles of lab hosts.
 const (
 	RoleClient   Role = "client"
+	RoleRouter   Role = "router"
 	RoleBalancer Role = "balancer"
 	RoleBackend  Role = "backend"
 )
@@ -70,16 +71,23 @@ type Host struct {
 type Topology struct {
 	// Prefix starts every namespace name: the lab's own ("xlb-") differs
 	// from the tests' ("xlbt-PID-N-"), so they never collide.
-	Prefix    string
-	Switch    hostnet.Netns
-	Client    Host
+	Prefix string
+	Switch hostnet.Netns
+	Client Host
+	// Router is nil unless the lab is routed (router.go): then the client
+	// sits beyond it on its own link.
+	Router    *Host
 	Balancers []Host
 	Backends  []Host
 }
 
-// Hosts returns every host, client first.
+// Hosts returns every host: client, router (if any), balancers, backends.
 func (t *Topology) Hosts() []Host {
-	hs := append([]Host{t.Client}, t.Balancers...)
+	hs := []Host{t.Client}
+	if t.Router != nil {
+		hs = append(hs, *t.Router)
+	}
+	hs = append(hs, t.Balancers...)
 	return append(hs, t.Backends...)
 }
 
@@ -93,8 +101,9 @@ func (t *Topology) Host(name string) (Host, bool) {
 	return Host{}, false
 }
 
-// plan returns the hosts of a lab without creating anything.
-func plan(prefix string, balancers, backends int) (*Topology, error) {
+// plan returns the hosts of a lab without creating anything; routed puts
+// a router between the client and the rest.
+func plan(prefix string, balancers, backends int, routed bool) (*Topology, error) {
 	if balancers < 1 || balancers > MaxBalancers {
 		return nil, fmt.Errorf("balancers %d: allowed are 1 to %d", balancers, MaxBalancers)
 	}
@@ -122,6 +131,9 @@ func plan(prefix string, balancers, backends int) (*Topology, error) {
 	for i := 1; i <= backends; i++ {
 		t.Backends = append(t.Backends, host(fmt.Sprintf("be%d", i), RoleBackend, 10+i))
 	}
+	if routed {
+		t.planRouter(host("router", RoleRouter, 1))
+	}
 	return t, nil
 }
 
@@ -129,8 +141,8 @@ func plan(prefix string, balancers, backends int) (*Topology, error) {
 // every host has Ifname joined to a bridge in the switch namespace, so that
 // XDP_TX on the balancer reaches the backends and backends answer the client
 // directly. On failure everything created is removed again.
-func BuildTopology(prefix string, balancers, backends int) (*Topology, error) {
-	t, err := plan(prefix, balancers, backends)
+func BuildTopology(prefix string, balancers, backends int, routed bool) (*Topology, error) {
+	t, err := plan(prefix, balancers, backends, routed)
 	if err != nil {
 		return nil, err
 	}
@@ -177,23 +189,35 @@ func (t *Topology) build() error {
 	}
 	for i := range t.Hosts() {
 		h := t.hostAt(i)
+		if h.Role == RoleClient && t.Router != nil {
+			continue // on its own link to the router: buildRouted
+		}
 		if err := t.addHost(h); err != nil {
 			return fmt.Errorf("build lab host %s: %w", h.Name, err)
 		}
+	}
+	if t.Router != nil {
+		return t.buildRouted()
 	}
 	return t.addRoutes(t.Balancers[0])
 }
 
 // hostAt returns a pointer to the i-th host in Hosts order.
 func (t *Topology) hostAt(i int) *Host {
-	switch {
-	case i == 0:
+	if i == 0 {
 		return &t.Client
-	case i <= len(t.Balancers):
-		return &t.Balancers[i-1]
-	default:
-		return &t.Backends[i-1-len(t.Balancers)]
 	}
+	i--
+	if t.Router != nil {
+		if i == 0 {
+			return t.Router
+		}
+		i--
+	}
+	if i < len(t.Balancers) {
+		return &t.Balancers[i]
+	}
+	return &t.Backends[i-len(t.Balancers)]
 }
 
 func (t *Topology) createBridge() error {
@@ -312,8 +336,12 @@ func (t *Topology) addRoutes(lb Host) error {
 }
 
 // RouteVia moves the client's routes to the VIPs to another balancer, as an
-// ECMP router would when a balancer goes away.
+// ECMP router would when a balancer goes away. A routed lab's router
+// decides that itself.
 func (t *Topology) RouteVia(balancer string) error {
+	if t.Router != nil {
+		return errors.New("route via: the lab's router chooses the balancer")
+	}
 	for _, b := range t.Balancers {
 		if b.Name == balancer {
 			return t.addRoutes(b)

@@ -28,7 +28,7 @@ func TestPlan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			topo, err := plan("xlb-", tt.balancers, tt.backends)
+			topo, err := plan("xlb-", tt.balancers, tt.backends, false)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("plan error = %v, want %q", err, tt.wantErr)

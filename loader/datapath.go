@@ -22,6 +22,7 @@ type Datapath struct {
 	inner  map[uint32]*ebpf.MapSpec // table size → inner map template
 	tables map[uint32]*ebpf.Map     // table size → outer hash-of-maps
 	pool   *tablePool               // inner table maps to reuse
+	views  tableViews               // installed tables mapped for PatchTable
 	pinDir string
 	prog   *Program
 	// maxBackends is Options.MaxBackends: backend IDs are below it.
@@ -91,6 +92,9 @@ func Load(opts Options) (*Datapath, error) {
 
 		maxBackends: opts.MaxBackends,
 	}
+	for _, size := range SupportedTableSizes {
+		spec.Maps[fmt.Sprintf("tables_%d", size)].InnerMap.Flags |= tableMapFlags
+	}
 	if err := spec.LoadAndAssign(&d.objs, colOpts); err != nil {
 		return nil, loadError("xdp_lb", err, opts.Verbose)
 	}
@@ -106,6 +110,12 @@ func Load(opts Options) (*Datapath, error) {
 	d.tables[251] = d.objs.Tables251
 	d.tables[4093] = d.objs.Tables4093
 	d.tables[65537] = d.objs.Tables65537
+	for _, size := range SupportedTableSizes {
+		if err := d.matchInnerTemplate(size); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
 	if err := d.initConfig(); err != nil {
 		d.Close()
 		return nil, err
@@ -201,6 +211,7 @@ func (d *Datapath) Close() error {
 	if err := d.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close xdp_lb objects: %w", err))
 	}
+	d.views.close()
 	d.pool.close()
 	return errors.Join(errs...)
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/xlb-project/xlb/proxy"
+	proxyadmin "github.com/xlb-project/xlb/proxy/admin"
+	proxyconfig "github.com/xlb-project/xlb/proxy/config"
 )
 
 // defaultProxySocket is where the proxy's admin API listens unless the
@@ -65,7 +67,7 @@ func proxyCommand() *command {
 					return usageErrorf("proxy: --config FILE is required to run the proxy (or give a verb: backend, reload)")
 				}
 				if checkCfg {
-					cfg, err := proxy.Load(cfgPath)
+					cfg, err := proxyconfig.Load(cfgPath)
 					if err != nil {
 						return err
 					}
@@ -79,7 +81,7 @@ func proxyCommand() *command {
 			}
 			sock := socket
 			if cfgPath != "" && !changed("socket") {
-				c, err := proxy.Load(cfgPath)
+				c, err := proxyconfig.Load(cfgPath)
 				if err != nil {
 					return err
 				}
@@ -88,7 +90,7 @@ func proxyCommand() *command {
 				}
 				sock = c.Admin.Socket
 			}
-			client := proxy.NewClient(sock)
+			client := proxyadmin.NewClient(sock)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			switch args[0] {
@@ -118,7 +120,7 @@ func proxyCommand() *command {
 					return err
 				}
 				if list == nil {
-					list = []proxy.BackendInfo{}
+					list = []proxyadmin.BackendInfo{}
 				}
 				return out.print(io.out, list, func(t *table) {
 					t.header("POOL", "ADDRESS", "WEIGHT", "HEALTH", "DRAINED", "IN-FLIGHT", "UPGRADED", "REQUESTS", "FAILURES")
@@ -168,7 +170,7 @@ func runProxy(io *stdio, cfgPath, logLevel string) error {
 		// memory for a large cut in GC CPU per request. GOGC overrides.
 		debug.SetGCPercent(400)
 	}
-	cfg, err := proxy.Load(cfgPath)
+	cfg, err := proxyconfig.Load(cfgPath)
 	if err != nil {
 		return err
 	}

@@ -1,22 +1,51 @@
-package proxy
+// Package admin is the proxy's local control API, served on a Unix socket
+// (mode 0660: whoever can open it can change the proxy), and its client,
+// which the CLI uses. The server works on a [Controller], which the proxy
+// implements; it knows nothing else of the proxy.
+package admin
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
-// The admin API, served on a Unix socket (mode 0660):
+// ErrNoBackend is returned (and, through the API, reported with 404) when a
+// pool has no backend with the address given.
+var ErrNoBackend = errors.New("no such backend")
+
+// BackendInfo is one backend as the admin API lists it.
+type BackendInfo struct {
+	Pool     string `json:"pool"`
+	Address  string `json:"address"`
+	Weight   int    `json:"weight"`
+	Health   string `json:"health"`
+	Drained  bool   `json:"drained"`
+	InFlight int64  `json:"in_flight"`
+	Upgraded int    `json:"upgraded"`
+	Requests uint64 `json:"requests"`
+	Failures uint64 `json:"failures"`
+}
+
+// Controller is what the admin API changes and reads: the running proxy.
+type Controller interface {
+	// Backends lists every backend of every pool, in config order.
+	Backends() []BackendInfo
+	// Drain and Undrain change a backend's drain flag; ErrNoBackend (wrapped)
+	// when the pool or the backend does not exist.
+	Drain(pool, addr string) error
+	Undrain(pool, addr string) error
+	// Reload re-reads the config file and applies it.
+	Reload() error
+}
+
+// Server is the admin API, served on a Unix socket (mode 0660):
 //
 //	GET  /v1/backends                          list backends (JSON []BackendInfo)
 //	POST /v1/backends/drain?pool=P&address=A   drain a backend
@@ -26,18 +55,14 @@ import (
 //
 // Errors are JSON {"error": "..."} with 400 (bad input, invalid config),
 // 404 (no such backend) or 405.
-type adminServer struct {
+type Server struct {
 	srvs []*http.Server
 	path string
 }
 
-func promHandler(m *metrics) http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
-}
-
-func (p *Proxy) adminMux() *http.ServeMux {
+func newMux(p Controller, metrics http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promHandler(p.metrics))
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /v1/backends", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, p.Backends())
 	})
@@ -89,10 +114,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// startAdmin serves the admin API on cfg.Socket and the metrics on
+// Start serves the admin API of p on cfg.Socket and metrics on
 // cfg.MetricsAddress; either may be empty.
-func (p *Proxy) startAdmin(cfg AdminConfig) (*adminServer, error) {
-	a := &adminServer{}
+func Start(cfg config.AdminConfig, p Controller, metrics http.Handler) (*Server, error) {
+	a := &Server{}
 	if cfg.Socket != "" {
 		_ = os.Remove(cfg.Socket) // a stale socket of an earlier run
 		ln, err := net.Listen("unix", cfg.Socket)
@@ -104,18 +129,18 @@ func (p *Proxy) startAdmin(cfg AdminConfig) (*adminServer, error) {
 			return nil, fmt.Errorf("chmod admin socket %s: %w", cfg.Socket, err)
 		}
 		a.path = cfg.Socket
-		srv := &http.Server{Handler: p.adminMux(), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: newMux(p, metrics), ReadHeaderTimeout: 5 * time.Second}
 		a.srvs = append(a.srvs, srv)
 		go func() { _ = srv.Serve(ln) }()
 	}
 	if cfg.MetricsAddress != "" {
 		ln, err := net.Listen("tcp", cfg.MetricsAddress)
 		if err != nil {
-			a.close()
+			a.Close()
 			return nil, fmt.Errorf("listen on metrics address %s: %w", cfg.MetricsAddress, err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promHandler(p.metrics))
+		mux.Handle("GET /metrics", metrics)
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		a.srvs = append(a.srvs, srv)
 		go func() { _ = srv.Serve(ln) }()
@@ -123,85 +148,12 @@ func (p *Proxy) startAdmin(cfg AdminConfig) (*adminServer, error) {
 	return a, nil
 }
 
-func (a *adminServer) close() {
+// Close stops serving and removes the socket.
+func (a *Server) Close() {
 	for _, s := range a.srvs {
 		_ = s.Close()
 	}
 	if a.path != "" {
 		_ = os.Remove(a.path)
 	}
-}
-
-// Client talks to a running proxy's admin socket.
-type Client struct {
-	hc *http.Client
-}
-
-// NewClient returns a client for the admin socket at path.
-func NewClient(path string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-	}
-	return &Client{hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
-}
-
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, out any) error {
-	u := "http://proxy" + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("reach proxy admin socket: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("read admin response: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var ae apiError
-		if json.Unmarshal(body, &ae) == nil && ae.Error != "" {
-			if resp.StatusCode == http.StatusNotFound {
-				return fmt.Errorf("%w: %s", ErrNoBackend, strings.TrimPrefix(ae.Error, ErrNoBackend.Error()+": "))
-			}
-			return errors.New(ae.Error)
-		}
-		return fmt.Errorf("admin api: %s", resp.Status)
-	}
-	if out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
-			return fmt.Errorf("decode admin response: %w", err)
-		}
-	}
-	return nil
-}
-
-// Backends lists the proxy's backends.
-func (c *Client) Backends(ctx context.Context) ([]BackendInfo, error) {
-	var out []BackendInfo
-	err := c.do(ctx, http.MethodGet, "/v1/backends", nil, &out)
-	return out, err
-}
-
-// Drain drains a backend.
-func (c *Client) Drain(ctx context.Context, pool, addr string) error {
-	return c.do(ctx, http.MethodPost, "/v1/backends/drain", url.Values{"pool": {pool}, "address": {addr}}, nil)
-}
-
-// Undrain undrains a backend.
-func (c *Client) Undrain(ctx context.Context, pool, addr string) error {
-	return c.do(ctx, http.MethodPost, "/v1/backends/undrain", url.Values{"pool": {pool}, "address": {addr}}, nil)
-}
-
-// Reload asks the proxy to re-read its config file.
-func (c *Client) Reload(ctx context.Context) error {
-	return c.do(ctx, http.MethodPost, "/v1/reload", nil, nil)
 }

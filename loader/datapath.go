@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -31,6 +32,12 @@ type Datapath struct {
 	// settingsMu orders the writes of the settings map: SetConfig keeps
 	// the generation that bumpGen raises.
 	settingsMu sync.Mutex
+	settings   lbConfig // the settings map's value, once read (settingsOK)
+	settingsOK bool
+	// written has a bit per backend ID this Datapath wrote and did not
+	// clear: PutBackend need not read those first (to reset the counters
+	// of a new one).
+	written []atomic.Uint64
 
 	mu     sync.Mutex           // guards links and closed
 	links  map[string]link.Link // ifname → link
@@ -91,6 +98,7 @@ func Load(opts Options) (*Datapath, error) {
 		links:  map[string]link.Link{},
 
 		maxBackends: opts.MaxBackends,
+		written:     make([]atomic.Uint64, (opts.MaxBackends+63)/64),
 	}
 	for _, size := range SupportedTableSizes {
 		spec.Maps[fmt.Sprintf("tables_%d", size)].InnerMap.Flags |= tableMapFlags

@@ -338,13 +338,16 @@ func (d *Datapath) PutBackend(id uint32, b Backend) error {
 	if len(b.MAC) != 6 {
 		return fmt.Errorf("%w: backend %d mac %q: want a 6-byte Ethernet address", ErrInvalid, id, b.MAC)
 	}
-	var old lbBackend
-	if err := d.objs.Backends.Lookup(id, &old); err != nil {
-		return fmt.Errorf("put backend %d: %w", id, err)
-	}
-	if old.Family == 0 {
-		if err := d.resetCounters(d.objs.BackendStats, id); err != nil {
-			return err
+	word, bit := &d.written[id/64], uint64(1)<<(id%64)
+	if word.Load()&bit == 0 {
+		var old lbBackend
+		if err := d.objs.Backends.Lookup(id, &old); err != nil {
+			return fmt.Errorf("put backend %d: %w", id, err)
+		}
+		if old.Family == 0 {
+			if err := d.resetCounters(d.objs.BackendStats, id); err != nil {
+				return err
+			}
 		}
 	}
 	a := b.Addr.Unmap()
@@ -359,6 +362,7 @@ func (d *Datapath) PutBackend(id uint32, b Backend) error {
 	if err := d.objs.Backends.Put(id, &v); err != nil {
 		return fmt.Errorf("put backend %d: %w", id, err)
 	}
+	word.Or(bit)
 	return d.bumpGen()
 }
 
@@ -369,6 +373,7 @@ func (d *Datapath) RemoveBackend(id uint32) error {
 	if err := d.validBackendID(id); err != nil {
 		return err
 	}
+	d.written[id/64].And(^(uint64(1) << (id % 64)))
 	if err := d.objs.Backends.Put(id, &lbBackend{}); err != nil {
 		return fmt.Errorf("remove backend %d: %w", id, err)
 	}

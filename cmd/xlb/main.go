@@ -57,6 +57,7 @@ func root() *command {
 			versionCommand(),
 			proxyCommand(),
 			backendHostCommand(),
+			vethPeerCommand(),
 			labCommand(),
 		},
 	}

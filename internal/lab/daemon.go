@@ -27,6 +27,8 @@ type DaemonConfig struct {
 	DrainTimeout time.Duration
 	// Weights of backends by name; default 1.
 	Weights map[string]int
+	// MTU is the daemon's encap.mtu; default the backends' link MTU.
+	MTU int
 }
 
 // VIPs returns the VIP keys the daemon serves, as ADDR:PORT/PROTO: the TCP
@@ -88,7 +90,10 @@ func (l *Lab) daemonYAML(p DaemonPaths, c DaemonConfig) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by the xlb lab.\ninterface: %s\nbpffs: %s\nstate_dir: %s\nsocket: %s\nmetrics_addr: \"\"\n",
 		Ifname, p.BPFFS, p.StateDir, p.Socket)
-	fmt.Fprintf(&b, "encap: { source_v4: %s, source_v6: \"%s\" }\nvips:\n", OuterSource4, OuterSource6)
+	if c.MTU == 0 {
+		c.MTU = backendMTU // room for the outer header
+	}
+	fmt.Fprintf(&b, "encap: { source_v4: %s, source_v6: \"%s\", mtu: %d }\nvips:\n", OuterSource4, OuterSource6, c.MTU)
 	for _, v := range c.VIPs() {
 		fmt.Fprintf(&b, "  - address: \"%s\"\n    mode: %s\n    drain_timeout: %s\n", v, c.Mode, c.DrainTimeout)
 		fmt.Fprintf(&b, "    check: { kind: tcp, port: %d, interval: %s, timeout: %s, rise: %d, fall: %d }\n    backends:\n",

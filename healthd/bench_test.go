@@ -108,7 +108,7 @@ func heapMB() float64 {
 // BenchmarkScaleFlip: 1,000 VIPs × 100 backends from config (65537-slot
 // tables) on the in-memory datapath (BenchmarkScaleFlipLoader does the same
 // on the real loader); one backend shared by all VIPs flips unhealthy, then healthy. Reported: seconds from the event to all
-// 1,000 tables installed (target 100 ms, docs/tables.md), the CPU time of a
+// 1,000 tables installed (target 100 ms, docs/performance.md), the CPU time of a
 // flip, the daemon's heap, and as a
 // reference one Maglev build of the same set in the same run.
 func BenchmarkScaleFlip(b *testing.B) {

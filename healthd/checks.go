@@ -45,6 +45,10 @@ func checkID(v *VIP, b *Backend) string {
 // syncChecksLocked makes the prober run exactly the checks the desired
 // state needs.
 func (d *Daemon) syncChecksLocked() {
+	if d.checksOf == d.cur && d.warm == nil {
+		return // the desired state did not change since the last sync
+	}
+	d.checksOf = d.cur
 	want := map[string]HealthCheck{}
 	for _, v := range d.cur.VIPs {
 		for _, b := range v.Backends {

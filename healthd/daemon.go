@@ -44,16 +44,19 @@ type Daemon struct {
 	opts Options
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	cfg     *Config
-	base    *State // from the configuration alone
-	cur     *State // the desired state
-	health  map[string]*healthInfo
-	checks  map[string]HealthCheck // what the prober runs
-	dp      dpState
-	timer   func() bool // pending debounced reconcile
-	lastErr error       // of the last reconcile
-	adopted bool        // IDs of a previous daemon taken over
+	mu     sync.Mutex
+	cfg    *Config
+	base   *State // from the configuration alone
+	cur    *State // the desired state
+	health map[string]*healthInfo
+	checks map[string]HealthCheck // what the prober runs
+	// checksOf is the desired state the checks were synced with; a
+	// reconcile for the same state (a health change) need not sync them.
+	checksOf *State
+	dp       dpState
+	timer    func() bool // pending debounced reconcile
+	lastErr  error       // of the last reconcile
+	adopted  bool        // IDs of a previous daemon taken over
 	// warnings are conditions found at start that the operator should fix
 	// (a veth peer without XDP); shown by status.
 	warnings []string
@@ -63,6 +66,7 @@ type Daemon struct {
 	warm map[api.VIPKey]map[netip.Addr]bool
 	// nextHops caches resolutions; cleared on neighbour changes.
 	nextHops   map[nextHopKey]nextHopResult
+	nextHopGen uint64 // counts clearings, from 1; backends keep their answer for one
 	nextHopsAt time.Time
 	stats      reconcileStats
 	metrics    *metrics
@@ -78,6 +82,7 @@ type healthInfo struct {
 type reconcileStats struct {
 	rebuilds     uint64        // tables computed
 	installs     uint64        // tables written
+	patches      uint64        // of which rewritten in place (the moved slots only)
 	lastDuration time.Duration // of the last reconcile that changed a table
 }
 
@@ -114,6 +119,8 @@ func New(o Options) (*Daemon, error) {
 		dp:       newDPState(o.MaxVIPs, o.MaxBackends),
 		metrics:  newMetrics(),
 		nextHops: map[nextHopKey]nextHopResult{},
+
+		nextHopGen: 1,
 	}, nil
 }
 
@@ -239,7 +246,7 @@ func (d *Daemon) HealthChanged(id, state, lastErr string, at time.Time) {
 func (d *Daemon) Refresh() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	clear(d.nextHops)
+	d.clearNextHopsLocked()
 	d.scheduleLocked()
 }
 
@@ -270,7 +277,7 @@ func (d *Daemon) Tick() {
 		return
 	}
 	if d.unresolvedLocked() || now.Sub(d.nextHopsAt) >= nextHopTTL {
-		clear(d.nextHops)
+		d.clearNextHopsLocked()
 		d.nextHopsAt = now
 		if err := d.reconcileLocked(); err != nil {
 			d.log.Error("reconcile", "err", err)

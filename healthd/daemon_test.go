@@ -121,7 +121,8 @@ func TestDebounceAndSharedTables(t *testing.T) {
 		r.setHealth(a, HealthHealthy)
 	}
 	r.clock.fire()
-	builds, installs := r.d.stats.rebuilds, r.dp.Ops["SetTable"]
+	writes := func() int { return r.dp.Ops["SetTable"] + r.dp.Ops["PatchTable"] }
+	builds, installs := r.d.stats.rebuilds, writes()
 	// Many changes at once: one debounced reconcile.
 	r.setHealth("198.51.100.12", HealthUnhealthy)
 	r.setHealth("198.51.100.13", HealthUnhealthy)
@@ -132,7 +133,7 @@ func TestDebounceAndSharedTables(t *testing.T) {
 	if got := r.d.stats.rebuilds - builds; got != 1 {
 		t.Fatalf("%d table builds for one new backend set shared by 3 VIPs, want 1", got)
 	}
-	if got := r.dp.Ops["SetTable"] - installs; got != 3 {
+	if got := writes() - installs; got != 3 {
 		t.Fatalf("%d tables installed, want 3", got)
 	}
 	for _, vip := range []string{"203.0.113.1:80/tcp", "203.0.113.2:80/tcp", "203.0.113.3:443/tcp"} {
@@ -141,10 +142,10 @@ func TestDebounceAndSharedTables(t *testing.T) {
 		}
 	}
 	// Nothing changed: nothing is written.
-	before := r.dp.Ops["SetTable"] + r.dp.Ops["PutBackend"] + r.dp.Ops["PutVIP"]
+	before := writes() + r.dp.Ops["PutBackend"] + r.dp.Ops["PutVIP"]
 	r.d.Refresh()
 	r.clock.fire()
-	if after := r.dp.Ops["SetTable"] + r.dp.Ops["PutBackend"] + r.dp.Ops["PutVIP"]; after != before {
+	if after := writes() + r.dp.Ops["PutBackend"] + r.dp.Ops["PutVIP"]; after != before {
 		t.Fatalf("a reconcile without changes wrote %d times", after-before)
 	}
 }
@@ -307,7 +308,7 @@ func TestChangesApplyCompletelyOrNotAtAll(t *testing.T) {
 	}
 	// A datapath failure in the middle rolls back.
 	r.dp.Fail = func(op string) error {
-		if op == "SetTable" {
+		if op == "SetTable" || op == "PatchTable" {
 			return errors.New("injected")
 		}
 		return nil
@@ -555,7 +556,24 @@ func TestRestartStartsAdoptedBackendsHealthy(t *testing.T) {
 // names it; the table stops naming it before it is removed; a VIP entry
 // comes after its table.
 func TestOrderingRule(t *testing.T) {
+	for _, patch := range []bool{true, false} {
+		name := "whole tables"
+		if patch {
+			name = "tables patched in place"
+		}
+		t.Run(name, func(t *testing.T) { testOrderingRule(t, patch) })
+	}
+}
+
+// testOrderingRule checks the order of writes; with patch, tables after the
+// first are rewritten in place (PatchTable), else installed whole.
+func testOrderingRule(t *testing.T, patch bool) {
 	dp := healthdtest.NewMemDatapath()
+	dp.NoPatch = !patch
+	install := "SetTable"
+	if patch {
+		install = "PatchTable"
+	}
 	var log []string
 	dp.Log = &log
 	d, err := New(Options{Datapath: dp, Clock: newFakeClock()})
@@ -572,15 +590,15 @@ func TestOrderingRule(t *testing.T) {
 			return d.AddVIP(api.VIPConfig{Address: k.String(), TableSize: 251, Backends: []api.BackendConfig{{Address: "198.51.100.11"}}})
 		}, []string{"PutBackend 1", "SetTable 0 [1]", "PutVIP 0"}},
 		{"add a backend", func() error { return d.AddBackend(k, api.BackendConfig{Address: "198.51.100.12"}) },
-			[]string{"PutBackend 2", "SetTable 0 [1 2]"}},
+			[]string{"PutBackend 2", install + " 0 [1 2]"}},
 		{"drain: out of the table first, then not usable for new flows", func() error { return d.Drain(k, netip.MustParseAddr("198.51.100.11"), time.Hour) },
-			[]string{"SetTable 0 [2]", "PutBackend 1"}},
+			[]string{install + " 0 [2]", "PutBackend 1"}},
 		{"undrain: usable first, then in the table", func() error { return d.Undrain(k, netip.MustParseAddr("198.51.100.11")) },
-			[]string{"PutBackend 1", "SetTable 0 [1 2]"}},
+			[]string{"PutBackend 1", install + " 0 [1 2]"}},
 		{"remove: out of the table, then removed", func() error { return d.RemoveBackend(k, netip.MustParseAddr("198.51.100.11")) },
-			[]string{"SetTable 0 [2]", "RemoveBackend 1"}},
+			[]string{install + " 0 [2]", "RemoveBackend 1"}},
 		{"a new backend gets a fresh ID, not the freed one", func() error { return d.AddBackend(k, api.BackendConfig{Address: "198.51.100.13"}) },
-			[]string{"PutBackend 3", "SetTable 0 [2 3]"}},
+			[]string{"PutBackend 3", install + " 0 [2 3]"}},
 		{"remove vip: the entry (and its table) first, then its backends", func() error { return d.RemoveVIP(k) },
 			[]string{"RemoveVIP 0", "RemoveBackend 2", "RemoveBackend 3"}},
 	}

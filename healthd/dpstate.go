@@ -13,21 +13,25 @@ type dpState struct {
 	vips      map[api.VIPKey]*dpVIP
 	vipIDs    idAlloc
 	backendID idAlloc
-	tables    map[string][]uint32 // backend set → Maglev positions, shared by VIPs
+	tables    map[string]*tableData // by key (size, backends, weights), shared by VIPs
+	moves     map[string][]uint32   // moved slots by pair of keys, in one reconcile
 }
 
 type dpVIP struct {
-	id       uint32
-	vip      loader.VIP
-	written  bool // PutVIP done
-	tableKey string
-	table    bool // a table was installed
-	panic    bool
-	healthy  int // active backends that are healthy
-	active   int
-	backends map[netip.Addr]*dpBackend
-	slots    map[netip.Addr]int
-	err      string // why the VIP is not (fully) installed
+	id        uint32
+	vip       loader.VIP
+	written   bool // PutVIP done
+	tableKey  string
+	table     bool // a table was installed
+	panic     bool
+	healthy   int // active backends that are healthy
+	active    int
+	backends  map[netip.Addr]*dpBackend
+	installed *tableData   // the table installed, for its slot counts; nil when adopted
+	order     []*dpBackend // backends in the order of orderOf.Backends (prepareVIP)
+	orderOf   *VIP
+	checks    []*healthInfo // health of each of order; nil: no check running
+	err       string        // why the VIP is not (fully) installed
 }
 
 type dpBackend struct {
@@ -36,6 +40,7 @@ type dpBackend struct {
 	written bool
 	err     string // e.g. next hop unresolved
 	sample  *sample
+	hop     nextHopCache
 }
 
 func newDPState(maxVIPs, maxBackends uint32) dpState {
@@ -49,7 +54,8 @@ func newDPState(maxVIPs, maxBackends uint32) dpState {
 		vips:      map[api.VIPKey]*dpVIP{},
 		vipIDs:    idAlloc{first: 0, limit: maxVIPs, used: map[uint32]bool{}},
 		backendID: idAlloc{first: 1, limit: maxBackends, used: map[uint32]bool{}},
-		tables:    map[string][]uint32{},
+		tables:    map[string]*tableData{},
+		moves:     map[string][]uint32{},
 	}
 }
 

@@ -2,7 +2,6 @@ package healthd
 
 import (
 	"os"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/xlb-project/xlb/healthd/fleet"
@@ -28,9 +27,15 @@ func (d *Daemon) FleetReport() fleet.Balancer {
 			fv.Backends = append(fv.Backends, fleet.Backend{Address: b.Addr.String(), Weight: b.Weight, Admin: string(b.Admin)})
 		}
 		if dv := d.dp.vips[v.Key]; dv != nil && dv.table {
-			members := tableMembers(dv.tableKey)
+			var members []string
+			var pos []uint32
+			if td := d.dp.tables[dv.tableKey]; td != nil {
+				for _, a := range td.members {
+					members = append(members, a.String())
+				}
+				pos = td.pos
+			}
 			fv.Usable = append(fv.Usable, members...)
-			pos := d.dp.tables[dv.tableKey]
 			slots := make([]string, len(pos))
 			for i, p := range pos {
 				if int(p) < len(members) {
@@ -50,17 +55,6 @@ func (d *Daemon) FleetReport() fleet.Balancer {
 // BGP (then every balancer receives traffic for every VIP).
 func (d *Daemon) servableOrNoBGPLocked(v *VIP) bool {
 	return d.bgp == nil || d.notServableLocked(v) == ""
-}
-
-// tableMembers returns the backend addresses of a table key (" ADDR=W
-// ADDR=W ..."), in the order of the Maglev input positions.
-func tableMembers(key string) []string {
-	var out []string
-	for _, f := range strings.Fields(key) {
-		a, _, _ := strings.Cut(f, "=")
-		out = append(out, a)
-	}
-	return out
 }
 
 var (

@@ -58,6 +58,7 @@ var (
 	descDrops      = prometheus.NewDesc("xlb_datapath_drops_total", "Packets that took a non-forwarding exit, by reason.", []string{"reason"}, nil)
 	descBuilds     = prometheus.NewDesc("xlb_table_builds_total", "Maglev tables computed (one per distinct backend set).", nil, nil)
 	descInstalls   = prometheus.NewDesc("xlb_table_installs_total", "Maglev tables written to the datapath.", nil, nil)
+	descPatches    = prometheus.NewDesc("xlb_table_patches_total", "Maglev tables written in place, only the slots whose backend changed (counted in xlb_table_installs_total too).", nil, nil)
 )
 
 // collector reads the daemon's state at scrape time.
@@ -65,7 +66,7 @@ type collector Daemon
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descVIPPackets, descVIPBytes, descVIPPanic, descVIPActive, descVIPHealthy,
-		descBPackets, descBBytes, descBHealth, descBAdmin, descBWeight, descBShare, descBResolved, descDrops, descBuilds, descInstalls} {
+		descBPackets, descBBytes, descBHealth, descBAdmin, descBWeight, descBShare, descBResolved, descDrops, descBuilds, descInstalls, descPatches} {
 		ch <- d
 	}
 }
@@ -111,4 +112,5 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descBuilds, prometheus.CounterValue, float64(ts.Builds))
 	ch <- prometheus.MustNewConstMetric(descInstalls, prometheus.CounterValue, float64(ts.Installs))
+	ch <- prometheus.MustNewConstMetric(descPatches, prometheus.CounterValue, float64(ts.Patches))
 }

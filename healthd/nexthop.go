@@ -50,3 +50,29 @@ func (d *Daemon) unresolvedLocked() bool {
 	}
 	return false
 }
+
+// nextHopCache is a backend's last resolution, valid while the daemon's
+// next-hop cache is not cleared (gen) and for the same kind of next hop.
+type nextHopCache struct {
+	gen    uint64
+	onLink bool
+	mac    net.HardwareAddr
+	err    error
+}
+
+// resolveFor is resolve with the answer kept on the backend, so that a
+// reconcile over many VIP-backend pairs looks each up once per clearing.
+func (d *Daemon) resolveFor(db *dpBackend, a netip.Addr, onLink bool) (net.HardwareAddr, error) {
+	if c := &db.hop; c.gen == d.nextHopGen && c.onLink == onLink && c.gen != 0 {
+		return c.mac, c.err
+	}
+	mac, err := d.resolve(a, onLink)
+	db.hop = nextHopCache{gen: d.nextHopGen, onLink: onLink, mac: mac, err: err}
+	return mac, err
+}
+
+// clearNextHopsLocked forgets every resolution.
+func (d *Daemon) clearNextHopsLocked() {
+	clear(d.nextHops)
+	d.nextHopGen++
+}

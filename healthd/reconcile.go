@@ -52,6 +52,7 @@ func (d *Daemon) reconcileLocked() error {
 			delete(d.dp.tables, k)
 		}
 	}
+	clear(d.dp.moves)
 	if changedTable {
 		d.stats.lastDuration = time.Since(start)
 		d.metrics.reconcile.WithLabelValues().Observe(d.stats.lastDuration.Seconds())
@@ -76,11 +77,13 @@ type vipPlan struct {
 	want    loader.VIP
 	after   []backendStep
 	members []*Backend
-	ids     []uint32 // backend ID of each member
-	pos     []uint32 // Maglev positions; nil: the table is up to date
+	ids     []uint32   // backend ID of each member
+	table   *tableData // to install; nil: the installed table is up to date
+	moved   []uint32   // slots to rewrite in place; nil: install it whole
+	patched bool       // the installed table was patched
+	present int        // desired backends in dv.backends; fewer than it holds: some leave
 	key     string
 	err     error // of the table installation
-	slots   map[netip.Addr]int
 }
 
 type backendStep struct {
@@ -115,21 +118,41 @@ func (d *Daemon) prepareVIP(v *VIP) (*vipPlan, error) {
 		p.want.Mode = loader.ModeL2DSR
 	}
 
+	// dv.order holds dv.backends, and dv.checks their health, in the order
+	// of v.Backends while v is the same desired VIP: a change of the
+	// desired state makes a new one (and syncs the checks first).
+	if dv.orderOf != v || len(dv.order) != len(v.Backends) {
+		dv.order, dv.orderOf = make([]*dpBackend, len(v.Backends)), v
+		dv.checks = make([]*healthInfo, len(v.Backends))
+		for i, b := range v.Backends {
+			dv.checks[i] = d.health[b.checkID]
+		}
+	}
+
 	// Panic: fewer than the threshold share of active backends healthy.
+	healthy := make([]bool, len(v.Backends))
 	dv.active, dv.healthy = 0, 0
-	for _, b := range v.Backends {
+	for i, b := range v.Backends {
+		// As healthOf: unchecked counts as healthy, a check not running
+		// (yet) as unknown.
+		healthy[i] = b.checkID == "" || dv.checks[i] != nil && dv.checks[i].state == HealthHealthy
 		if b.Admin == api.Active {
 			dv.active++
-			if _, ok := d.healthOf(v, b); ok {
+			if healthy[i] {
 				dv.healthy++
 			}
 		}
 	}
 	dv.panic = v.PanicThreshold > 0 && dv.active > 0 && dv.healthy*100 < v.PanicThreshold*dv.active
 
+	p.members = make([]*Backend, 0, len(v.Backends))
+	p.ids = make([]uint32, 0, len(v.Backends))
 	var errs []error
-	for _, b := range v.Backends {
-		db := dv.backends[b.Addr]
+	for i, b := range v.Backends {
+		db := dv.order[i]
+		if db == nil {
+			db = dv.backends[b.Addr]
+		}
 		if db == nil {
 			id, err := d.dp.backendID.get()
 			if err != nil {
@@ -139,7 +162,9 @@ func (d *Daemon) prepareVIP(v *VIP) (*vipPlan, error) {
 			db = &dpBackend{id: id}
 			dv.backends[b.Addr] = db
 		}
-		mac, merr := d.resolve(b.Addr, v.Mode == "l2dsr")
+		dv.order[i] = db
+		p.present++
+		mac, merr := d.resolveFor(db, b.Addr, v.Mode == "l2dsr")
 		db.err = ""
 		if merr != nil {
 			db.err = merr.Error()
@@ -147,15 +172,15 @@ func (d *Daemon) prepareVIP(v *VIP) (*vipPlan, error) {
 				mac = db.b.MAC // keep the last known next hop
 			}
 		}
-		_, healthy := d.healthOf(v, b)
 		nb := loader.Backend{Addr: b.Addr, MAC: mac}
-		nb.UsableNew = b.Admin == api.Active && (healthy || dv.panic) && mac != nil
+		nb.UsableNew = b.Admin == api.Active && (healthy[i] || dv.panic) && mac != nil
 		nb.UsableEstablished = nb.UsableNew || (b.Admin == api.Draining && mac != nil)
 		if mac == nil {
 			continue // unresolvable: reported, kept out of the table, not black-holed
 		}
 		if nb.UsableNew {
 			p.members = append(p.members, b)
+			p.ids = append(p.ids, db.id)
 		}
 		switch s := (backendStep{b, db, nb}); {
 		case !db.written, !bytes.Equal(db.b.MAC, nb.MAC),
@@ -182,7 +207,7 @@ func (d *Daemon) prepareVIP(v *VIP) (*vipPlan, error) {
 // desired (no slot names them any more).
 func (d *Daemon) finishVIP(p *vipPlan) error {
 	dv, v := p.dv, p.v
-	if p.pos != nil && p.err != nil {
+	if p.table != nil && p.err != nil {
 		return fmt.Errorf("set table: %w", p.err)
 	}
 	if !dv.written || dv.vip != p.want {
@@ -195,6 +220,9 @@ func (d *Daemon) finishVIP(p *vipPlan) error {
 		if err := d.putBackend(s); err != nil {
 			return err
 		}
+	}
+	if len(dv.backends) == p.present {
+		return nil // every backend there is desired
 	}
 	desired := make(map[netip.Addr]bool, len(v.Backends))
 	for _, b := range v.Backends {

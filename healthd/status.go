@@ -69,7 +69,7 @@ func (d *Daemon) Status() api.Status {
 						bs.PacketRate, bs.ByteRate = s.pps, s.bps
 					}
 				}
-				bs.Slots = dv.slots[b.Addr]
+				bs.Slots = dv.installed.slotsOf(b.Addr)
 				if v.TableSize > 0 {
 					bs.Share = float64(bs.Slots) / float64(v.TableSize)
 				}
@@ -124,7 +124,7 @@ func (d *Daemon) drops() (map[string]uint64, error) {
 
 // tableStatsLocked counts the Maglev work so far; d.mu is held.
 func (d *Daemon) tableStatsLocked() api.TableStats {
-	return api.TableStats{Builds: d.stats.rebuilds, Installs: d.stats.installs, LastDuration: d.stats.lastDuration.Seconds()}
+	return api.TableStats{Builds: d.stats.rebuilds, Installs: d.stats.installs, Patches: d.stats.patches, LastDuration: d.stats.lastDuration.Seconds()}
 }
 
 // checkResults converts the checker's results to the API's own type, so the

@@ -1,13 +1,14 @@
 package healthd
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
-	"strings"
+	"slices"
 	"sync"
 
+	"github.com/xlb-project/xlb/loader"
 	"github.com/xlb-project/xlb/maglev"
 )
 
@@ -19,52 +20,89 @@ func maglevBuild(keys []string, weights []uint32, size uint32) ([]uint32, error)
 	return maglev.Build(bs, size)
 }
 
-// installWorkers install tables concurrently: each install waits for the
-// kernel (an RCU grace period when the outer map's entry is replaced), and
-// those waits overlap.
+// tableData is a computed table, shared by the VIPs with its key (table
+// size, then each backend usable for new flows with its weight).
+type tableData struct {
+	pos     []uint32     // Maglev position of each slot; empty: no backend
+	members []netip.Addr // the backend at each position, in address order
+	slots   []int        // slots per position
+}
+
+// slotsOf returns how many slots a backend holds; 0 when not a member or t
+// is nil.
+func (t *tableData) slotsOf(a netip.Addr) int {
+	if t == nil {
+		return 0
+	}
+	if i, ok := slices.BinarySearchFunc(t.members, a, netip.Addr.Compare); ok {
+		return t.slots[i]
+	}
+	return 0
+}
+
+// tablePatcher is implemented by datapaths that rewrite single slots of an
+// installed table in place (loader.Datapath); an error wrapping
+// loader.ErrNoPatch says that this table cannot be, and nothing was written.
+type tablePatcher interface {
+	PatchTable(vipID, size uint32, slots, ids []uint32) error
+}
+
+// installWorkers install tables concurrently: a whole table is a new (or
+// recycled) inner map swapped in, whose kernel work overlaps.
 const installWorkers = 8
 
 // installTables writes the new tables of all plans; it reports whether any
-// was written.
+// was written. A VIP whose installed table has the same size and another
+// non-empty backend set is patched: only the slots whose backend changed are
+// rewritten (the moves are computed once per pair of backend sets); any
+// other, or one the datapath cannot patch, is installed whole.
 func (d *Daemon) installTables(plans []*vipPlan) bool {
 	var todo []*vipPlan
 	for _, p := range plans {
-		if p.pos != nil {
+		if p.table != nil {
 			todo = append(todo, p)
 		}
 	}
 	if len(todo) == 0 {
 		return false
 	}
+	patcher, _ := d.opts.Datapath.(tablePatcher)
 	work := make(chan *vipPlan)
 	var wg sync.WaitGroup
 	for range min(installWorkers, len(todo)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			var buf []uint32
 			for p := range work {
+				if p.moved != nil && patcher != nil {
+					ids := make([]uint32, len(p.moved))
+					for j, s := range p.moved {
+						ids[j] = p.ids[p.table.pos[s]]
+					}
+					err := patcher.PatchTable(p.dv.id, p.v.TableSize, p.moved, ids)
+					if err == nil {
+						p.patched = true
+						continue
+					}
+					if !errors.Is(err, loader.ErrNoPatch) {
+						p.err = err
+						continue
+					}
+				}
 				size := int(p.v.TableSize)
 				if cap(buf) < size {
 					buf = make([]uint32, size)
 				}
 				table := buf[:size] // the datapath copies it
-				counts := make([]int, len(p.ids))
-				if len(p.pos) == size {
-					for i, pos := range p.pos {
+				if len(p.table.pos) == size {
+					for i, pos := range p.table.pos {
 						table[i] = p.ids[pos]
-						counts[pos]++
 					}
 				} else {
 					clear(table)
 				}
-				p.slots = make(map[netip.Addr]int, len(p.members))
-				for i, b := range p.members {
-					p.slots[b.Addr] = counts[i]
-				}
 				p.err = d.opts.Datapath.SetTable(p.dv.id, table)
 			}
-		}()
+		})
 	}
 	for _, p := range todo {
 		work <- p
@@ -72,49 +110,92 @@ func (d *Daemon) installTables(plans []*vipPlan) bool {
 	close(work)
 	wg.Wait()
 	for _, p := range todo {
-		if p.err == nil {
-			p.dv.tableKey, p.dv.table, p.dv.slots = p.key, true, p.slots
-			d.stats.installs++
+		if p.err != nil {
+			continue
+		}
+		p.dv.tableKey, p.dv.table, p.dv.installed = p.key, true, p.table
+		d.stats.installs++
+		if p.patched {
+			d.stats.patches++
 		}
 	}
 	return true
 }
 
 // planTable computes the table of a VIP over its backends usable for new
-// flows, unless the installed one is up to date (p.pos stays nil). Tables
-// are built once per distinct (size, backends, weights) and shared by the
-// VIPs of one reconcile.
+// flows, unless the installed one is up to date (p.table stays nil). Tables
+// are built once per distinct key and shared by the VIPs that have it.
 func (d *Daemon) planTable(p *vipPlan) error {
 	dv, v := p.dv, p.v
-	keys := make([]string, len(p.members))
-	weights := make([]uint32, len(p.members))
-	var kb strings.Builder
-	kb.WriteString(strconv.FormatUint(uint64(v.TableSize), 10))
-	for i, b := range p.members {
-		keys[i], weights[i] = b.Addr.String(), b.Weight
-		kb.WriteString(" " + keys[i] + "=" + strconv.FormatUint(uint64(b.Weight), 10))
+	// The key: size, then each member's address (16 bytes) and weight.
+	kb := make([]byte, 0, 4+20*len(p.members))
+	kb = binary.LittleEndian.AppendUint32(kb, v.TableSize)
+	for _, b := range p.members {
+		a := b.Addr.As16()
+		kb = binary.LittleEndian.AppendUint32(append(kb, a[:]...), b.Weight)
 	}
-	p.key = kb.String()
+	p.key = string(kb)
 	if p.key == dv.tableKey && dv.table {
 		return nil
 	}
-	pos, ok := d.dp.tables[p.key]
+	td, ok := d.dp.tables[p.key]
 	if !ok {
-		var err error
-		pos, err = d.opts.Build(keys, weights, v.TableSize)
+		keys := make([]string, len(p.members))
+		weights := make([]uint32, len(p.members))
+		for i, b := range p.members {
+			keys[i], weights[i] = b.Addr.String(), b.Weight
+		}
+		pos, err := d.opts.Build(keys, weights, v.TableSize)
 		if err != nil && !errors.Is(err, maglev.ErrNoBackends) {
 			return fmt.Errorf("build table: %w", err)
 		}
 		if len(pos) != int(v.TableSize) {
 			pos = make([]uint32, 0) // no backend: an empty table
 		}
-		d.dp.tables[p.key] = pos
+		td = &tableData{pos: pos, members: make([]netip.Addr, len(p.members)), slots: make([]int, len(p.members))}
+		for i, b := range p.members {
+			td.members[i] = b.Addr
+		}
+		for _, pos := range td.pos {
+			td.slots[pos]++
+		}
+		d.dp.tables[p.key] = td
 		d.stats.rebuilds++
 	}
-	p.pos = pos
-	p.ids = make([]uint32, len(p.members))
-	for i, b := range p.members {
-		p.ids[i] = dv.backends[b.Addr].id
+	p.table = td
+	if old := d.dp.tables[dv.tableKey]; dv.table && old != nil && len(old.pos) > 0 && len(old.pos) == len(td.pos) {
+		p.moved = d.movedSlots(dv.tableKey, old, p.key, td)
 	}
 	return nil
+}
+
+// movedSlots lists the slots whose backend differs between two tables of
+// one size, by backend identity (positions shift when a backend joins or
+// leaves). Each pair of keys is compared once per reconcile: VIPs with the
+// same backend set and the same change share the list.
+func (d *Daemon) movedSlots(oldKey string, old *tableData, newKey string, td *tableData) []uint32 {
+	pair := oldKey + "\x00" + newKey
+	if m, ok := d.dp.moves[pair]; ok {
+		return m
+	}
+	at := make(map[netip.Addr]int32, len(td.members))
+	for i, a := range td.members {
+		at[a] = int32(i)
+	}
+	remap := make([]int32, len(old.members)) // old position → new; -1: gone
+	for i, a := range old.members {
+		if n, ok := at[a]; ok {
+			remap[i] = n
+		} else {
+			remap[i] = -1
+		}
+	}
+	moved := []uint32{}
+	for s, pos := range td.pos {
+		if remap[old.pos[s]] != int32(pos) {
+			moved = append(moved, uint32(s))
+		}
+	}
+	d.dp.moves[pair] = moved
+	return moved
 }

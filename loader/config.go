@@ -146,6 +146,7 @@ func (d *Datapath) SetConfig(c Config) error {
 	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("set datapath config: %w", err)
 	}
+	d.settings, d.settingsOK = v, true
 	if c.EgressIfindex == 0 {
 		if err := d.objs.Egress.Delete(uint32(0)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("clear egress interface: %w", err)
@@ -184,10 +185,13 @@ func (d *Datapath) initConfig() error {
 func (d *Datapath) bumpGen() error {
 	d.settingsMu.Lock()
 	defer d.settingsMu.Unlock()
-	var v lbConfig
-	if err := d.objs.Settings.Lookup(uint32(0), &v); err != nil {
-		return fmt.Errorf("read datapath config: %w", err)
+	if !d.settingsOK { // read once: this Datapath is the map's only writer
+		if err := d.objs.Settings.Lookup(uint32(0), &d.settings); err != nil {
+			return fmt.Errorf("read datapath config: %w", err)
+		}
+		d.settingsOK = true
 	}
+	v := d.settings
 	v.Gen++
 	if v.Gen == 0 {
 		v.Gen = 1
@@ -195,5 +199,6 @@ func (d *Datapath) bumpGen() error {
 	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("bump backend generation: %w", err)
 	}
+	d.settings = v
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -22,6 +23,7 @@ type Datapath struct {
 	inner  map[uint32]*ebpf.MapSpec // table size → inner map template
 	tables map[uint32]*ebpf.Map     // table size → outer hash-of-maps
 	pool   *tablePool               // inner table maps to reuse
+	views  tableViews               // installed tables mapped for PatchTable
 	pinDir string
 	prog   *Program
 	// maxBackends is Options.MaxBackends: backend IDs are below it.
@@ -30,6 +32,12 @@ type Datapath struct {
 	// settingsMu orders the writes of the settings map: SetConfig keeps
 	// the generation that bumpGen raises.
 	settingsMu sync.Mutex
+	settings   lbConfig // the settings map's value, once read (settingsOK)
+	settingsOK bool
+	// written has a bit per backend ID this Datapath wrote and did not
+	// clear: PutBackend need not read those first (to reset the counters
+	// of a new one).
+	written []atomic.Uint64
 
 	mu     sync.Mutex           // guards links and closed
 	links  map[string]link.Link // ifname → link
@@ -90,6 +98,10 @@ func Load(opts Options) (*Datapath, error) {
 		links:  map[string]link.Link{},
 
 		maxBackends: opts.MaxBackends,
+		written:     make([]atomic.Uint64, (opts.MaxBackends+63)/64),
+	}
+	for _, size := range SupportedTableSizes {
+		spec.Maps[fmt.Sprintf("tables_%d", size)].InnerMap.Flags |= tableMapFlags
 	}
 	if err := spec.LoadAndAssign(&d.objs, colOpts); err != nil {
 		return nil, loadError("xdp_lb", err, opts.Verbose)
@@ -106,6 +118,12 @@ func Load(opts Options) (*Datapath, error) {
 	d.tables[251] = d.objs.Tables251
 	d.tables[4093] = d.objs.Tables4093
 	d.tables[65537] = d.objs.Tables65537
+	for _, size := range SupportedTableSizes {
+		if err := d.matchInnerTemplate(size); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
 	if err := d.initConfig(); err != nil {
 		d.Close()
 		return nil, err
@@ -201,6 +219,7 @@ func (d *Datapath) Close() error {
 	if err := d.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close xdp_lb objects: %w", err))
 	}
+	d.views.close()
 	d.pool.close()
 	return errors.Join(errs...)
 }

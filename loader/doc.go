@@ -24,7 +24,11 @@
 //   - Tables: one hash-of-maps per supported table size; VIP ID → a one-entry
 //     array whose value is the whole Maglev table (backend ID per slot).
 //     SetTable builds a new inner map and swaps it in, so a packet sees either
-//     the old table or the new one, never a mix.
+//     the old table or the new one, never a mix. PatchTable rewrites single
+//     slots of the installed table in place (inner maps are mmapable), each
+//     slot one atomic 32-bit store: a packet reads its slot's old or new
+//     backend, and a new flow arriving during a patch may follow either
+//     table.
 //   - Config: balancer MAC, outer source prefixes, flow hash seed, UDP flow
 //     timeout, MTU towards the backends, ICMP "too big" rate limit (a map of
 //     its own, icmp_limits). SetConfig. A VIP packet that exceeds the MTU

@@ -341,13 +341,16 @@ func (d *Datapath) PutBackend(id uint32, b Backend) error {
 	if len(b.MAC) != 6 {
 		return fmt.Errorf("%w: backend %d mac %q: want a 6-byte Ethernet address", ErrInvalid, id, b.MAC)
 	}
-	var old lbBackend
-	if err := d.objs.Backends.Lookup(id, &old); err != nil {
-		return fmt.Errorf("put backend %d: %w", id, err)
-	}
-	if old.Family == 0 {
-		if err := d.resetCounters(d.objs.BackendStats, id); err != nil {
-			return err
+	word, bit := &d.written[id/64], uint64(1)<<(id%64)
+	if word.Load()&bit == 0 {
+		var old lbBackend
+		if err := d.objs.Backends.Lookup(id, &old); err != nil {
+			return fmt.Errorf("put backend %d: %w", id, err)
+		}
+		if old.Family == 0 {
+			if err := d.resetCounters(d.objs.BackendStats, id); err != nil {
+				return err
+			}
 		}
 	}
 	a := b.Addr.Unmap()
@@ -362,6 +365,7 @@ func (d *Datapath) PutBackend(id uint32, b Backend) error {
 	if err := d.objs.Backends.Put(id, &v); err != nil {
 		return fmt.Errorf("put backend %d: %w", id, err)
 	}
+	word.Or(bit)
 	return d.bumpGen()
 }
 
@@ -372,6 +376,7 @@ func (d *Datapath) RemoveBackend(id uint32) error {
 	if err := d.validBackendID(id); err != nil {
 		return err
 	}
+	d.written[id/64].And(^(uint64(1) << (id % 64)))
 	if err := d.objs.Backends.Put(id, &lbBackend{}); err != nil {
 		return fmt.Errorf("remove backend %d: %w", id, err)
 	}
@@ -406,9 +411,14 @@ func (d *Datapath) SetTable(vipID uint32, table []uint32) error {
 			return fmt.Errorf("create table map for vip %d: %w", vipID, err)
 		}
 	}
-	// A []uint32 is passed as its memory: the native-endian u32 array the
-	// value is, without a copy.
-	if err := inner.Put(uint32(0), table); err != nil {
+	// An mmapable map is filled through the mapping PatchTable will use
+	// (writing each page once now spares the patches the page faults of
+	// first writes); another with one update, a []uint32 passed as its
+	// memory: the native-endian u32 array the value is.
+	view, err := newView(inner, size)
+	if err == nil {
+		copy(view.slots, table)
+	} else if err = inner.Put(uint32(0), table); err != nil {
 		d.pool.put(size, inner, false)
 		return fmt.Errorf("fill table map for vip %d: %w", vipID, err)
 	}
@@ -420,11 +430,18 @@ func (d *Datapath) SetTable(vipID uint32, table []uint32) error {
 		old, _ = ebpf.NewMapFromID(oldID)
 	}
 	if err := outer.Put(vipID, inner); err != nil {
+		if view != nil {
+			view.unmap()
+		}
 		d.pool.put(size, inner, false)
 		if old != nil {
 			old.Close()
 		}
 		return fmt.Errorf("install table for vip %d: %w", vipID, err)
+	}
+	d.views.drop(vipID)
+	if view != nil {
+		d.views.keep(vipID, view)
 	}
 	inner.Close() // the outer map holds it now
 	if old != nil {
@@ -461,6 +478,7 @@ func (d *Datapath) Table(vipID uint32) ([]uint32, error) {
 
 // RemoveTable removes a VIP ID's table of any size.
 func (d *Datapath) RemoveTable(vipID uint32) error {
+	d.views.drop(vipID)
 	for _, size := range SupportedTableSizes {
 		if err := d.tables[size].Delete(vipID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("remove table of vip %d: %w", vipID, err)

@@ -83,6 +83,7 @@ type VIPCounters struct {
 type TableStats struct {
 	Builds       uint64  `json:"builds"`        // tables computed (one per distinct backend set)
 	Installs     uint64  `json:"installs"`      // tables written to the datapath
+	Patches      uint64  `json:"patches"`       // of the installs, tables rewritten in place (moved slots only)
 	LastDuration float64 `json:"last_duration"` // seconds, of the last reconcile that changed a table
 }
 

@@ -40,6 +40,11 @@ type MemDatapath struct {
 	// MaxBackends bounds backend IDs like the loader's maps; 0 means
 	// loader.MaxBackends.
 	MaxBackends uint32
+	// NoPatch makes PatchTable refuse with loader.ErrNoPatch, as the
+	// loader does for tables an earlier build created.
+	NoPatch bool
+
+	sizes map[uint32]uint32 // VIP ID → size of its installed table
 
 	present []bool // by backend ID, for a fast ordering check
 }
@@ -96,6 +101,7 @@ func (m *MemDatapath) RemoveVIP(k loader.VIPKey) error {
 		}
 	}
 	delete(m.Tables, v.ID) // as the loader does: the table goes with its last VIP
+	delete(m.sizes, v.ID)
 	return nil
 }
 
@@ -176,10 +182,57 @@ func (m *MemDatapath) SetTable(vipID uint32, table []uint32) error {
 		slices.Sort(ids)
 		m.logf("SetTable %d %v", vipID, ids)
 	}
+	if m.sizes == nil {
+		m.sizes = map[uint32]uint32{}
+	}
+	m.sizes[vipID] = uint32(len(table))
 	if m.DiscardTables {
 		return nil
 	}
 	m.Tables[vipID] = slices.Clone(table)
+	return nil
+}
+
+// PatchTable rewrites slots of an installed table in place, like
+// loader.Datapath.PatchTable; the ordering rule is checked on the IDs
+// written, and every argument before the first write.
+func (m *MemDatapath) PatchTable(vipID, size uint32, slots, ids []uint32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.op("PatchTable"); err != nil {
+		return err
+	}
+	if m.NoPatch || m.sizes[vipID] != size {
+		return fmt.Errorf("patch table of VIP %d: %w", vipID, loader.ErrNoPatch)
+	}
+	if len(slots) != len(ids) {
+		return fmt.Errorf("patch table: %d slots, %d ids: %w", len(slots), len(ids), loader.ErrInvalid)
+	}
+	for i, s := range slots {
+		if s >= size {
+			return fmt.Errorf("patch table: slot %d of %d: %w", s, size, loader.ErrInvalid)
+		}
+		if id := ids[i]; id != 0 && (int(id) >= len(m.present) || !m.present[id]) {
+			return fmt.Errorf("ordering rule broken: patch of the table of VIP %d names backend %d, which is not there", vipID, id)
+		}
+	}
+	if m.DiscardTables {
+		return nil
+	}
+	t := m.Tables[vipID]
+	for i, s := range slots {
+		t[s] = ids[i]
+	}
+	if m.Log != nil {
+		var in []uint32
+		for _, id := range t {
+			if id != 0 && !slices.Contains(in, id) {
+				in = append(in, id)
+			}
+		}
+		slices.Sort(in)
+		m.logf("PatchTable %d %v", vipID, in)
+	}
 	return nil
 }
 

@@ -1,0 +1,224 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// Table maps are created mmapable (BPF_F_MMAPABLE), so that PatchTable can
+// rewrite single slots of an installed table in place: a change that moves
+// 1% of the slots of 1,000 tables writes 1% of them instead of creating (or
+// waiting for a grace period to reuse) 1,000 inner maps of 256 KiB. Each slot
+// is one aligned 32-bit store, which a packet reads whole: it sees the slot's
+// old backend or its new one, and both are in the backends map (the caller's
+// ordering rule). Unlike SetTable, a packet arriving during a patch may see
+// some slots already rewritten and others not yet; each packet reads one
+// slot, so that only decides which of the two tables its new flow follows.
+
+// tableMapFlags are the flags of new inner table maps; tests clear them to
+// make pins as an earlier build did.
+var tableMapFlags = defaultTableMapFlags
+
+const defaultTableMapFlags uint32 = unix.BPF_F_MMAPABLE
+
+// ErrNoPatch: PatchTable cannot rewrite the VIP's table in place (none is
+// installed, it has another size, or its inner map is not mmapable because
+// an earlier build created it); install the whole table with SetTable.
+var ErrNoPatch = errors.New("table cannot be patched in place")
+
+// tableView is a writable mapping of one installed inner table map.
+type tableView struct {
+	mapID ebpf.MapID
+	mem   []byte   // the mapping, unmapped by unmap
+	slots []uint32 // mem as the table's slots
+}
+
+// tableViews caches the mappings of installed tables by VIP ID. Calls for
+// different VIP IDs run in parallel (as SetTable's), so the cache is locked;
+// a view is used by the one call for its VIP ID at a time.
+type tableViews struct {
+	mu    sync.Mutex
+	views map[uint32]*tableView
+}
+
+func (v *tableViews) take(vipID uint32) *tableView {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	t := v.views[vipID]
+	delete(v.views, vipID)
+	return t
+}
+
+func (v *tableViews) keep(vipID uint32, t *tableView) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.views == nil {
+		v.views = map[uint32]*tableView{}
+	}
+	v.views[vipID] = t
+}
+
+// newView maps an inner table map of this Datapath writable; an error
+// when it is not mmapable (old pins).
+func newView(m *ebpf.Map, size uint32) (*tableView, error) {
+	if m.Flags()&unix.BPF_F_MMAPABLE == 0 {
+		return nil, ErrNoPatch
+	}
+	info, err := m.Info()
+	if err != nil {
+		return nil, err
+	}
+	id, ok := info.ID()
+	if !ok {
+		return nil, ErrNoPatch
+	}
+	return mapInner(m, id, size)
+}
+
+// drop unmaps the view of a VIP ID, if any: its table is being replaced or
+// removed.
+func (v *tableViews) drop(vipID uint32) {
+	if t := v.take(vipID); t != nil {
+		t.unmap()
+	}
+}
+
+func (v *tableViews) close() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for id, t := range v.views {
+		t.unmap()
+		delete(v.views, id)
+	}
+}
+
+func (t *tableView) unmap() { _ = unix.Munmap(t.mem) }
+
+// PatchTable rewrites slots of the installed table of a VIP ID in place:
+// table[slots[i]] = ids[i]. size is the VIP's TableSize, ids are backend IDs
+// (0 empties a slot). Every argument is checked before the first write. It
+// returns an error wrapping ErrNoPatch when the table cannot be patched;
+// nothing was written then. Like SetTable, calls for different VIP IDs may
+// run in parallel, calls for the same VIP ID must not.
+func (d *Datapath) PatchTable(vipID, size uint32, slots, ids []uint32) error {
+	if vipID >= MaxVIPs {
+		return fmt.Errorf("%w: vip id %d: want 0..%d", ErrInvalid, vipID, MaxVIPs-1)
+	}
+	outer, ok := d.tables[size]
+	if !ok {
+		return fmt.Errorf("%w: table size %d: want one of %v", ErrInvalid, size, SupportedTableSizes)
+	}
+	if len(slots) != len(ids) {
+		return fmt.Errorf("%w: %d slots but %d backend ids", ErrInvalid, len(slots), len(ids))
+	}
+	for i, s := range slots {
+		if s >= size {
+			return fmt.Errorf("%w: slot %d of a %d-slot table", ErrInvalid, s, size)
+		}
+		if ids[i] >= d.maxBackends {
+			return fmt.Errorf("%w: table slot %d: backend id %d: want 0..%d", ErrInvalid, s, ids[i], d.maxBackends-1)
+		}
+	}
+	var cur ebpf.MapID
+	if err := outer.Lookup(vipID, &cur); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("patch table of vip %d: no %d-slot table installed: %w", vipID, size, ErrNoPatch)
+		}
+		return fmt.Errorf("patch table of vip %d: %w", vipID, err)
+	}
+	t := d.views.take(vipID)
+	if t != nil && t.mapID != cur {
+		t.unmap() // replaced behind this view's back (another Datapath on the same pins)
+		t = nil
+	}
+	if t == nil {
+		var err error
+		if t, err = mapTable(cur, size); err != nil {
+			return fmt.Errorf("patch table of vip %d: %w", vipID, err)
+		}
+	}
+	// Plain stores: an aligned 32-bit store is never torn (hardware, and
+	// the Go memory model for word-sized accesses), and without the full
+	// barrier of an atomic store on amd64 the cache misses of a thousand
+	// scattered slots overlap (about 5x faster here). The atomic store at
+	// the end publishes them all before PatchTable returns, so a caller's
+	// next step (freeing an ID the old slots named) comes after.
+	for i, s := range slots {
+		t.slots[s] = ids[i]
+	}
+	if n := len(slots); n > 0 {
+		atomic.StoreUint32(&t.slots[slots[n-1]], ids[n-1])
+	}
+	d.views.keep(vipID, t)
+	return nil
+}
+
+// mapTable maps the inner table map with the given ID writable.
+func mapTable(id ebpf.MapID, size uint32) (*tableView, error) {
+	m, err := ebpf.NewMapFromID(id)
+	if err != nil {
+		return nil, fmt.Errorf("open table map %d: %w", id, err)
+	}
+	defer m.Close() // the mapping holds its own reference
+	return mapInner(m, id, size)
+}
+
+// mapInner maps an inner table map writable. The first write to each page
+// of a new mapping faults (about 2 s for a thousand 65537-slot tables
+// here), so SetTable fills new tables through it.
+func mapInner(m *ebpf.Map, id ebpf.MapID, size uint32) (*tableView, error) {
+	if m.Flags()&unix.BPF_F_MMAPABLE == 0 || m.ValueSize() != 4*size || m.MaxEntries() != 1 {
+		return nil, fmt.Errorf("table map %d (flags %#x, value size %d): %w", id, m.Flags(), m.ValueSize(), ErrNoPatch)
+	}
+	mem, err := unix.Mmap(m.FD(), 0, int(4*size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map table map %d: %w", id, err)
+	}
+	// The kernel maps the array's value page-aligned, so the slots are
+	// aligned for 32-bit atomic stores.
+	return &tableView{mapID: id, mem: mem, slots: unsafe.Slice((*uint32)(unsafe.Pointer(&mem[0])), size)}, nil
+}
+
+// probeKey is a key of the outer table maps that no VIP ID reaches.
+const probeKey = math.MaxUint32
+
+// matchInnerTemplate makes the inner map template of a table size match the
+// outer map's: an outer map pinned by an earlier build takes only inner maps
+// without BPF_F_MMAPABLE (the kernel compares the flags), which SetTable then
+// creates, and PatchTable reports ErrNoPatch for them.
+func (d *Datapath) matchInnerTemplate(size uint32) error {
+	outer, spec := d.tables[size], d.inner[size]
+	var key uint32
+	var id ebpf.MapID
+	if err := outer.NextKey(nil, &key); err == nil && key != probeKey && outer.Lookup(key, &id) == nil {
+		if m, err := ebpf.NewMapFromID(id); err == nil {
+			spec.Flags = m.Flags()
+			m.Close()
+			return nil
+		}
+	}
+	// No table installed: try one under a key no VIP uses.
+	m, err := ebpf.NewMap(spec)
+	if err != nil {
+		return fmt.Errorf("create table map: %w", err)
+	}
+	defer m.Close()
+	if err := outer.Put(uint32(probeKey), m); err != nil {
+		if !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("probe table map of size %d: %w", size, err)
+		}
+		spec.Flags &^= unix.BPF_F_MMAPABLE
+		return nil
+	}
+	if err := outer.Delete(uint32(probeKey)); err != nil {
+		return fmt.Errorf("remove probe table of size %d: %w", size, err)
+	}
+	return nil
+}

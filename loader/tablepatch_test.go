@@ -1,0 +1,140 @@
+package loader
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/xlb-project/xlb/internal/testutil"
+)
+
+// slotOf is the table slot a flow's new packets read.
+func slotOf(p testutil.Packet) uint32 {
+	return FlowHash(flowOf(p), DefaultHashSeed, false) % tableSize
+}
+
+// otherThan returns a test backend ID (1-4) other than id.
+func otherThan(id uint32) uint32 { return id%4 + 1 }
+
+// PatchTable rewrites exactly the slots given, the datapath reads the new
+// value at once, and a table that SetTable replaced is patched, not the one
+// it replaced.
+func TestPatchTable(t *testing.T) {
+	d := newTestDatapath(t)
+	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
+	s := slotOf(syn)
+	want := roundRobin(tableSize, 1, 2, 3, 4)
+	if got := backendOf(t, d, syn); got != want[s] {
+		t.Fatalf("syn went to backend %d before the patch, want %d", got, want[s])
+	}
+	want[s] = otherThan(want[s])
+	want[0] = 0 // an empty slot
+	must(t, d.PatchTable(1, tableSize, []uint32{s, 0}, []uint32{want[s], 0}))
+	got, err := d.Table(1)
+	must(t, err)
+	if !slices.Equal(got, want) {
+		t.Fatal("table read back differs from the patched one")
+	}
+	if got := backendOf(t, d, syn); got != want[s] {
+		t.Fatalf("syn went to backend %d after the patch, want %d", got, want[s])
+	}
+
+	// A new table replaces the mapped one; patches go to the new one.
+	next := roundRobin(tableSize, 4, 3)
+	must(t, d.SetTable(1, next))
+	next[s] = otherThan(next[s])
+	must(t, d.PatchTable(1, tableSize, []uint32{s}, []uint32{next[s]}))
+	got, err = d.Table(1)
+	must(t, err)
+	if !slices.Equal(got, next) {
+		t.Fatal("patch after SetTable: table read back differs")
+	}
+	if got := backendOf(t, d, syn); got != next[s] {
+		t.Fatalf("syn went to backend %d, want %d", got, next[s])
+	}
+}
+
+// Bad arguments are refused before anything is written; a VIP without a
+// table of that size cannot be patched.
+func TestPatchTableRefuses(t *testing.T) {
+	d := newTestDatapath(t)
+	before, err := d.Table(1)
+	must(t, err)
+	for _, tc := range []struct {
+		name       string
+		vip, size  uint32
+		slots, ids []uint32
+		want       error
+	}{
+		{"slot beyond the table", 1, tableSize, []uint32{0, tableSize}, []uint32{2, 2}, ErrInvalid},
+		{"backend ID beyond the maps", 1, tableSize, []uint32{0, 1}, []uint32{2, MaxBackends}, ErrInvalid},
+		{"more slots than IDs", 1, tableSize, []uint32{0, 1}, []uint32{2}, ErrInvalid},
+		{"unsupported size", 1, 250, []uint32{0}, []uint32{2}, ErrInvalid},
+		{"VIP ID beyond the maps", MaxVIPs, tableSize, []uint32{0}, []uint32{2}, ErrInvalid},
+		{"no table installed", 9, tableSize, []uint32{0}, []uint32{2}, ErrNoPatch},
+		{"table of another size", 1, 4093, []uint32{0}, []uint32{2}, ErrNoPatch},
+	} {
+		err := d.PatchTable(tc.vip, tc.size, tc.slots, tc.ids)
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: error %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	after, err := d.Table(1)
+	must(t, err)
+	if !slices.Equal(before, after) {
+		t.Fatal("a refused patch changed the table")
+	}
+}
+
+// A restarted daemon patches the tables it adopts from the pins.
+func TestPatchAdoptedTable(t *testing.T) {
+	dir := pinDir(t)
+	_, _ = pinFlow(t, dir, 2)
+	d, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
+	must(t, err)
+	defer d.Close()
+	table, err := d.Table(1)
+	must(t, err)
+	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
+	syn.SrcPort += 7 // a new flow
+	s := slotOf(syn)
+	table[s] = 3 - table[s] // backends 1 and 2 only
+	must(t, d.PatchTable(1, tableSize, []uint32{s}, []uint32{table[s]}))
+	got, err := d.Table(1)
+	must(t, err)
+	if !slices.Equal(got, table) {
+		t.Fatal("adopted table read back differs from the patched one")
+	}
+	if b := backendOf(t, d, syn); b != table[s] {
+		t.Fatalf("new flow went to backend %d, want %d", b, table[s])
+	}
+}
+
+// Pins of an earlier build, whose table maps are not mmapable, still take
+// whole tables (the loader matches their inner map flags), and PatchTable
+// says it cannot patch them: with a table of that size installed, and
+// without one (then the loader probes the outer map).
+func TestPatchTableOldPins(t *testing.T) {
+	dir := pinDir(t)
+	tableMapFlags = 0
+	_, _ = pinFlow(t, dir, 2) // installs a 251-slot table; none of 4093
+	tableMapFlags = defaultTableMapFlags
+	d, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
+	must(t, err)
+	defer d.Close()
+	for _, size := range []uint32{tableSize, 4093} {
+		table := roundRobin(int(size), 1, 2)
+		if err := d.SetTable(1, table); err != nil {
+			t.Fatalf("size %d: set table in old pins: %v", size, err)
+		}
+		if err := d.PatchTable(1, size, []uint32{0}, []uint32{2}); !errors.Is(err, ErrNoPatch) {
+			t.Fatalf("size %d: patch of an old table: %v, want ErrNoPatch", size, err)
+		}
+		got, err := d.Table(1)
+		must(t, err)
+		if !slices.Equal(got, table) {
+			t.Fatalf("size %d: table read back differs", size)
+		}
+		must(t, d.RemoveTable(1))
+	}
+}

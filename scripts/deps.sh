@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages xlb needs to build and test, when missing.
 # Usage: scripts/deps.sh [build|bench]   (build is the default)
-#   build: clang, llvm, libbpf headers and the network tools the tests use
+#   build: clang, llvm, libbpf headers, the network tools the tests use, and
+#          what the packaging, rules and status-page tests run: systemd
+#          (systemd-analyze), prometheus (promtool), chromium (headless)
 #   bench: additionally the L7 peers and load generator (nginx, haproxy, caddy, wrk)
 set -euo pipefail
 
-want=(clang llvm libbpf-dev iproute2 ethtool iputils-ping util-linux)
+want=(clang llvm libbpf-dev iproute2 ethtool iputils-ping util-linux systemd prometheus chromium)
 if [ "${1:-build}" = bench ]; then
 	want+=(nginx haproxy caddy wrk)
 fi
@@ -23,8 +25,9 @@ fi
 echo "installing: ${missing[*]}"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts nginx and haproxy on install; the benchmarks run their own.
-for s in nginx haproxy caddy; do
+# Debian starts nginx and haproxy on install (the benchmarks run their own),
+# and prometheus (the tests need only promtool).
+for s in nginx haproxy caddy prometheus; do
 	if [[ " ${missing[*]} " == *" $s "* ]]; then
 		systemctl disable --now "$s" >/dev/null 2>&1 || service "$s" stop >/dev/null 2>&1 || true
 	fi

@@ -3,11 +3,12 @@
 # Usage: scripts/deps.sh [build|bench]   (build is the default)
 #   build: clang, llvm, libbpf headers, the network tools the tests use, and
 #          what the packaging, rules and status-page tests run: systemd
-#          (systemd-analyze), prometheus (promtool), chromium (headless)
+#          (systemd-analyze), prometheus (promtool), chromium (headless),
+#          zsh and fish (shell completion)
 #   bench: additionally the L7 peers and load generator (nginx, haproxy, caddy, wrk)
 set -euo pipefail
 
-want=(clang llvm libbpf-dev iproute2 ethtool iputils-ping util-linux systemd prometheus chromium)
+want=(clang llvm libbpf-dev iproute2 ethtool iputils-ping util-linux systemd prometheus chromium zsh fish)
 if [ "${1:-build}" = bench ]; then
 	want+=(nginx haproxy caddy wrk)
 fi

@@ -78,17 +78,21 @@ func checkGlobals(globals []string, fs *pflag.FlagSet, path string) error {
 }
 
 // withFix adds to an error a user can cause the way out of it, where the
-// error alone does not say it.
+// error alone does not say it; on the same line, as every error.
 func withFix(err error) error {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, healthd.ErrNotRunning):
-		return fmt.Errorf("%w\n  fix: start the daemon (systemctl start xlb, or xlb daemon --config FILE), "+
+		return fmt.Errorf("%w; to fix: start the daemon (systemctl start xlb, or xlb daemon --config FILE), "+
 			"or point at the socket it listens on: --socket PATH or %s=PATH (default %s)", err, socketEnv, healthd.DefaultSocket)
 	case strings.Contains(msg, "may not change anything"):
-		return fmt.Errorf("%w\n  fix: changes need root: run it with sudo", err)
+		return fmt.Errorf("%w; to fix: changes need root: run it with sudo", err)
+	case strings.Contains(msg, "unknown VIP"):
+		return fmt.Errorf("%w; to fix: see the VIPs with 'xlb vip list', add one with 'xlb vip add'", err)
+	case strings.Contains(msg, "unknown backend"):
+		return fmt.Errorf("%w; to fix: see the VIP's backends with 'xlb backend list VIP'", err)
 	case strings.Contains(msg, "permission denied") && strings.Contains(msg, "connect to"):
-		return fmt.Errorf("%w\n  fix: run as root, or add yourself to the socket's group (usermod -aG xlb $USER, then log in again)", err)
+		return fmt.Errorf("%w; to fix: run as root, or add yourself to the socket's group (usermod -aG xlb $USER, then log in again)", err)
 	}
 	return err
 }

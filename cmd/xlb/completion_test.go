@@ -167,6 +167,7 @@ func TestGlobalFlags(t *testing.T) {
 		{missing, []string{"--socket", r.socket, "vip", "list"}, 0, "203.0.113.10:80/tcp", ""}, // the flag wins
 		{missing, []string{"vip", "list"}, 1, "", "XLB_SOCKET=PATH"},
 		{"", []string{"--socket", missing, "status"}, 1, "", "to fix: start the daemon (systemctl start xlb"},
+		{"", []string{"--socket", r.socket, "backend", "list", "203.0.113.99:80/tcp"}, 1, "", "to fix: see the VIPs with 'xlb vip list'"},
 		{"", []string{"--socket", r.socket, "version"}, 2, "", "--socket does not apply to 'xlb version'"},
 		{"", []string{"--iface", "eth0", "daemon"}, 2, "", `unknown flag "--iface" before the command: only --socket and -o/--output may come first`},
 		{"", []string{"--socket"}, 2, "", "--socket needs a value"},

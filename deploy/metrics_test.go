@@ -22,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/xlb-project/xlb/healthd"
+	"github.com/xlb-project/xlb/healthd/healthdtest"
 	"github.com/xlb-project/xlb/proxy"
 )
 
@@ -41,7 +42,7 @@ type family struct {
 // backends, a check result and a drop, and gathers its real registry.
 func daemonFamilies(t *testing.T) map[string]family {
 	t.Helper()
-	dp := healthd.NewMemDatapath()
+	dp := healthdtest.NewMemDatapath()
 	d, err := healthd.New(healthd.Options{Datapath: dp, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

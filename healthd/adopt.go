@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/xlb-project/xlb/healthd/api"
 	"github.com/xlb-project/xlb/loader"
 )
 
@@ -18,11 +19,11 @@ import (
 const IDFile = "ids.json"
 
 type idFile struct {
-	Version     int                              `json:"version"`
-	NextVIP     uint32                           `json:"next_vip"`
-	NextBackend uint32                           `json:"next_backend"`
-	VIPs        map[VIPKey]uint32                `json:"vips"`
-	Backends    map[VIPKey]map[netip.Addr]uint32 `json:"backends"`
+	Version     int                                  `json:"version"`
+	NextVIP     uint32                               `json:"next_vip"`
+	NextBackend uint32                               `json:"next_backend"`
+	VIPs        map[api.VIPKey]uint32                `json:"vips"`
+	Backends    map[api.VIPKey]map[netip.Addr]uint32 `json:"backends"`
 }
 
 // vipLister is implemented by datapaths that can list their VIPs
@@ -46,7 +47,7 @@ func (d *Daemon) warmBackendsLocked() {
 	if !ok {
 		return
 	}
-	d.warm = map[VIPKey]map[netip.Addr]bool{}
+	d.warm = map[api.VIPKey]map[netip.Addr]bool{}
 	for k, dv := range d.dp.vips {
 		table, err := r.Table(dv.id)
 		if err != nil {
@@ -132,7 +133,7 @@ func (d *Daemon) saveIDsLocked() error {
 	}
 	f := idFile{
 		Version: 1, NextVIP: d.dp.vipIDs.next, NextBackend: d.dp.backendID.next,
-		VIPs: map[VIPKey]uint32{}, Backends: map[VIPKey]map[netip.Addr]uint32{},
+		VIPs: map[api.VIPKey]uint32{}, Backends: map[api.VIPKey]map[netip.Addr]uint32{},
 	}
 	for k, dv := range d.dp.vips {
 		f.VIPs[k] = dv.id

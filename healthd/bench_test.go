@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/xlb-project/xlb/healthd/api"
+	"github.com/xlb-project/xlb/healthd/healthdtest"
 	"github.com/xlb-project/xlb/internal/testutil"
 	"github.com/xlb-project/xlb/loader"
 	"github.com/xlb-project/xlb/maglev"
@@ -97,7 +99,7 @@ func heapMB() float64 {
 func BenchmarkScaleFlip(b *testing.B) {
 	const nVIPs, nBackends, size = 1000, 100, 65537
 	before := heapMB()
-	dp := NewMemDatapath()
+	dp := healthdtest.NewMemDatapath()
 	dp.DiscardTables = true
 	dp.MaxBackends = nVIPs*nBackends + 10
 	r := newScaleRig(b, dp, nVIPs, nBackends, size)
@@ -254,14 +256,14 @@ func referenceBuild(b *testing.B, n int, size uint32) time.Duration {
 // every reconcile walks the whole state.
 func BenchmarkScaleAPIChange(b *testing.B) {
 	const nVIPs, nBackends, size = 1000, 100, 65537
-	dp := NewMemDatapath()
+	dp := healthdtest.NewMemDatapath()
 	dp.DiscardTables = true
 	dp.MaxBackends = nVIPs*nBackends + 10
 	r := newScaleRig(b, dp, nVIPs, nBackends, size)
 	k := mustKey(b, "203.0.100.1:80/tcp")
 	b.ResetTimer()
 	for range b.N {
-		if err := r.d.AddBackend(k, BackendConfig{Address: "198.51.200.1"}); err != nil {
+		if err := r.d.AddBackend(k, api.BackendConfig{Address: "198.51.200.1"}); err != nil {
 			b.Fatal(err)
 		}
 		if err := r.d.RemoveBackend(k, netip.MustParseAddr("198.51.200.1")); err != nil {

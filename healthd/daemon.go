@@ -3,7 +3,8 @@
 // then the runtime overlay of API changes), the admin states and the panic
 // rule, reconciles the BPF maps through a Datapath following the ordering
 // rule, persists the overlay atomically, and serves the Unix-socket API and
-// Prometheus metrics. cmd/xlb only parses flags and calls into this package.
+// Prometheus metrics. The API's contract and client are in healthd/api, so
+// the CLI links this package only for its daemon verb.
 package healthd
 
 import (
@@ -13,6 +14,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/xlb-project/xlb/healthd/api"
 )
 
 // Options configure a Daemon. Zero fields take the defaults in comments.
@@ -54,7 +57,7 @@ type Daemon struct {
 	// warm names the backends that were in an adopted table: their checks
 	// start healthy, so a restart does not pull established flows off
 	// them while the first checks are still rising. Used once, then nil.
-	warm map[VIPKey]map[netip.Addr]bool
+	warm map[api.VIPKey]map[netip.Addr]bool
 	// nextHops caches resolutions; cleared on neighbour changes.
 	nextHops   map[nextHopKey]nextHopResult
 	nextHopsAt time.Time
@@ -95,7 +98,7 @@ func New(o Options) (*Daemon, error) {
 	if o.DrainIdle == 0 {
 		o.DrainIdle = DefaultDrainIdle
 	}
-	empty := &State{VIPs: map[VIPKey]*VIP{}}
+	empty := &State{VIPs: map[api.VIPKey]*VIP{}}
 	return &Daemon{
 		opts:     o,
 		log:      o.Log,
@@ -186,38 +189,28 @@ func (d *Daemon) change(fn func(s *State, now time.Time) error) error {
 }
 
 // AddVIP adds a VIP (with backends, if given).
-func (d *Daemon) AddVIP(c VIPConfig) error {
+func (d *Daemon) AddVIP(c api.VIPConfig) error {
 	return d.change(func(s *State, _ time.Time) error { return s.AddVIP(c) })
 }
 
 // RemoveVIP removes a VIP and its backends.
-func (d *Daemon) RemoveVIP(k VIPKey) error {
+func (d *Daemon) RemoveVIP(k api.VIPKey) error {
 	return d.change(func(s *State, _ time.Time) error { return s.RemoveVIP(k) })
 }
 
 // AddBackend adds a backend to a VIP.
-func (d *Daemon) AddBackend(k VIPKey, c BackendConfig) error {
+func (d *Daemon) AddBackend(k api.VIPKey, c api.BackendConfig) error {
 	return d.change(func(s *State, _ time.Time) error { return s.AddBackend(k, c) })
 }
 
 // RemoveBackend removes a backend at once.
-func (d *Daemon) RemoveBackend(k VIPKey, a netip.Addr) error {
+func (d *Daemon) RemoveBackend(k api.VIPKey, a netip.Addr) error {
 	return d.change(func(s *State, _ time.Time) error { return s.RemoveBackend(k, a) })
 }
 
 // SetWeight changes a backend's weight.
-func (d *Daemon) SetWeight(k VIPKey, a netip.Addr, w uint32) error {
+func (d *Daemon) SetWeight(k api.VIPKey, a netip.Addr, w uint32) error {
 	return d.change(func(s *State, _ time.Time) error { return s.SetWeight(k, a, w) })
-}
-
-// Drain stops new flows to a backend (timeout 0: the VIP's drain timeout).
-func (d *Daemon) Drain(k VIPKey, a netip.Addr, timeout time.Duration) error {
-	return d.change(func(s *State, now time.Time) error { return s.Drain(k, a, timeout, now) })
-}
-
-// Undrain makes a draining backend active again.
-func (d *Daemon) Undrain(k VIPKey, a netip.Addr) error {
-	return d.change(func(s *State, _ time.Time) error { return s.Undrain(k, a) })
 }
 
 // HealthChanged records a health result for a check ID and schedules a
@@ -261,50 +254,23 @@ func (d *Daemon) scheduleLocked() {
 }
 
 // Tick does the periodic work: it samples counters (for rates and idle
-// drains) and removes backends whose drain is over. Run calls it every
-// second.
+// drains), removes backends whose drain is over, and refreshes next hops.
+// Run calls it every second.
 func (d *Daemon) Tick() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.opts.Clock.Now()
 	d.sampleLocked(now)
-	idle := d.opts.DrainIdle
-	if d.cfg != nil && d.cfg.DrainIdle != 0 {
-		idle = time.Duration(d.cfg.DrainIdle)
-	}
-	var done []BackendRef
-	for _, v := range d.cur.VIPs {
-		for _, b := range v.Backends {
-			if b.Admin != Draining {
-				continue
-			}
-			if now.Sub(b.DrainStart) >= b.DrainTimeout {
-				done = append(done, BackendRef{v.Key, b.Addr})
-				d.log.Info("drain finished: timeout", "vip", v.Key.String(), "backend", b.Addr.String())
-				continue
-			}
-			if s := d.dp.sampleOf(v.Key, b.Addr); s != nil && now.Sub(b.DrainStart) >= idle && now.Sub(s.moved) >= idle {
-				done = append(done, BackendRef{v.Key, b.Addr})
-				d.log.Info("drain finished: idle", "vip", v.Key.String(), "backend", b.Addr.String(), "idle", now.Sub(s.moved).String())
-			}
-		}
-	}
-	if len(done) == 0 {
-		if d.unresolvedLocked() || now.Sub(d.nextHopsAt) >= nextHopTTL {
-			clear(d.nextHops)
-			d.nextHopsAt = now
-			if err := d.reconcileLocked(); err != nil {
-				d.log.Error("reconcile", "err", err)
-			}
-		}
+	if done := d.finishedDrainsLocked(now); len(done) > 0 {
+		d.finishDrainsLocked(done)
 		return
 	}
-	next := d.cur.Clone()
-	for _, r := range done {
-		_ = next.RemoveBackend(r.VIP, r.Address)
-	}
-	if err := d.commitLocked(d.base, next); err != nil {
-		d.log.Error("remove drained backends", "err", err)
+	if d.unresolvedLocked() || now.Sub(d.nextHopsAt) >= nextHopTTL {
+		clear(d.nextHops)
+		d.nextHopsAt = now
+		if err := d.reconcileLocked(); err != nil {
+			d.log.Error("reconcile", "err", err)
+		}
 	}
 }
 
@@ -313,16 +279,4 @@ func (d *Daemon) Config() *Config {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.cfg
-}
-
-// unresolvedLocked reports whether a backend waits for its next hop.
-func (d *Daemon) unresolvedLocked() bool {
-	for _, dv := range d.dp.vips {
-		for _, db := range dv.backends {
-			if db.err != "" {
-				return true
-			}
-		}
-	}
-	return false
 }

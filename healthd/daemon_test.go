@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-project/xlb/healthd/api"
+	"github.com/xlb-project/xlb/healthd/healthdtest"
 	"github.com/xlb-project/xlb/loader"
 )
 
@@ -248,7 +250,7 @@ func TestUnresolvedBackendReportedNotBlackholed(t *testing.T) {
 	}
 	// Never resolved: reported and kept out of the table.
 	setMissing("198.51.100.14", true)
-	if err := r.d.AddBackend(k, BackendConfig{Address: "198.51.100.14"}); err != nil {
+	if err := r.d.AddBackend(k, api.BackendConfig{Address: "198.51.100.14"}); err != nil {
 		t.Fatal(err)
 	}
 	b := r.backend(t, "203.0.113.10:80/tcp", "198.51.100.14")
@@ -286,13 +288,13 @@ func TestChangesApplyCompletelyOrNotAtAll(t *testing.T) {
 		want string
 	}{
 		{"unknown vip", func() error { return r.d.RemoveVIP(mustKey(t, "203.0.113.99:80/tcp")) }, "unknown VIP"},
-		{"duplicate vip", func() error { return r.d.AddVIP(VIPConfig{Address: "203.0.113.10:80/tcp"}) }, "already exists"},
-		{"duplicate backend", func() error { return r.d.AddBackend(k, BackendConfig{Address: "198.51.100.11"}) }, "already exists"},
+		{"duplicate vip", func() error { return r.d.AddVIP(api.VIPConfig{Address: "203.0.113.10:80/tcp"}) }, "already exists"},
+		{"duplicate backend", func() error { return r.d.AddBackend(k, api.BackendConfig{Address: "198.51.100.11"}) }, "already exists"},
 		{"bad weight", func() error { return r.d.SetWeight(k, netip.MustParseAddr("198.51.100.11"), 0) }, "weight: 0: allowed are 1-1000"},
 		{"unknown backend", func() error { return r.d.Drain(k, netip.MustParseAddr("198.51.100.99"), 0) }, "unknown backend"},
-		{"bad vip in add", func() error { return r.d.AddVIP(VIPConfig{Address: "203.0.113.11:80/tcp", TableSize: 100}) }, "vip.table_size: 100 is not a prime"},
+		{"bad vip in add", func() error { return r.d.AddVIP(api.VIPConfig{Address: "203.0.113.11:80/tcp", TableSize: 100}) }, "vip.table_size: 100 is not a prime"},
 		{"bad backend in vip", func() error {
-			return r.d.AddVIP(VIPConfig{Address: "203.0.113.11:80/tcp", Backends: []BackendConfig{{Address: "198.51.100.1"}, {Address: "nope"}}})
+			return r.d.AddVIP(api.VIPConfig{Address: "203.0.113.11:80/tcp", Backends: []api.BackendConfig{{Address: "198.51.100.1"}, {Address: "nope"}}})
 		}, "vip.backends[1].address"},
 	}
 	for _, tt := range tests {
@@ -310,7 +312,7 @@ func TestChangesApplyCompletelyOrNotAtAll(t *testing.T) {
 		}
 		return nil
 	}
-	if err := r.d.AddBackend(k, BackendConfig{Address: "198.51.100.20"}); err == nil {
+	if err := r.d.AddBackend(k, api.BackendConfig{Address: "198.51.100.20"}); err == nil {
 		t.Fatal("want the injected failure")
 	}
 	r.dp.Fail = nil
@@ -338,8 +340,8 @@ func TestPersistenceAndReload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(r.d.AddVIP(VIPConfig{Address: "[2001:db8:f::10]:443/tcp", Backends: []BackendConfig{{Address: "2001:db8:1::11", Weight: 3}}}))
-	must(r.d.AddBackend(k, BackendConfig{Address: "198.51.100.14", Weight: 5}))
+	must(r.d.AddVIP(api.VIPConfig{Address: "[2001:db8:f::10]:443/tcp", Backends: []api.BackendConfig{{Address: "2001:db8:1::11", Weight: 3}}}))
+	must(r.d.AddBackend(k, api.BackendConfig{Address: "198.51.100.14", Weight: 5}))
 	must(r.d.RemoveBackend(k, netip.MustParseAddr("198.51.100.11")))
 	must(r.d.SetWeight(k, netip.MustParseAddr("198.51.100.12"), 7))
 	must(r.d.Drain(k, netip.MustParseAddr("198.51.100.13"), time.Hour))
@@ -379,7 +381,7 @@ vips:
 	must(err)
 	must(r.d.Apply(c))
 	st := r.d.Status()
-	var v6, v4 VIPStatus
+	var v6, v4 api.VIPStatus
 	for _, v := range st.VIPs {
 		if strings.HasPrefix(v.Address, "[") {
 			v6 = v
@@ -400,7 +402,7 @@ vips:
 	}
 
 	// A bad configuration on reload is refused and the running state kept.
-	bad := &Config{VIPs: []VIPConfig{{Address: "203.0.113.10:80/tcp", TableSize: 12}}}
+	bad := &Config{VIPs: []api.VIPConfig{{Address: "203.0.113.10:80/tcp", TableSize: 12}}}
 	if err := r.d.Apply(bad); err == nil {
 		t.Fatal("bad config accepted")
 	}
@@ -411,7 +413,7 @@ vips:
 
 func TestOverlayFileIsAtomic(t *testing.T) {
 	dir := t.TempDir()
-	o := &Overlay{Version: overlayVersion, RemoveVIPs: []VIPKey{mustKey(t, "203.0.113.1:80/tcp")}}
+	o := &Overlay{Version: overlayVersion, RemoveVIPs: []api.VIPKey{mustKey(t, "203.0.113.1:80/tcp")}}
 	if err := o.Save(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -450,12 +452,12 @@ func TestRemoveVIPFreesEverything(t *testing.T) {
 func TestRestartKeepsIDsAndTables(t *testing.T) {
 	r := newRig(t, threeBackends)
 	k := mustKey(t, "203.0.113.10:80/tcp")
-	if err := r.d.AddVIP(VIPConfig{Address: "203.0.113.11:80/tcp", TableSize: 251, Backends: []BackendConfig{{Address: "198.51.100.30"}}}); err != nil {
+	if err := r.d.AddVIP(api.VIPConfig{Address: "203.0.113.11:80/tcp", TableSize: 251, Backends: []api.BackendConfig{{Address: "198.51.100.30"}}}); err != nil {
 		t.Fatal(err)
 	}
 	// Churn IDs so that a fresh allocator would give different ones.
 	for _, a := range []string{"198.51.100.40", "198.51.100.41"} {
-		if err := r.d.AddBackend(k, BackendConfig{Address: a}); err != nil {
+		if err := r.d.AddBackend(k, api.BackendConfig{Address: a}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -498,7 +500,7 @@ func TestRestartKeepsIDsAndTables(t *testing.T) {
 		t.Error("stale VIP not removed")
 	}
 	// New IDs continue after the old ones rather than reusing freed ones.
-	if err := r.d.AddBackend(k, BackendConfig{Address: "198.51.100.42"}); err != nil {
+	if err := r.d.AddBackend(k, api.BackendConfig{Address: "198.51.100.42"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.backend(t, "203.0.113.10:80/tcp", "198.51.100.42").ID; got <= ids["203.0.113.10:80/tcp 198.51.100.41"] {
@@ -539,7 +541,7 @@ func TestRestartStartsAdoptedBackendsHealthy(t *testing.T) {
 		t.Errorf("after restart: table shares %v, want .11 and .12 only", got)
 	}
 	// Only the first reconcile after adoption starts checks warm.
-	if err := r.d.AddBackend(mustKey(t, "203.0.113.10:80/tcp"), BackendConfig{Address: "198.51.100.14"}); err != nil {
+	if err := r.d.AddBackend(mustKey(t, "203.0.113.10:80/tcp"), api.BackendConfig{Address: "198.51.100.14"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range r.prober.checks {
@@ -553,7 +555,7 @@ func TestRestartStartsAdoptedBackendsHealthy(t *testing.T) {
 // names it; the table stops naming it before it is removed; a VIP entry
 // comes after its table.
 func TestOrderingRule(t *testing.T) {
-	dp := NewMemDatapath()
+	dp := healthdtest.NewMemDatapath()
 	var log []string
 	dp.Log = &log
 	d, err := New(Options{Datapath: dp, Clock: newFakeClock()})
@@ -567,9 +569,9 @@ func TestOrderingRule(t *testing.T) {
 		want []string
 	}{
 		{"add vip with a backend", func() error {
-			return d.AddVIP(VIPConfig{Address: k.String(), TableSize: 251, Backends: []BackendConfig{{Address: "198.51.100.11"}}})
+			return d.AddVIP(api.VIPConfig{Address: k.String(), TableSize: 251, Backends: []api.BackendConfig{{Address: "198.51.100.11"}}})
 		}, []string{"PutBackend 1", "SetTable 0 [1]", "PutVIP 0"}},
-		{"add a backend", func() error { return d.AddBackend(k, BackendConfig{Address: "198.51.100.12"}) },
+		{"add a backend", func() error { return d.AddBackend(k, api.BackendConfig{Address: "198.51.100.12"}) },
 			[]string{"PutBackend 2", "SetTable 0 [1 2]"}},
 		{"drain: out of the table first, then not usable for new flows", func() error { return d.Drain(k, netip.MustParseAddr("198.51.100.11"), time.Hour) },
 			[]string{"SetTable 0 [2]", "PutBackend 1"}},
@@ -577,7 +579,7 @@ func TestOrderingRule(t *testing.T) {
 			[]string{"PutBackend 1", "SetTable 0 [1 2]"}},
 		{"remove: out of the table, then removed", func() error { return d.RemoveBackend(k, netip.MustParseAddr("198.51.100.11")) },
 			[]string{"SetTable 0 [2]", "RemoveBackend 1"}},
-		{"a new backend gets a fresh ID, not the freed one", func() error { return d.AddBackend(k, BackendConfig{Address: "198.51.100.13"}) },
+		{"a new backend gets a fresh ID, not the freed one", func() error { return d.AddBackend(k, api.BackendConfig{Address: "198.51.100.13"}) },
 			[]string{"PutBackend 3", "SetTable 0 [2 3]"}},
 		{"remove vip: the entry (and its table) first, then its backends", func() error { return d.RemoveVIP(k) },
 			[]string{"RemoveVIP 0", "RemoveBackend 2", "RemoveBackend 3"}},

@@ -5,11 +5,12 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/xlb-project/xlb/healthd/api"
 	"github.com/xlb-project/xlb/loader"
 )
 
 // Datapath is what the reconcile loop needs from the BPF maps. *loader.Datapath
-// implements it; unit tests use an in-memory fake.
+// implements it; unit tests use healthdtest.MemDatapath.
 type Datapath interface {
 	PutVIP(k loader.VIPKey, v loader.VIP) error
 	RemoveVIP(k loader.VIPKey) error
@@ -82,9 +83,9 @@ const (
 	HealthUnchecked = "unchecked" // the VIP has no check: counts as healthy
 )
 
-func toLoaderKey(k VIPKey) loader.VIPKey {
+func toLoaderKey(k api.VIPKey) loader.VIPKey {
 	p := uint8(6)
-	if k.Proto == UDP {
+	if k.Proto == api.UDP {
 		p = 17
 	}
 	return loader.VIPKey{Addr: k.Addr, Port: k.Port, Proto: p}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-project/xlb/healthd/api"
+	"github.com/xlb-project/xlb/healthd/healthdtest"
 	"github.com/xlb-project/xlb/loader"
 )
 
@@ -93,7 +95,7 @@ func (r *fakeResolver) Resolve(a netip.Addr, _ bool) (net.HardwareAddr, error) {
 
 type rig struct {
 	d      *Daemon
-	dp     *MemDatapath
+	dp     *healthdtest.MemDatapath
 	clock  *fakeClock
 	prober *fakeProber
 	res    *fakeResolver
@@ -102,7 +104,7 @@ type rig struct {
 
 func newRig(t *testing.T, yaml string) *rig {
 	t.Helper()
-	r := &rig{dp: NewMemDatapath(), clock: newFakeClock(), prober: &fakeProber{}, res: &fakeResolver{missing: map[netip.Addr]bool{}}, dir: t.TempDir()}
+	r := &rig{dp: healthdtest.NewMemDatapath(), clock: newFakeClock(), prober: &fakeProber{}, res: &fakeResolver{missing: map[netip.Addr]bool{}}, dir: t.TempDir()}
 	r.start(t, yaml)
 	return r
 }
@@ -159,7 +161,7 @@ func (r *rig) tableShare(t *testing.T, vip string) map[string]int {
 	return out
 }
 
-func (r *rig) backend(t *testing.T, vip, addr string) BackendStatus {
+func (r *rig) backend(t *testing.T, vip, addr string) api.BackendStatus {
 	t.Helper()
 	for _, v := range r.d.Status().VIPs {
 		if v.Address != vip {
@@ -172,10 +174,10 @@ func (r *rig) backend(t *testing.T, vip, addr string) BackendStatus {
 		}
 	}
 	t.Fatalf("backend %s of %s not in status", addr, vip)
-	return BackendStatus{}
+	return api.BackendStatus{}
 }
 
-func (r *rig) vip(t *testing.T, vip string) VIPStatus {
+func (r *rig) vip(t *testing.T, vip string) api.VIPStatus {
 	t.Helper()
 	for _, v := range r.d.Status().VIPs {
 		if v.Address == vip {
@@ -183,7 +185,7 @@ func (r *rig) vip(t *testing.T, vip string) VIPStatus {
 		}
 	}
 	t.Fatalf("vip %s not in status", vip)
-	return VIPStatus{}
+	return api.VIPStatus{}
 }
 
 func countersOf(packets uint64) loader.Counters {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/xlb-project/xlb/healthd/api"
 )
 
 // metrics are the histograms the daemon observes; everything else is read
@@ -90,7 +91,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			for _, s := range []string{HealthUnknown, HealthHealthy, HealthUnhealthy, HealthUnchecked} {
 				ch <- prometheus.MustNewConstMetric(descBHealth, prometheus.GaugeValue, b2f(b.Health == s), v.Address, b.Address, s)
 			}
-			for _, s := range []AdminState{Active, Draining} {
+			for _, s := range []api.AdminState{api.Active, api.Draining} {
 				ch <- prometheus.MustNewConstMetric(descBAdmin, prometheus.GaugeValue, b2f(b.Admin == string(s)), v.Address, b.Address, string(s))
 			}
 			ch <- prometheus.MustNewConstMetric(descBWeight, prometheus.GaugeValue, float64(b.Weight), v.Address, b.Address)

@@ -20,7 +20,7 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/xlb-project/xlb/healthd"
+	"github.com/xlb-project/xlb/healthd/api"
 	"github.com/xlb-project/xlb/internal/hostnet"
 	"github.com/xlb-project/xlb/internal/testutil"
 	"github.com/xlb-project/xlb/loader"
@@ -156,20 +156,22 @@ func (l *lab) start() {
 	cmd, exited := l.daemon, l.exited
 	go func() { _ = cmd.Wait(); close(exited) }()
 	l.t.Cleanup(func() { l.stop() })
-	c := healthd.NewClient(l.socket)
-	for i := 0; ; i++ {
-		if _, err := c.Status(); err == nil {
-			return
+	log := l.log
+	l.t.Cleanup(func() {
+		if l.t.Failed() {
+			l.t.Logf("daemon log:\n%s", log)
 		}
+	})
+	c := api.NewClient(l.socket)
+	testutil.Eventually(l.t, 20*time.Second, "the daemon's API", func() bool {
 		select {
 		case <-exited:
-			l.t.Fatalf("daemon exited:\n%s", l.log)
-		case <-time.After(50 * time.Millisecond):
+			l.t.Fatalf("daemon exited:\n%s", log)
+		default:
 		}
-		if i > 400 {
-			l.t.Fatalf("daemon API not up after 20s:\n%s", l.log)
-		}
-	}
+		_, err := c.Status()
+		return err == nil
+	})
 }
 
 func (l *lab) stop() {
@@ -202,22 +204,16 @@ func (l *lab) mustXLB(args ...string) string {
 	return out
 }
 
-// eventually polls cond (bounded) for state that settles asynchronously,
-// such as health checks and neighbour resolution.
+// eventually waits for state that settles asynchronously, such as health
+// checks and neighbour resolution (the daemon log is printed on failure).
 func (l *lab) eventually(what string, cond func() bool) {
 	l.t.Helper()
-	for range 300 {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	l.t.Fatalf("%s: not reached in 15s; daemon log:\n%s", what, l.log)
+	testutil.Eventually(l.t, 15*time.Second, what, cond)
 }
 
-func (l *lab) status() healthd.Status {
+func (l *lab) status() api.Status {
 	l.t.Helper()
-	st, err := healthd.NewClient(l.socket).Status()
+	st, err := api.NewClient(l.socket).Status()
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -255,7 +251,7 @@ func slotsOf(table []uint32) map[uint32]int {
 	return out
 }
 
-func findVIP(st healthd.Status, addr string) *healthd.VIPStatus {
+func findVIP(st api.Status, addr string) *api.VIPStatus {
 	for i := range st.VIPs {
 		if st.VIPs[i].Address == addr {
 			return &st.VIPs[i]
@@ -478,9 +474,12 @@ func TestDaemonInNetns(t *testing.T) {
 	if _, err := os.Stat(l.pinDir); !os.IsNotExist(err) {
 		t.Fatalf("pin dir still there after --cleanup: %v", err)
 	}
-	if out, _ := exec.Command("ip", "-n", l.lb.Name, "link", "show", "lb0").CombinedOutput(); strings.Contains(string(out), "xdp") {
-		t.Fatalf("program still attached after --cleanup: %s", out)
-	}
+	// The kernel releases an unpinned link once its last reference is
+	// dropped, which can trail the unpin under load.
+	testutil.Eventually(t, 10*time.Second, "program detached after --cleanup", func() bool {
+		out, _ := exec.Command("ip", "-n", l.lb.Name, "link", "show", "lb0").CombinedOutput()
+		return !strings.Contains(string(out), "xdp")
+	})
 }
 
 func slicesEqual(a, b []uint32) bool {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/xlb-project/xlb/healthd/api"
 )
 
 // Overlay is the runtime part of the desired state: what the API changed
@@ -16,8 +18,8 @@ import (
 // as state.json in the state directory.
 type Overlay struct {
 	Version        int              `json:"version"`
-	AddVIPs        []VIPConfig      `json:"add_vips,omitempty"`
-	RemoveVIPs     []VIPKey         `json:"remove_vips,omitempty"`
+	AddVIPs        []api.VIPConfig  `json:"add_vips,omitempty"`
+	RemoveVIPs     []api.VIPKey     `json:"remove_vips,omitempty"`
 	AddBackends    []OverlayBackend `json:"add_backends,omitempty"`
 	RemoveBackends []BackendRef     `json:"remove_backends,omitempty"`
 	Weights        []OverlayWeight  `json:"weights,omitempty"`
@@ -26,13 +28,13 @@ type Overlay struct {
 
 // OverlayBackend is a backend added to a configured VIP.
 type OverlayBackend struct {
-	VIP     VIPKey        `json:"vip"`
-	Backend BackendConfig `json:"backend"`
+	VIP     api.VIPKey        `json:"vip"`
+	Backend api.BackendConfig `json:"backend"`
 }
 
 // BackendRef names a backend of a VIP.
 type BackendRef struct {
-	VIP     VIPKey     `json:"vip"`
+	VIP     api.VIPKey `json:"vip"`
 	Address netip.Addr `json:"address"`
 }
 
@@ -45,8 +47,8 @@ type OverlayWeight struct {
 // OverlayDrain is a draining backend.
 type OverlayDrain struct {
 	BackendRef
-	Since   time.Time `json:"since"`
-	Timeout Duration  `json:"timeout"`
+	Since   time.Time    `json:"since"`
+	Timeout api.Duration `json:"timeout"`
 }
 
 const overlayVersion = 1
@@ -66,7 +68,7 @@ func Diff(base, cur *State) *Overlay {
 			}
 			o.AddVIPs = append(o.AddVIPs, c)
 			for _, b := range v.Backends {
-				if b.Admin == Draining {
+				if b.Admin == api.Draining {
 					o.Drains = append(o.Drains, drainOf(v.Key, b))
 				}
 			}
@@ -83,7 +85,7 @@ func Diff(base, cur *State) *Overlay {
 			} else if old.Weight != b.Weight {
 				o.Weights = append(o.Weights, OverlayWeight{BackendRef{v.Key, b.Addr}, b.Weight})
 			}
-			if b.Admin == Draining {
+			if b.Admin == api.Draining {
 				o.Drains = append(o.Drains, drainOf(v.Key, b))
 			}
 			delete(baseB, b.Addr)
@@ -102,8 +104,8 @@ func Diff(base, cur *State) *Overlay {
 	return o
 }
 
-func drainOf(k VIPKey, b *Backend) OverlayDrain {
-	return OverlayDrain{BackendRef{k, b.Addr}, b.DrainStart, Duration(b.DrainTimeout)}
+func drainOf(k api.VIPKey, b *Backend) OverlayDrain {
+	return OverlayDrain{BackendRef{k, b.Addr}, b.DrainStart, api.Duration(b.DrainTimeout)}
 }
 
 // Empty reports whether the overlay changes nothing.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/xlb-project/xlb/healthd/api"
 	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/internal/hostnet"
 	"github.com/xlb-project/xlb/loader"
@@ -53,7 +54,7 @@ func (o RunOptions) Resolve() (*Config, Settings, error) {
 	s := Settings{
 		Interface:   firstNonEmpty(o.Interface, cfg.Interface),
 		StateDir:    firstNonEmpty(o.StateDir, cfg.StateDir, DefaultStateDir),
-		Socket:      firstNonEmpty(o.Socket, cfg.Socket, DefaultSocket),
+		Socket:      firstNonEmpty(o.Socket, cfg.Socket, api.DefaultSocket),
 		SocketGroup: cfg.SocketGroup,
 		BPFFS:       firstNonEmpty(o.BPFFS, cfg.BPFFS, DefaultBPFFS),
 		MetricsAddr: DefaultMetricsAddr,
@@ -65,11 +66,11 @@ func (o RunOptions) Resolve() (*Config, Settings, error) {
 		s.MetricsAddr = *o.MetricsAddr
 	}
 	if s.Interface == "" {
-		return nil, s, fieldErr("interface", "missing: give --iface or interface: in the config")
+		return nil, s, api.FieldErr("interface", "missing: give --iface or interface: in the config")
 	}
 	if s.MetricsAddr != "" {
 		if _, err := netip.ParseAddrPort(s.MetricsAddr); err != nil {
-			return nil, s, fieldErr("metrics-addr", "%q is not ADDR:PORT (e.g. 127.0.0.1:9437) or \"\" to disable", s.MetricsAddr)
+			return nil, s, api.FieldErr("metrics-addr", "%q is not ADDR:PORT (e.g. 127.0.0.1:9437) or \"\" to disable", s.MetricsAddr)
 		}
 	}
 	return cfg, s, nil
@@ -101,7 +102,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	if set.SocketGroup != "" {
 		g, err := user.LookupGroup(set.SocketGroup)
 		if err != nil {
-			return fieldErr("socket_group", "%q: no such group (create it with groupadd, or leave socket_group out for root only)", set.SocketGroup)
+			return api.FieldErr("socket_group", "%q: no such group (create it with groupadd, or leave socket_group out for root only)", set.SocketGroup)
 		}
 		gid, _ = strconv.Atoi(g.Gid)
 	}
@@ -206,7 +207,7 @@ func Run(ctx context.Context, o RunOptions) error {
 			}
 			if c.maxBackends() != dp.MaxBackends() {
 				log.Error("reload refused: the running state is kept",
-					"err", fieldErr("max_backends", "%d differs from the running %d: it sizes the pinned maps; stop, run xlb daemon --cleanup and start again", c.maxBackends(), dp.MaxBackends()))
+					"err", api.FieldErr("max_backends", "%d differs from the running %d: it sizes the pinned maps; stop, run xlb daemon --cleanup and start again", c.maxBackends(), dp.MaxBackends()))
 				continue
 			}
 			if err := d.Apply(c); err != nil {
@@ -233,7 +234,7 @@ func outerSource(conf string, addrs []netip.Prefix, v4 bool) (netip.Prefix, erro
 	if conf != "" {
 		p, err := netip.ParsePrefix(conf)
 		if err != nil {
-			return netip.Prefix{}, fieldErr("encap", "%q is not a prefix", conf)
+			return netip.Prefix{}, api.FieldErr("encap", "%q is not a prefix", conf)
 		}
 		return p.Masked(), nil
 	}

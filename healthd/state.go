@@ -6,16 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
-)
 
-// AdminState is what an operator decided for a backend.
-type AdminState string
-
-// Admin states (DESIGN.md, Backend lifecycle). A removed backend leaves the
-// state; there is no "removed" value.
-const (
-	Active   AdminState = "active"
-	Draining AdminState = "draining"
+	"github.com/xlb-project/xlb/healthd/api"
 )
 
 // Errors a caller can act on.
@@ -28,22 +20,22 @@ var (
 
 // VIP is the desired state of one VIP.
 type VIP struct {
-	Key            VIPKey
+	Key            api.VIPKey
 	Mode           string // ipip | l2dsr
 	Hash           string // 5tuple | src-ip
 	TableSize      uint32
 	PanicThreshold int // percent; 0 disables
 	DrainTimeout   time.Duration
-	Check          *CheckConfig // nil: backends are not checked and count as healthy
-	Backends       []*Backend   // sorted by address
+	Check          *api.CheckConfig // nil: backends are not checked and count as healthy
+	Backends       []*Backend       // sorted by address
 }
 
 // Backend is the desired state of one backend of a VIP.
 type Backend struct {
 	Addr         netip.Addr
 	Weight       uint32
-	Check        *CheckConfig // override of the VIP's check, as configured
-	Admin        AdminState
+	Check        *api.CheckConfig // override of the VIP's check, as configured
+	Admin        api.AdminState
 	DrainStart   time.Time     // when draining began
 	DrainTimeout time.Duration // removed at DrainStart+DrainTimeout at the latest
 	checkID      string        // of the effective check; "" unchecked
@@ -51,12 +43,12 @@ type Backend struct {
 
 // State is the desired state: every VIP with its backends.
 type State struct {
-	VIPs map[VIPKey]*VIP
+	VIPs map[api.VIPKey]*VIP
 }
 
 // NewState builds the desired state of a validated configuration.
 func NewState(c *Config) (*State, error) {
-	s := &State{VIPs: map[VIPKey]*VIP{}}
+	s := &State{VIPs: map[api.VIPKey]*VIP{}}
 	for i := range c.VIPs {
 		if err := s.AddVIP(c.VIPs[i]); err != nil {
 			return nil, fmt.Errorf("vips[%d]: %w", i, err)
@@ -67,7 +59,7 @@ func NewState(c *Config) (*State, error) {
 
 // Clone returns a deep copy, so a change can be tried and thrown away.
 func (s *State) Clone() *State {
-	c := &State{VIPs: make(map[VIPKey]*VIP, len(s.VIPs))}
+	c := &State{VIPs: make(map[api.VIPKey]*VIP, len(s.VIPs))}
 	for k, v := range s.VIPs {
 		nv := *v
 		nv.Backends = make([]*Backend, len(v.Backends))
@@ -99,7 +91,7 @@ func (s *State) SortedVIPs() []*VIP {
 }
 
 // VIP returns a VIP or ErrUnknownVIP.
-func (s *State) VIP(k VIPKey) (*VIP, error) {
+func (s *State) VIP(k api.VIPKey) (*VIP, error) {
 	v, ok := s.VIPs[k]
 	if !ok {
 		return nil, fmt.Errorf("vip %s: %w", k, ErrUnknownVIP)
@@ -108,7 +100,7 @@ func (s *State) VIP(k VIPKey) (*VIP, error) {
 }
 
 // Backend returns a backend of a VIP or an error naming what is missing.
-func (s *State) Backend(k VIPKey, a netip.Addr) (*VIP, *Backend, error) {
+func (s *State) Backend(k api.VIPKey, a netip.Addr) (*VIP, *Backend, error) {
 	v, err := s.VIP(k)
 	if err != nil {
 		return nil, nil, err
@@ -122,8 +114,8 @@ func (s *State) Backend(k VIPKey, a netip.Addr) (*VIP, *Backend, error) {
 }
 
 // AddVIP validates and adds a VIP with its backends.
-func (s *State) AddVIP(c VIPConfig) error {
-	k, err := c.validate("vip")
+func (s *State) AddVIP(c api.VIPConfig) error {
+	k, err := c.ValidateAt("vip")
 	if err != nil {
 		return err
 	}
@@ -135,18 +127,18 @@ func (s *State) AddVIP(c VIPConfig) error {
 		Mode:           orDefault(c.Mode, "ipip"),
 		Hash:           orDefault(c.Hash, "5tuple"),
 		TableSize:      c.TableSize,
-		PanicThreshold: DefaultPanicThreshold,
+		PanicThreshold: api.DefaultPanicThreshold,
 		DrainTimeout:   time.Duration(c.DrainTimeout),
 		Check:          c.Check,
 	}
 	if v.TableSize == 0 {
-		v.TableSize = DefaultTableSize
+		v.TableSize = api.DefaultTableSize
 	}
 	if c.PanicThreshold != nil {
 		v.PanicThreshold = *c.PanicThreshold
 	}
 	if v.DrainTimeout == 0 {
-		v.DrainTimeout = DefaultDrainTimeout
+		v.DrainTimeout = api.DefaultDrainTimeout
 	}
 	if v.Check != nil {
 		cc := *v.Check
@@ -163,7 +155,7 @@ func (s *State) AddVIP(c VIPConfig) error {
 }
 
 // RemoveVIP removes a VIP and its backends.
-func (s *State) RemoveVIP(k VIPKey) error {
+func (s *State) RemoveVIP(k api.VIPKey) error {
 	if _, err := s.VIP(k); err != nil {
 		return err
 	}
@@ -172,20 +164,20 @@ func (s *State) RemoveVIP(k VIPKey) error {
 }
 
 // AddBackend validates and adds a backend to a VIP.
-func (s *State) AddBackend(k VIPKey, c BackendConfig) error {
+func (s *State) AddBackend(k api.VIPKey, c api.BackendConfig) error {
 	v, err := s.VIP(k)
 	if err != nil {
 		return err
 	}
-	a, err := c.validate("backend", v.Check != nil)
+	a, err := c.ValidateAt("backend", v.Check != nil)
 	if err != nil {
 		return err
 	}
 	if a.Is4() != k.Addr.Is4() {
-		return fieldErr("backend.address", "%s: the backend's address family must match the VIP's (%s)", a, k.Addr)
+		return api.FieldErr("backend.address", "%s: the backend's address family must match the VIP's (%s)", a, k.Addr)
 	}
 	if c.Check != nil && v.Check == nil && c.Check.Kind == "" {
-		return fieldErr("backend.check.kind", "missing: the VIP has no check to inherit; allowed are tcp, http, https")
+		return api.FieldErr("backend.check.kind", "missing: the VIP has no check to inherit; allowed are tcp, http, https")
 	}
 	for _, b := range v.Backends {
 		if b.Addr == a {
@@ -200,7 +192,7 @@ func (s *State) AddBackend(k VIPKey, c BackendConfig) error {
 }
 
 // RemoveBackend removes a backend at once (no drain).
-func (s *State) RemoveBackend(k VIPKey, a netip.Addr) error {
+func (s *State) RemoveBackend(k api.VIPKey, a netip.Addr) error {
 	v, _, err := s.Backend(k, a)
 	if err != nil {
 		return err
@@ -210,9 +202,9 @@ func (s *State) RemoveBackend(k VIPKey, a netip.Addr) error {
 }
 
 // SetWeight changes a backend's weight.
-func (s *State) SetWeight(k VIPKey, a netip.Addr, w uint32) error {
-	if w < 1 || w > MaxWeight {
-		return fieldErr("weight", "%d: allowed are 1-%d", w, MaxWeight)
+func (s *State) SetWeight(k api.VIPKey, a netip.Addr, w uint32) error {
+	if w < 1 || w > api.MaxWeight {
+		return api.FieldErr("weight", "%d: allowed are 1-%d", w, api.MaxWeight)
 	}
 	_, b, err := s.Backend(k, a)
 	if err != nil {
@@ -222,43 +214,9 @@ func (s *State) SetWeight(k VIPKey, a netip.Addr, w uint32) error {
 	return nil
 }
 
-// Drain stops new flows to a backend; it is removed after timeout (0: the
-// VIP's drain timeout) or once idle.
-func (s *State) Drain(k VIPKey, a netip.Addr, timeout time.Duration, now time.Time) error {
-	if timeout < 0 {
-		return fieldErr("timeout", "%s: allowed is a positive duration", timeout)
-	}
-	v, b, err := s.Backend(k, a)
-	if err != nil {
-		return err
-	}
-	if timeout == 0 {
-		timeout = v.DrainTimeout
-	}
-	b.Admin = Draining
-	b.DrainStart = now
-	b.DrainTimeout = timeout
-	return nil
-}
-
-// Undrain makes a draining backend active again.
-func (s *State) Undrain(k VIPKey, a netip.Addr) error {
-	_, b, err := s.Backend(k, a)
-	if err != nil {
-		return err
-	}
-	if b.Admin != Draining {
-		return fieldErr("backend", "%s of vip %s is %s, not draining", a, k, b.Admin)
-	}
-	b.Admin = Active
-	b.DrainStart = time.Time{}
-	b.DrainTimeout = 0
-	return nil
-}
-
-func newBackend(c BackendConfig) *Backend {
-	a, _ := ParseBackendAddr(c.Address)
-	b := &Backend{Addr: a, Weight: c.Weight, Admin: Active}
+func newBackend(c api.BackendConfig) *Backend {
+	a, _ := api.ParseBackendAddr(c.Address)
+	b := &Backend{Addr: a, Weight: c.Weight, Admin: api.Active}
 	if b.Weight == 0 {
 		b.Weight = 1
 	}
@@ -281,15 +239,15 @@ func orDefault(s, def string) string {
 }
 
 // config returns the VIP as configuration, without backends.
-func (v *VIP) config() VIPConfig {
+func (v *VIP) config() api.VIPConfig {
 	pt := v.PanicThreshold
-	c := VIPConfig{
+	c := api.VIPConfig{
 		Address:        v.Key.String(),
 		Mode:           v.Mode,
 		TableSize:      v.TableSize,
 		Hash:           v.Hash,
 		PanicThreshold: &pt,
-		DrainTimeout:   Duration(v.DrainTimeout),
+		DrainTimeout:   api.Duration(v.DrainTimeout),
 	}
 	if v.Check != nil {
 		cc := *v.Check
@@ -298,8 +256,8 @@ func (v *VIP) config() VIPConfig {
 	return c
 }
 
-func (b *Backend) config() BackendConfig {
-	c := BackendConfig{Address: b.Addr.String(), Weight: b.Weight}
+func (b *Backend) config() api.BackendConfig {
+	c := api.BackendConfig{Address: b.Addr.String(), Weight: b.Weight}
 	if b.Check != nil {
 		cc := *b.Check
 		c.Check = &cc
@@ -308,13 +266,13 @@ func (b *Backend) config() BackendConfig {
 }
 
 // checkFor returns the effective check of a backend, nil when unchecked.
-func (v *VIP) checkFor(b *Backend) *CheckConfig {
-	var c *CheckConfig
+func (v *VIP) checkFor(b *Backend) *api.CheckConfig {
+	var c *api.CheckConfig
 	switch {
 	case v.Check != nil:
-		c = v.Check.merge(b.Check)
+		c = v.Check.Merge(b.Check)
 	case b.Check != nil:
-		c = b.Check.merge(nil)
+		c = b.Check.Merge(nil)
 	default:
 		return nil
 	}

@@ -67,6 +67,10 @@ var (
 	ErrVerifier = errors.New("program rejected by the verifier")
 	// ErrNotAttached: Detach or DetachDecap found nothing attached.
 	ErrNotAttached = errors.New("not attached")
+	// ErrLiveFramesRefused: the kernel refused BPF_PROG_RUN in live-frames
+	// mode with EPERM, as a 6.18 build seen here does even for root;
+	// Rig.RunSocket injects the same frames through a packet socket instead.
+	ErrLiveFramesRefused = errors.New("kernel refused BPF_PROG_RUN live frames")
 )
 
 // Limits of the maps. Backend and VIP IDs index arrays.

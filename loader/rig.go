@@ -1,6 +1,8 @@
 package loader
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -149,6 +151,9 @@ func (r *Rig) Run(frame []byte, flows, frames uint32) (RigResult, error) {
 		BatchSize: 64,
 	})
 	elapsed := time.Since(start)
+	if errors.Is(err, unix.EPERM) {
+		return RigResult{}, fmt.Errorf("run rig generator: %w: %w", ErrLiveFramesRefused, err)
+	}
 	if err != nil {
 		return RigResult{}, fmt.Errorf("run rig generator: %w", err)
 	}
@@ -158,6 +163,61 @@ func (r *Rig) Run(frame []byte, flows, frames uint32) (RigResult, error) {
 	}
 	return RigResult{Sent: uint64(frames), Returned: after - before, Elapsed: elapsed}, nil
 }
+
+// RunSocket sends the frames Run would generate through an AF_PACKET socket
+// on the generator's interface, one write per frame: far slower than live
+// frames, so it proves forwarding, not rate. Use it where the kernel refuses
+// live frames (ErrLiveFramesRefused). The calling thread must be in the
+// rig's network namespace.
+func (r *Rig) RunSocket(frame []byte, flows, frames uint32) (RigResult, error) {
+	if len(frame) < rigHeaderLen {
+		return RigResult{}, fmt.Errorf("%w: rig frame of %d bytes: want at least %d", ErrInvalid, len(frame), rigHeaderLen)
+	}
+	if flows == 0 {
+		flows = 1
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+	if err != nil {
+		return RigResult{}, fmt.Errorf("rig packet socket: %w", err)
+	}
+	defer unix.Close(fd)
+	to := &unix.SockaddrLinklayer{Ifindex: r.ifindex, Halen: 6}
+	copy(to.Addr[:], frame[:6])
+	before, err := r.returned()
+	if err != nil {
+		return RigResult{}, err
+	}
+	buf := append([]byte(nil), frame...)
+	start := time.Now()
+	for i := range frames {
+		binary.BigEndian.PutUint16(buf[rigSportOff:], uint16(1024+i%flows))
+		if err := unix.Sendto(fd, buf, 0, to); err != nil {
+			return RigResult{}, fmt.Errorf("rig packet socket: send frame %d: %w", i, err)
+		}
+	}
+	elapsed := time.Since(start)
+	// veth hands a sent frame to its peer's NAPI, so the last ones come back
+	// after Sendto returned: wait until all are counted or none arrive for a
+	// while.
+	var after uint64
+	for last, idle := uint64(0), 0; idle < 50; idle++ {
+		if after, err = r.returned(); err != nil {
+			return RigResult{}, err
+		}
+		if after-before >= uint64(frames) {
+			break
+		}
+		if after != last {
+			last, idle = after, 0
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return RigResult{Sent: uint64(frames), Returned: after - before, Elapsed: elapsed}, nil
+}
+
+// rigSportOff is where xdp_rig_gen writes the TCP source port (Ethernet +
+// IPv4 without options).
+const rigSportOff = 14 + 20
 
 func (r *Rig) returned() (uint64, error) {
 	var per []struct{ Packets, Bytes uint64 }

@@ -7,8 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"github.com/xlb-project/xlb/healthd"
-	"github.com/xlb-project/xlb/healthd/check"
+	"github.com/xlb-project/xlb/healthd/api"
 )
 
 func backendCommand() *command {
@@ -22,7 +21,7 @@ func backendCommand() *command {
 	}
 }
 
-func parseDuration(flag, s string) (healthd.Duration, error) {
+func parseDuration(flag, s string) (api.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
@@ -30,7 +29,7 @@ func parseDuration(flag, s string) (healthd.Duration, error) {
 	if err != nil || d < 0 {
 		return 0, usageErrorf("%s %q: allowed is a duration such as 30s or 500ms", flag, s)
 	}
-	return healthd.Duration(d), nil
+	return api.Duration(d), nil
 }
 
 func backendAddCommand() *command {
@@ -51,7 +50,7 @@ func backendAddCommand() *command {
 			"  xlb backend add 203.0.113.10:80/tcp 198.51.100.12 --weight 2 --check http:/healthz --check-port 8080\n" +
 			"  xlb backend add [2001:db8:f::10]:443/tcp 2001:db8:1::11 --check tcp --interval 1s --fall 2",
 		flags: func(fs *pflag.FlagSet) {
-			fs.Uint32Var(&weight, "weight", 1, fmt.Sprintf("share of new flows relative to the others, 1-%d", healthd.MaxWeight))
+			fs.Uint32Var(&weight, "weight", 1, fmt.Sprintf("share of new flows relative to the others, 1-%d", api.MaxWeight))
 			fs.StringVar(&check, "check", "", "health check: tcp, http:PATH or https:PATH (default: the VIP's)")
 			fs.Uint16Var(&port, "check-port", 0, "port the check connects to (default: the VIP's)")
 			fs.StringVar(&interval, "interval", "", "time between checks (default 2s)")
@@ -69,11 +68,11 @@ func backendAddCommand() *command {
 			if err != nil {
 				return err
 			}
-			if weight < 1 || weight > healthd.MaxWeight {
-				return usageErrorf("--weight %d: allowed are 1-%d", weight, healthd.MaxWeight)
+			if weight < 1 || weight > api.MaxWeight {
+				return usageErrorf("--weight %d: allowed are 1-%d", weight, api.MaxWeight)
 			}
-			b := healthd.BackendConfig{Address: addr, Weight: weight}
-			var cc healthd.CheckConfig
+			b := api.BackendConfig{Address: addr, Weight: weight}
+			var cc api.CheckConfig
 			if check != "" {
 				kind, path, _ := strings.Cut(check, ":")
 				switch kind {
@@ -123,7 +122,7 @@ func vipBackendArgs(args []string) (vip, addr string, err error) {
 
 // backendVerb builds the commands that act on one backend of a VIP.
 func backendVerb(name, summary, extraUsage, examples string, flags func(fs *pflag.FlagSet),
-	nExtra int, do func(c *healthd.Client, vip, addr string, extra []string) (string, error)) *command {
+	nExtra int, do func(c *api.Client, vip, addr string, extra []string) (string, error)) *command {
 	var sock socketFlag
 	return &command{
 		name:     name,
@@ -166,7 +165,7 @@ func backendDrainCommand() *command {
 		func(fs *pflag.FlagSet) {
 			fs.StringVar(&timeout, "timeout", "", "remove the backend after this long at the latest (default: the VIP's drain_timeout)")
 		}, 0,
-		func(c *healthd.Client, vip, addr string, _ []string) (string, error) {
+		func(c *api.Client, vip, addr string, _ []string) (string, error) {
 			d, err := parseDuration("--timeout", timeout)
 			if err != nil {
 				return "", err
@@ -178,7 +177,7 @@ func backendDrainCommand() *command {
 func backendUndrainCommand() *command {
 	return backendVerb("undrain", "make a draining backend active again", "",
 		"  xlb backend undrain 203.0.113.10:80/tcp 198.51.100.11", nil, 0,
-		func(c *healthd.Client, vip, addr string, _ []string) (string, error) {
+		func(c *api.Client, vip, addr string, _ []string) (string, error) {
 			return "backend " + addr + " of vip " + vip + " is active", c.Undrain(vip, addr)
 		})
 }
@@ -186,7 +185,7 @@ func backendUndrainCommand() *command {
 func backendRemoveCommand() *command {
 	return backendVerb("remove", "remove a backend at once (established flows move; drain first to keep them)", "",
 		"  xlb backend remove 203.0.113.10:80/tcp 198.51.100.11", nil, 0,
-		func(c *healthd.Client, vip, addr string, _ []string) (string, error) {
+		func(c *api.Client, vip, addr string, _ []string) (string, error) {
 			return "removed backend " + addr + " of vip " + vip, c.RemoveBackend(vip, addr)
 		})
 }
@@ -194,7 +193,7 @@ func backendRemoveCommand() *command {
 func backendWeightCommand() *command {
 	return backendVerb("weight", "change a backend's weight", "N",
 		"  xlb backend weight 203.0.113.10:80/tcp 198.51.100.11 3", nil, 1,
-		func(c *healthd.Client, vip, addr string, extra []string) (string, error) {
+		func(c *api.Client, vip, addr string, extra []string) (string, error) {
 			w, err := weightArg(extra[0])
 			if err != nil {
 				return "", err
@@ -206,7 +205,7 @@ func backendWeightCommand() *command {
 // backendRow is one backend in `xlb backend list -o json`.
 type backendRow struct {
 	VIP string `json:"vip"`
-	healthd.BackendStatus
+	api.BackendStatus
 }
 
 func backendListCommand() *command {
@@ -276,7 +275,7 @@ func firstOf(s ...string) string {
 
 // checkMarks draws the latest check results, oldest first: + passed,
 // x failed.
-func checkMarks(h []check.Result) string {
+func checkMarks(h []api.CheckResult) string {
 	if len(h) == 0 {
 		return "-"
 	}

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"github.com/xlb-project/xlb/healthd"
+	"github.com/xlb-project/xlb/healthd/api"
 )
 
 // socketFlag is the --socket flag of every command that talks to the daemon.
@@ -18,11 +18,11 @@ func (s *socketFlag) register(fs *pflag.FlagSet) {
 	fs.StringVar(&s.path, "socket", defaultSocket(), "the daemon's API socket (default from $"+socketEnv+" when set)")
 }
 
-func (s *socketFlag) client() *healthd.Client { return healthd.NewClient(s.path) }
+func (s *socketFlag) client() *api.Client { return api.NewClient(s.path) }
 
 // vipArg checks a VIP argument before anything is sent.
 func vipArg(s string) (string, error) {
-	k, err := healthd.ParseVIPKey(s)
+	k, err := api.ParseVIPKey(s)
 	if err != nil {
 		return "", usageErrorf("VIP: %v", err)
 	}
@@ -30,7 +30,7 @@ func vipArg(s string) (string, error) {
 }
 
 func backendArg(s string) (string, error) {
-	a, err := healthd.ParseBackendAddr(s)
+	a, err := api.ParseBackendAddr(s)
 	if err != nil {
 		return "", usageErrorf("backend address: %v", err)
 	}
@@ -39,8 +39,8 @@ func backendArg(s string) (string, error) {
 
 func weightArg(s string) (uint32, error) {
 	n, err := strconv.ParseUint(s, 10, 32)
-	if err != nil || n < 1 || n > healthd.MaxWeight {
-		return 0, usageErrorf("weight %q: allowed are 1-%d", s, healthd.MaxWeight)
+	if err != nil || n < 1 || n > api.MaxWeight {
+		return 0, usageErrorf("weight %q: allowed are 1-%d", s, api.MaxWeight)
 	}
 	return uint32(n), nil
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"github.com/xlb-project/xlb/healthd"
+	"github.com/xlb-project/xlb/healthd/api"
 )
 
 // Shell completion: the scripts `xlb completion SHELL` prints call
@@ -78,23 +78,23 @@ func completeCommand() *command {
 }
 
 // fetchStatus asks the daemon at socket for its VIPs and backends.
-type fetchStatus func(socket string) (healthd.Status, error)
+type fetchStatus func(socket string) (api.Status, error)
 
-func statusFetcher(socket string) (healthd.Status, error) {
+func statusFetcher(socket string) (api.Status, error) {
 	type result struct {
-		st  healthd.Status
+		st  api.Status
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		st, err := healthd.NewClient(socket).Status()
+		st, err := api.NewClient(socket).Status()
 		ch <- result{st, err}
 	}()
 	select {
 	case r := <-ch:
 		return r.st, r.err
 	case <-time.After(completeTimeout):
-		return healthd.Status{}, fmt.Errorf("daemon at %s: no answer in %s", socket, completeTimeout)
+		return api.Status{}, fmt.Errorf("daemon at %s: no answer in %s", socket, completeTimeout)
 	}
 }
 

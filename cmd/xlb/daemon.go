@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/xlb-project/xlb/healthd"
+	"github.com/xlb-project/xlb/healthd/api"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,7 +36,7 @@ func daemonCommand() *command {
 			fs.StringVar(&o.Interface, "iface", "", "interface to attach xdp_lb to (overrides the config's interface)")
 			fs.StringVarP(&o.ConfigPath, "config", "c", "", "YAML configuration (see testdata/xlb.yaml)")
 			fs.StringVar(&o.StateDir, "state-dir", "", "directory of the runtime overlay (default "+healthd.DefaultStateDir+")")
-			fs.StringVar(&o.Socket, "socket", "", "API socket (default "+healthd.DefaultSocket+")")
+			fs.StringVar(&o.Socket, "socket", "", "API socket (default "+api.DefaultSocket+")")
 			fs.StringVar(&o.BPFFS, "bpffs", "", "bpffs directory for pins, mounted if missing (default "+healthd.DefaultBPFFS+")")
 			fs.StringVar(&metrics, "metrics-addr", "", "Prometheus metrics address (default "+healthd.DefaultMetricsAddr+"; \"\" with the flag given disables)")
 			checkConfig.register(fs)

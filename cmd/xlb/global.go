@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
-	"github.com/xlb-project/xlb/healthd"
+	"github.com/xlb-project/xlb/healthd/api"
 )
 
 // Global flags may come before the command ("xlb --socket S vip list") as
@@ -28,7 +28,7 @@ func defaultSocket() string {
 	if s := os.Getenv(socketEnv); s != "" {
 		return s
 	}
-	return healthd.DefaultSocket
+	return api.DefaultSocket
 }
 
 // takeGlobals removes the global flags (with their values) from the front
@@ -82,9 +82,9 @@ func checkGlobals(globals []string, fs *pflag.FlagSet, path string) error {
 func withFix(err error) error {
 	msg := err.Error()
 	switch {
-	case errors.Is(err, healthd.ErrNotRunning):
+	case errors.Is(err, api.ErrNotRunning):
 		return fmt.Errorf("%w; to fix: start the daemon (systemctl start xlb, or xlb daemon --config FILE), "+
-			"or point at the socket it listens on: --socket PATH or %s=PATH (default %s)", err, socketEnv, healthd.DefaultSocket)
+			"or point at the socket it listens on: --socket PATH or %s=PATH (default %s)", err, socketEnv, api.DefaultSocket)
 	case strings.Contains(msg, "may not change anything"):
 		return fmt.Errorf("%w; to fix: changes need root: run it with sudo", err)
 	case strings.Contains(msg, "unknown VIP"):

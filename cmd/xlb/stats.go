@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"github.com/xlb-project/xlb/healthd"
+	"github.com/xlb-project/xlb/healthd/api"
 )
 
 func statsCommand() *command {
@@ -72,7 +72,7 @@ func statsCommand() *command {
 	}
 }
 
-func statsTable(t *table, st healthd.Stats, prev *healthd.Stats) {
+func statsTable(t *table, st api.Stats, prev *api.Stats) {
 	dt := 0.0
 	if prev != nil {
 		dt = st.Time.Sub(prev.Time).Seconds()
@@ -83,7 +83,7 @@ func statsTable(t *table, st healthd.Stats, prev *healthd.Stats) {
 		}
 		return rate(float64(now-before) / dt)
 	}
-	old := map[string]healthd.VIPCounters{}
+	old := map[string]api.VIPCounters{}
 	if prev != nil {
 		for _, v := range prev.VIPs {
 			old[v.Address] = v

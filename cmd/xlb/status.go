@@ -5,7 +5,7 @@ import (
 	"strconv"
 
 	"github.com/spf13/pflag"
-	"github.com/xlb-project/xlb/healthd"
+	"github.com/xlb-project/xlb/healthd/api"
 )
 
 func statusCommand() *command {
@@ -34,7 +34,7 @@ func statusCommand() *command {
 
 // statusTable prints one line per VIP followed by its backends. A line
 // without tabs ends tabwriter's column blocks, so each VIP aligns its own.
-func statusTable(t *table, st healthd.Status) {
+func statusTable(t *table, st api.Status) {
 	if st.Error != "" {
 		fmt.Fprintf(t.w, "error: %s\n", st.Error)
 	}
@@ -61,7 +61,7 @@ func statusTable(t *table, st healthd.Status) {
 		t.row("  BACKEND", "WEIGHT", "ADMIN", "HEALTH", "SINCE", "SHARE", "PACKETS", "BYTES", "PPS", "BPS", "LAST ERROR")
 		for _, b := range v.Backends {
 			admin := b.Admin
-			if b.Admin == string(healthd.Draining) {
+			if b.Admin == string(api.Draining) {
 				admin += " (" + ago(b.DrainUntil, st.Time) + " left)"
 			}
 			t.row("  "+b.Address, strconv.Itoa(int(b.Weight)), admin, b.Health, ago(st.Time, b.HealthSince),

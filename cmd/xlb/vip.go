@@ -5,7 +5,7 @@ import (
 	"strconv"
 
 	"github.com/spf13/pflag"
-	"github.com/xlb-project/xlb/healthd"
+	"github.com/xlb-project/xlb/healthd/api"
 )
 
 func vipCommand() *command {
@@ -19,7 +19,7 @@ func vipCommand() *command {
 func vipAddCommand() *command {
 	var (
 		sock    socketFlag
-		c       healthd.VIPConfig
+		c       api.VIPConfig
 		panicT  int
 		drain   string
 		changed func(string) bool
@@ -33,9 +33,9 @@ func vipAddCommand() *command {
 			"  xlb vip add 203.0.113.10:*/udp --hash src-ip --panic-threshold 0",
 		flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&c.Mode, "mode", "ipip", "forwarding: ipip (encapsulate) or l2dsr (rewrite MACs; backends on-link)")
-			fs.Uint32Var(&c.TableSize, "table-size", healthd.DefaultTableSize, "Maglev table size: 251, 4093 or 65537")
+			fs.Uint32Var(&c.TableSize, "table-size", api.DefaultTableSize, "Maglev table size: 251, 4093 or 65537")
 			fs.StringVar(&c.Hash, "hash", "5tuple", "flow hash: 5tuple or src-ip (a client sticks to one backend)")
-			fs.IntVar(&panicT, "panic-threshold", healthd.DefaultPanicThreshold, "percent of active backends that must be healthy, else all serve; 0 disables")
+			fs.IntVar(&panicT, "panic-threshold", api.DefaultPanicThreshold, "percent of active backends that must be healthy, else all serve; 0 disables")
 			fs.StringVar(&drain, "drain-timeout", "30s", "default drain timeout of its backends")
 			sock.register(fs)
 			changed = fs.Changed

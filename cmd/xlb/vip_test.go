@@ -15,6 +15,7 @@ import (
 
 	"github.com/xlb-project/xlb/healthd"
 	"github.com/xlb-project/xlb/healthd/check"
+	"github.com/xlb-project/xlb/healthd/healthdtest"
 	"github.com/xlb-project/xlb/internal/testutil"
 	"github.com/xlb-project/xlb/loader"
 )
@@ -71,7 +72,7 @@ vips:
 
 type cliRig struct {
 	d      *healthd.Daemon
-	dp     *healthd.MemDatapath
+	dp     *healthdtest.MemDatapath
 	clock  *stoppedClock
 	socket string
 }
@@ -101,7 +102,7 @@ func (cannedProber) CheckStatus(id string) (check.Status, bool) {
 
 func newCLIRig(t *testing.T) *cliRig {
 	t.Helper()
-	r := &cliRig{dp: healthd.NewMemDatapath(), clock: &stoppedClock{}}
+	r := &cliRig{dp: healthdtest.NewMemDatapath(), clock: &stoppedClock{}}
 	d, err := healthd.New(healthd.Options{Datapath: r.dp, Prober: cannedProber{}, Clock: r.clock, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

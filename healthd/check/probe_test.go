@@ -1,11 +1,13 @@
 package check_test
 
 import (
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strings"
 	"syscall"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/xlb-project/xlb/healthd/check"
+	"github.com/xlb-project/xlb/internal/testutil"
 )
 
 // httpBackend serves the paths the HTTP check tests probe. /slow answers
@@ -192,23 +195,47 @@ func TestProbes(t *testing.T) {
 }
 
 // A connect whose SYN is dropped (full accept queue) and whose retransmission
-// is answered finishes in the network poller, not in the socket call.
+// is answered finishes in the network poller, not in the socket call: the
+// check's socket is seen in SYN-SENT, only then is the queue given room, and
+// the check passes.
 func TestTCPConnectFinishesLate(t *testing.T) {
 	addr, fd := fullQueue(t)
 	r := newRig(t, check.Config{})
 	r.set(t, "b", check.Spec{Kind: check.TCP, Target: addr, Interval: time.Hour, Timeout: 10 * time.Second})
 	r.start(t)
-	go func() {
-		time.Sleep(300 * time.Millisecond) // after the check's first SYN, before its retransmission
-		if nfd, _, err := syscall.Accept(fd); err == nil {
-			syscall.Close(nfd)
-		}
-	}()
-	res := r.step(t, time.Hour, "b")["b"]
+	r.clock.Advance(time.Hour)
+	testutil.Eventually(t, 5*time.Second, "the check's connect to "+addr+" pending in SYN-SENT", func() bool {
+		return synSent(t, addr)
+	})
+	nfd, _, err := syscall.Accept(fd) // room for the retransmitted SYN
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	syscall.Close(nfd)
+	res := r.collect(t, "b")["b"]
 	if res.Err != "" {
 		t.Fatalf("check failed: %s", res.Err)
 	}
 	t.Logf("connect took %v", res.Latency)
+}
+
+// synSent reports whether a local TCP socket to addr (127.0.0.1:port) is in
+// SYN-SENT, read from /proc/net/tcp.
+func synSent(t *testing.T, addr string) bool {
+	t.Helper()
+	ap := netip.MustParseAddrPort(addr)
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("0100007F:%04X", ap.Port())
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[2] == want && f[3] == "02" { // 02: TCP_SYN_SENT
+			return true
+		}
+	}
+	return false
 }
 
 // Checks leave no file descriptor open, whatever their outcome.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/healthd/check/checktest"
+	"github.com/xlb-project/xlb/internal/testutil"
 )
 
 // switchable is a TCP backend the test takes down (closes the listener,
@@ -583,9 +584,7 @@ func TestProberCallbackMayCallProber(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	for clock.Armed() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, wait, "Run arming its timer", func() bool { return clock.Armed() > 0 })
 	clock.Advance(time.Second)
 	select {
 	case <-results:

@@ -9,6 +9,7 @@ import (
 
 	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/healthd/check/checktest"
+	"github.com/xlb-project/xlb/internal/testutil"
 )
 
 // wait bounds how long a test waits for something that should happen: it
@@ -56,11 +57,7 @@ func (r *rig) start(t *testing.T) {
 	go func() { r.done <- r.p.Run(ctx) }()
 	t.Cleanup(r.stop)
 	// Run arms its timer once it has placed the targets.
-	for deadline := time.Now().Add(wait); r.clock.Armed() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("Run did not start within %s", wait)
-		}
-	}
+	testutil.Eventually(t, wait, "Run arming its timer", func() bool { return r.clock.Armed() > 0 })
 }
 
 func (r *rig) stop() {
@@ -84,6 +81,13 @@ func (r *rig) set(t *testing.T, id string, s check.Spec) {
 func (r *rig) step(t *testing.T, d time.Duration, ids ...string) map[string]check.Result {
 	t.Helper()
 	r.clock.Advance(d)
+	return r.collect(t, ids...)
+}
+
+// collect waits for the result of each id; it fails on a result of any
+// other target.
+func (r *rig) collect(t *testing.T, ids ...string) map[string]check.Result {
+	t.Helper()
 	got := make(map[string]check.Result)
 	want := make(map[string]bool)
 	for _, id := range ids {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xlb-project/xlb/internal/testutil"
 )
 
 // daemonCaps are the capabilities xlb.service grants the daemon
@@ -106,7 +108,7 @@ func TestDaemonCapabilities(t *testing.T) {
 			t.Fatalf("%s: %v", round, err)
 		}
 		want := len(l.Backends) * len(dc.VIPs())
-		waitFor(t, 15*time.Second, round+": every backend healthy and usable", func() bool {
+		testutil.Eventually(t, 15*time.Second, round+": every backend healthy and usable", func() bool {
 			n := 0
 			for _, be := range listBackends(t, l, "lb1", "") {
 				if be.Health == "healthy" && be.UsableNew && be.NextHopErr == "" {
@@ -137,7 +139,7 @@ func TestDaemonCapabilities(t *testing.T) {
 	}
 	be := addrOf(l, "be1")
 	cli(t, l, "lb1", "backend", "drain", vipTCP, be)
-	waitFor(t, 5*time.Second, "drain applied", func() bool {
+	testutil.Eventually(t, 5*time.Second, "drain applied", func() bool {
 		for _, b := range listBackends(t, l, "lb1", vipTCP) {
 			if b.Address == be {
 				return b.Admin == "draining" && !b.UsableNew

@@ -44,7 +44,7 @@ func TestLabCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "both backends healthy", func() bool {
+	testutil.Eventually(t, 10*time.Second, "both backends healthy", func() bool {
 		n := 0
 		for _, b := range listBackends(t, l, "lb1", vipTCP) {
 			if b.Health == "healthy" {
@@ -66,7 +66,7 @@ func TestLabCLI(t *testing.T) {
 		t.Error("be2's server still answers after 'lab server stop'")
 	}
 	xlb("lab", "server", "start", "be2")
-	waitFor(t, 5*time.Second, "be2's server back", func() bool {
+	testutil.Eventually(t, 5*time.Second, "be2's server back", func() bool {
 		name, err := (Client{Netns: l.Backends[1].Netns}).Hello(echoVIP)
 		return err == nil && name == "be2"
 	})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xlb-project/xlb/internal/hostnet"
+	"github.com/xlb-project/xlb/internal/testutil"
 )
 
 // TestE2ETwoBalancers: two balancers with the same config pick the same
@@ -174,7 +175,16 @@ func TestE2EICMPTooBig(t *testing.T) {
 			if err != nil {
 				t.Fatalf("send icmp: %v", err)
 			}
-			time.Sleep(200 * time.Millisecond)
+			// Wait for the flow's backend to count all of them; a message
+			// sent elsewhere would have arrived by then too.
+			testutil.Eventually(t, 5*time.Second, fmt.Sprintf("%s counting %d %s", conn.Backend, sent, tc.counter), func() bool {
+				for _, be := range l.Backends {
+					if be.Name == conn.Backend {
+						return icmpCounter(t, be.Netns, tc.file, tc.counter)-before[be.Name] >= sent
+					}
+				}
+				return false
+			})
 			for _, be := range l.Backends {
 				got := icmpCounter(t, be.Netns, tc.file, tc.counter) - before[be.Name]
 				want := 0
@@ -282,16 +292,29 @@ func TestE2EMalformed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
-	after := stats()
-	diff := map[string]uint64{}
-	var total uint64
-	for k, v := range after {
-		if d := v - before[k]; d > 0 {
-			diff[k] = d
-			total += d
+	grown := func() (map[string]uint64, uint64) {
+		diff := map[string]uint64{}
+		var total uint64
+		for k, v := range stats() {
+			if d := v - before[k]; d > 0 {
+				diff[k] = d
+				total += d
+			}
 		}
+		return diff, total
 	}
+	// Wait until every frame is counted (raw frames take a moment to pass
+	// the veth); the checks below then say which reason fell short.
+	testutil.Eventually(t, 5*time.Second, "every frame counted", func() bool {
+		diff, total := grown()
+		for _, f := range frames {
+			if f.reason != "" && diff[f.reason] < each {
+				return false
+			}
+		}
+		return total >= uint64(each*len(frames))
+	})
+	diff, total := grown()
 	t.Logf("counters grown by %d frames of each of %d kinds: %v", each, len(frames), diff)
 	for _, f := range frames {
 		if f.reason != "" && diff[f.reason] < each {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/xlb-project/xlb/internal/testutil"
 )
 
 // End-to-end tests: the lab as a user runs it. Every balancer runs the real
@@ -48,17 +50,31 @@ func e2eLab(t *testing.T, cfg Config, dc DaemonConfig) *Lab {
 	}
 	want := len(l.Backends) * len(dc.VIPs())
 	for _, b := range l.Balancers {
-		waitFor(t, 15*time.Second, fmt.Sprintf("every backend of every VIP healthy and usable on %s", b.Name), func() bool {
-			n := 0
-			for _, be := range listBackends(t, l, b.Name, "") {
-				if be.Health == "healthy" && be.UsableNew && be.NextHopErr == "" {
-					n++
-				}
-			}
-			return n == want
+		testutil.Eventually(t, 15*time.Second, fmt.Sprintf("every backend of every VIP healthy and usable on %s", b.Name), func() bool {
+			return usableBackends(l, b.Name) == want
 		})
 	}
 	return l
+}
+
+// usableBackends counts the healthy backends the datapath may send new flows
+// to, over every VIP of a balancer; 0 while its daemon does not answer.
+func usableBackends(l *Lab, balancer string) int {
+	out, err := l.CLI(context.Background(), balancer, "backend", "list", "-o", "json")
+	if err != nil {
+		return 0
+	}
+	var bs []backendJSON
+	if err := json.Unmarshal([]byte(out), &bs); err != nil {
+		return 0
+	}
+	n := 0
+	for _, be := range bs {
+		if be.Health == "healthy" && be.UsableNew && be.NextHopErr == "" {
+			n++
+		}
+	}
+	return n
 }
 
 func cli(t *testing.T, l *Lab, balancer string, args ...string) string {
@@ -85,18 +101,6 @@ func listBackends(t *testing.T, l *Lab, balancer, vip string) []backendJSON {
 	return bs
 }
 
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // addrOf returns a backend's IPv4 address by name.
 func addrOf(l *Lab, name string) string {
 	h, _ := l.Host(name)
@@ -115,7 +119,7 @@ func TestE2EDistribution(t *testing.T) {
 	for i, be := range l.Backends {
 		cli(t, l, "lb1", "backend", "weight", vipTCP, be.IPv4.String(), fmt.Sprint(i+1))
 	}
-	waitFor(t, 5*time.Second, "weights applied", func() bool {
+	testutil.Eventually(t, 5*time.Second, "weights applied", func() bool {
 		for _, b := range listBackends(t, l, "lb1", vipTCP) {
 			if b.Weight == 1 && b.Address != addrOf(l, "be1") {
 				return false
@@ -180,7 +184,7 @@ func TestE2EDrain(t *testing.T) {
 	const timeout = 4 * time.Second
 	cli(t, l, "lb1", "backend", "drain", vipTCP, addrOf(l, drained), "--timeout", timeout.String())
 	drainStart := time.Now()
-	waitFor(t, 5*time.Second, "drain applied", func() bool {
+	testutil.Eventually(t, 5*time.Second, "drain applied", func() bool {
 		for _, b := range listBackends(t, l, "lb1", vipTCP) {
 			if b.Address == addrOf(l, drained) {
 				return b.Admin == "draining"
@@ -202,7 +206,7 @@ func TestE2EDrain(t *testing.T) {
 		t.Fatalf("connection to draining %s: %v", drained, err)
 	}
 	before := vipPackets(t, l, "lb1", vipTCP)
-	waitFor(t, timeout+10*time.Second, drained+" removed after the drain timeout", func() bool {
+	testutil.Eventually(t, timeout+10*time.Second, drained+" removed after the drain timeout", func() bool {
 		return !slices.ContainsFunc(listBackends(t, l, "lb1", vipTCP), func(b backendJSON) bool {
 			return b.Address == addrOf(l, drained)
 		})
@@ -249,7 +253,7 @@ func TestE2EFailover(t *testing.T) {
 	if err := l.StartServer(victim); err != nil {
 		t.Fatal(err)
 	}
-	back := waitFor(t, 10*time.Second, victim+" rejoining", func() bool {
+	back := testutil.Eventually(t, 10*time.Second, victim+" rejoining", func() bool {
 		name, err := c.Hello(echoVIP)
 		return err == nil && name == victim
 	})
@@ -298,26 +302,38 @@ func TestE2EHitlessRestart(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	})
+	// progress waits for more connections to succeed: traffic flows in the
+	// phase the test is in.
+	progress := func(what string) {
+		t.Helper()
+		from := ok.Load()
+		testutil.Eventually(t, 10*time.Second, "20 more connections "+what, func() bool { return ok.Load() >= from+20 })
+	}
+	want := usableBackends(l, "lb1")
 	for i, bin := range []string{xlbBinary, upgrade} {
-		time.Sleep(500 * time.Millisecond)
+		progress(fmt.Sprintf("before stop %d", i))
 		if err := long.Echo(fmt.Sprintf("before stop %d", i)); err != nil {
 			t.Errorf("long-lived connection before stop %d: %v", i, err)
 		}
 		if err := l.StopDaemon("lb1"); err != nil {
 			t.Fatal(err)
 		}
+		progress("while the daemon is down")
 		if err := long.Echo(fmt.Sprintf("daemon down %d", i)); err != nil {
 			t.Errorf("long-lived connection while the daemon is down: %v", err)
 		}
 		if err := l.RunDaemon(context.Background(), "lb1", bin); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Second)
+		testutil.Eventually(t, 15*time.Second, fmt.Sprintf("the daemon started from %s reporting all %d backends usable", filepath.Base(bin), want), func() bool {
+			return usableBackends(l, "lb1") == want
+		})
+		progress(fmt.Sprintf("after restart %d", i))
 		if err := long.Echo(fmt.Sprintf("daemon back %d", i)); err != nil {
 			t.Errorf("long-lived connection after restart %d: %v", i, err)
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
+	progress("after the upgrade")
 	stop()
 	wg.Wait()
 	t.Logf("%d connections during two restarts, %d failed; long-lived connection stayed on %s", ok.Load(), failed.Load(), long.Backend)

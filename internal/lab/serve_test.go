@@ -29,7 +29,7 @@ func TestServe(t *testing.T) {
 		}
 	})
 	c := Client{Netns: ns, Timeout: time.Second}
-	waitFor(t, 5*time.Second, "echo server", func() bool {
+	testutil.Eventually(t, 5*time.Second, "echo server", func() bool {
 		_, err := c.Hello(netip.MustParseAddrPort("127.0.0.1:7007"))
 		return err == nil
 	})

@@ -18,37 +18,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xlb-project/xlb/healthd/api"
 	"golang.org/x/sys/unix"
 )
-
-// API paths. Reading requests are GET, changing ones POST with a JSON body.
-const (
-	PathStatus         = "/v1/status"
-	PathStats          = "/v1/stats"
-	PathVIPAdd         = "/v1/vip/add"
-	PathVIPRemove      = "/v1/vip/remove"
-	PathBackendAdd     = "/v1/backend/add"
-	PathBackendRemove  = "/v1/backend/remove"
-	PathBackendDrain   = "/v1/backend/drain"
-	PathBackendUndrain = "/v1/backend/undrain"
-	PathBackendWeight  = "/v1/backend/weight"
-)
-
-// BackendRequest names a backend of a VIP, with the arguments of the
-// request it is used in.
-type BackendRequest struct {
-	VIP     string         `json:"vip"`
-	Address string         `json:"address,omitempty"`
-	Backend *BackendConfig `json:"backend,omitempty"` // backend add
-	Weight  uint32         `json:"weight,omitempty"`  // backend weight
-	Timeout Duration       `json:"timeout,omitempty"` // backend drain; 0: the VIP's
-}
-
-// APIError is the body of every failed request.
-type APIError struct {
-	Error string `json:"error"`
-	Field string `json:"field,omitempty"`
-}
 
 // Peer is the credentials of the process on the other end of the socket.
 type Peer struct {
@@ -95,8 +67,8 @@ type Server struct {
 func NewServer(d *Daemon, group int, log *slog.Logger) *Server {
 	s := &Server{d: d, group: group, log: log}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+PathStatus, func(w http.ResponseWriter, r *http.Request) { reply(w, d.Status()) })
-	mux.HandleFunc("GET "+PathStats, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) { reply(w, d.Status()) })
+	mux.HandleFunc("GET "+api.PathStats, func(w http.ResponseWriter, r *http.Request) {
 		st, err := d.Stats()
 		if err != nil {
 			fail(w, http.StatusInternalServerError, fmt.Errorf("read counters: %w", err))
@@ -104,48 +76,48 @@ func NewServer(d *Daemon, group int, log *slog.Logger) *Server {
 		}
 		reply(w, st)
 	})
-	mux.HandleFunc("POST "+PathVIPAdd, func(w http.ResponseWriter, r *http.Request) {
-		var c VIPConfig
+	mux.HandleFunc("POST "+api.PathVIPAdd, func(w http.ResponseWriter, r *http.Request) {
+		var c api.VIPConfig
 		if decode(w, r, &c) {
 			s.result(w, r, d.AddVIP(c))
 		}
 	})
-	mux.HandleFunc("POST "+PathVIPRemove, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+api.PathVIPRemove, func(w http.ResponseWriter, r *http.Request) {
 		if _, k, ok := decodeVIPRequest(w, r); ok {
 			s.result(w, r, d.RemoveVIP(k))
 		}
 	})
-	mux.HandleFunc("POST "+PathBackendAdd, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+api.PathBackendAdd, func(w http.ResponseWriter, r *http.Request) {
 		req, k, ok := decodeVIPRequest(w, r)
 		if !ok {
 			return
 		}
 		if req.Backend == nil {
-			fail(w, http.StatusBadRequest, fieldErr("backend", "missing"))
+			fail(w, http.StatusBadRequest, api.FieldErr("backend", "missing"))
 			return
 		}
 		s.result(w, r, d.AddBackend(k, *req.Backend))
 	})
-	backendOp := func(path string, fn func(k VIPKey, a netip.Addr, req BackendRequest) error) {
+	backendOp := func(path string, fn func(k api.VIPKey, a netip.Addr, req api.BackendRequest) error) {
 		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
 			req, k, ok := decodeVIPRequest(w, r)
 			if !ok {
 				return
 			}
-			a, err := ParseBackendAddr(req.Address)
+			a, err := api.ParseBackendAddr(req.Address)
 			if err != nil {
-				fail(w, http.StatusBadRequest, fieldErr("address", "%v", err))
+				fail(w, http.StatusBadRequest, api.FieldErr("address", "%v", err))
 				return
 			}
 			s.result(w, r, fn(k, a, req))
 		})
 	}
-	backendOp(PathBackendRemove, func(k VIPKey, a netip.Addr, _ BackendRequest) error { return d.RemoveBackend(k, a) })
-	backendOp(PathBackendDrain, func(k VIPKey, a netip.Addr, req BackendRequest) error {
+	backendOp(api.PathBackendRemove, func(k api.VIPKey, a netip.Addr, _ api.BackendRequest) error { return d.RemoveBackend(k, a) })
+	backendOp(api.PathBackendDrain, func(k api.VIPKey, a netip.Addr, req api.BackendRequest) error {
 		return d.Drain(k, a, time.Duration(req.Timeout))
 	})
-	backendOp(PathBackendUndrain, func(k VIPKey, a netip.Addr, _ BackendRequest) error { return d.Undrain(k, a) })
-	backendOp(PathBackendWeight, func(k VIPKey, a netip.Addr, req BackendRequest) error { return d.SetWeight(k, a, req.Weight) })
+	backendOp(api.PathBackendUndrain, func(k api.VIPKey, a netip.Addr, _ api.BackendRequest) error { return d.Undrain(k, a) })
+	backendOp(api.PathBackendWeight, func(k api.VIPKey, a netip.Addr, req api.BackendRequest) error { return d.SetWeight(k, a, req.Weight) })
 
 	s.srv = &http.Server{
 		Handler:           s.authorize(mux),
@@ -162,15 +134,15 @@ func NewServer(d *Daemon, group int, log *slog.Logger) *Server {
 
 // decodeVIPRequest decodes a request naming a VIP and parses the VIP; on
 // failure it has answered with the error.
-func decodeVIPRequest(w http.ResponseWriter, r *http.Request) (BackendRequest, VIPKey, bool) {
-	var req BackendRequest
+func decodeVIPRequest(w http.ResponseWriter, r *http.Request) (api.BackendRequest, api.VIPKey, bool) {
+	var req api.BackendRequest
 	if !decode(w, r, &req) {
-		return req, VIPKey{}, false
+		return req, api.VIPKey{}, false
 	}
-	k, err := ParseVIPKey(req.VIP)
+	k, err := api.ParseVIPKey(req.VIP)
 	if err != nil {
-		fail(w, http.StatusBadRequest, fieldErr("vip", "%v", err))
-		return req, VIPKey{}, false
+		fail(w, http.StatusBadRequest, api.FieldErr("vip", "%v", err))
+		return req, api.VIPKey{}, false
 	}
 	return req, k, true
 }
@@ -209,7 +181,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request, err error) {
 		case errors.Is(err, ErrDuplicateVIP), errors.Is(err, ErrDuplicate):
 			code = http.StatusConflict
 		}
-		var fe *FieldError
+		var fe *api.FieldError
 		if !errors.As(err, &fe) && code == http.StatusBadRequest {
 			code = http.StatusInternalServerError
 		}
@@ -251,8 +223,8 @@ func reply(w http.ResponseWriter, v any) {
 }
 
 func fail(w http.ResponseWriter, code int, err error) {
-	e := APIError{Error: err.Error()}
-	var fe *FieldError
+	e := api.Error{Error: err.Error()}
+	var fe *api.FieldError
 	if errors.As(err, &fe) {
 		e.Field = fe.Field
 	}

@@ -1,4 +1,4 @@
-package healthd
+package api
 
 import (
 	"bytes"
@@ -109,7 +109,7 @@ func (c *Client) do(method, path string, in, out any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		var e APIError
+		var e Error
 		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Error == "" {
 			return fmt.Errorf("daemon answered %s", resp.Status)
 		}

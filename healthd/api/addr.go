@@ -1,4 +1,4 @@
-package healthd
+package api
 
 import (
 	"encoding/json"

@@ -1,4 +1,6 @@
-package healthd
+// Package healthdtest holds test doubles of the daemon's dependencies, for
+// tests and benchmarks of healthd and of its users.
+package healthdtest
 
 import (
 	"fmt"

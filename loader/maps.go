@@ -46,6 +46,10 @@ var ExitReasons = []string{
 	"encap_failed", // drop: no room to add the outer header
 }
 
+// PassingExits is how many of ExitReasons, from the first, pass the packet
+// to the kernel; the others drop it.
+const PassingExits = 6
+
 func familyOf(a netip.Addr) uint8 {
 	if a.Is4() {
 		return familyV4

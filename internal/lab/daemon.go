@@ -27,6 +27,9 @@ type DaemonConfig struct {
 	DrainTimeout time.Duration
 	// Weights of backends by name; default 1.
 	Weights map[string]int
+	// MetricsAddr is where the daemon serves /metrics and the status page,
+	// inside the balancer's namespace; default none.
+	MetricsAddr string
 }
 
 // VIPs returns the VIP keys the daemon serves, as ADDR:PORT/PROTO: the TCP
@@ -86,8 +89,8 @@ func (l *Lab) daemonYAML(p DaemonPaths, c DaemonConfig) string {
 	}
 	timeout := c.CheckInterval / 2
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by the xlb lab.\ninterface: %s\nbpffs: %s\nstate_dir: %s\nsocket: %s\nmetrics_addr: \"\"\n",
-		Ifname, p.BPFFS, p.StateDir, p.Socket)
+	fmt.Fprintf(&b, "# Written by the xlb lab.\ninterface: %s\nbpffs: %s\nstate_dir: %s\nsocket: %s\nmetrics_addr: \"%s\"\n",
+		Ifname, p.BPFFS, p.StateDir, p.Socket, c.MetricsAddr)
 	fmt.Fprintf(&b, "encap: { source_v4: %s, source_v6: \"%s\" }\nvips:\n", OuterSource4, OuterSource6)
 	for _, v := range c.VIPs() {
 		fmt.Fprintf(&b, "  - address: \"%s\"\n    mode: %s\n    drain_timeout: %s\n", v, c.Mode, c.DrainTimeout)

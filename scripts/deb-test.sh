@@ -47,7 +47,12 @@ dpkg_locked() {
 	return 1
 }
 
+proxy_pid=
 cleanup() {
+	if [ -n "$proxy_pid" ]; then
+		kill "$proxy_pid" 2>/dev/null || true
+		rm -rf /run/xlb-proxy
+	fi
 	if dpkg-query -W -f='${Status}' xlb 2>/dev/null | grep -qv 'not-installed'; then
 		echo "deb-test: purging xlb after a failure" >&2
 		dpkg_locked dpkg --purge xlb >/dev/null || true
@@ -92,6 +97,36 @@ got=$(/usr/bin/xlb version -o json)
 grep -q "\"version\": \"$want\"" <<<"$got" || fail "xlb version says $got, want version $want"
 /usr/bin/xlb daemon --check-config /etc/xlb/xlb.yaml || fail "xlb daemon --check-config /etc/xlb/xlb.yaml"
 /usr/bin/xlb proxy --check-config /etc/xlb/proxy.yaml || fail "xlb proxy --check-config /etc/xlb/proxy.yaml"
+
+step "the proxy runs as xlb-proxy.service runs it: user xlb, only CAP_NET_BIND_SERVICE, the shipped config"
+# In a network namespace of its own (its ports cannot meet anything else
+# on this machine); the admin socket is a file, reachable from here.
+install -d -o xlb -g xlb -m 0750 /run/xlb-proxy
+proxy_log=$(mktemp)
+unshare --net sh -c 'ip link set lo up && exec setpriv --reuid=xlb --regid=xlb --init-groups \
+	--bounding-set=-all,+net_bind_service --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service \
+	--no-new-privs -- /usr/bin/xlb proxy --config /etc/xlb/proxy.yaml' >"$proxy_log" 2>&1 &
+proxy_pid=$! # unshare and sh exec, so this is the proxy itself
+stop_proxy() {
+	kill "$proxy_pid" 2>/dev/null || true
+	wait "$proxy_pid" 2>/dev/null || true
+	proxy_pid=
+	rm -rf /run/xlb-proxy
+}
+for _ in $(seq 1 100); do
+	[ -S /run/xlb-proxy/admin.sock ] && break
+	kill -0 "$proxy_pid" 2>/dev/null || break
+	sleep 0.1
+done
+if ! [ -S /run/xlb-proxy/admin.sock ]; then
+	stop_proxy
+	fail "the proxy as user xlb did not open /run/xlb-proxy/admin.sock; its log: $(cat "$proxy_log")"
+fi
+[ "$(stat -c %U:%G /run/xlb-proxy/admin.sock)" = xlb:xlb ] || { stop_proxy; fail "admin socket is $(stat -c %U:%G /run/xlb-proxy/admin.sock), want xlb:xlb"; }
+/usr/bin/xlb proxy backend list --config /etc/xlb/proxy.yaml | grep -q '127.0.0.1:9001' || { stop_proxy; fail "xlb proxy backend list through the packaged admin socket"; }
+/usr/bin/xlb proxy reload --config /etc/xlb/proxy.yaml >/dev/null || { stop_proxy; fail "xlb proxy reload (the unit's ExecReload)"; }
+stop_proxy
+rm -f "$proxy_log"
 
 step "dpkg -r: only the conffiles stay"
 echo "# changed by the operator" >>/etc/xlb/xlb.yaml

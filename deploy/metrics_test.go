@@ -24,6 +24,7 @@ import (
 	"github.com/xlb-project/xlb/healthd"
 	"github.com/xlb-project/xlb/healthd/healthdtest"
 	"github.com/xlb-project/xlb/proxy"
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 const (
@@ -90,7 +91,7 @@ routes: [{name: default, pool: app}]
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := proxy.Load(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -14,10 +15,16 @@ func TestAlgorithmsThroughProxy(t *testing.T) {
 	_, fast := echoBackend(t, "fast")
 	slowSrv, slow := echoBackend(t, "slow")
 	slowHandler := slowSrv.Config.Handler
+	// The slow backend answers a request only once every client is either
+	// waiting for it too or finished: slower than the fast one however
+	// busy the machine. least_time measures time, so for it the slow
+	// backend also takes a latency far above any scheduling delay (that is
+	// the property under test, not a wait for something).
+	var gate atomic.Pointer[slowGate]
+	var latency atomic.Int64
 	slowSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Far slower than any scheduling delay on a loaded machine, so the
-		// latency- and load-aware algorithms see the difference clearly.
-		time.Sleep(100 * time.Millisecond)
+		gate.Load().wait()
+		time.Sleep(time.Duration(latency.Load()))
 		slowHandler.ServeHTTP(w, r)
 	})
 	tests := []struct {
@@ -41,12 +48,18 @@ listeners: [{name: web, address: "127.0.0.1:0"}]
 pools: [{name: app, algorithm: %s, %s backends: [{address: %q}, {address: %q}]}]
 routes: [{name: all, pool: app}]
 `, tc.alg, commaIf(tc.extra), fast, slow), Options{})
+			gate.Store(newSlowGate(tc.concurrent))
+			latency.Store(0)
+			if tc.alg == "least_time" {
+				latency.Store(int64(100 * time.Millisecond))
+			}
 			var mu sync.Mutex
 			counts := map[string]int{}
 			var wg sync.WaitGroup
 			per := 40 / tc.concurrent
 			for w := 0; w < tc.concurrent; w++ {
 				wg.Go(func() {
+					defer gate.Load().finish()
 					for i := 0; i < per; i++ {
 						req := mustReq(t, "GET", base+"/", nil)
 						req.Header.Set("X-User", "alice")
@@ -70,4 +83,48 @@ func commaIf(s string) string {
 		return ""
 	}
 	return s + ","
+}
+
+// slowGate holds the requests of a slow backend until every one of the
+// clients is either waiting on the gate or finished, then lets all of the
+// waiting ones go.
+type slowGate struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	clients int
+	waiting int
+	done    int
+	round   int // counts releases
+}
+
+func newSlowGate(clients int) *slowGate {
+	g := &slowGate{clients: clients}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+func (g *slowGate) wait() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	round := g.round
+	g.waiting++
+	g.releaseIfAllBlocked()
+	for round == g.round {
+		g.cond.Wait()
+	}
+}
+
+func (g *slowGate) finish() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.done++
+	g.releaseIfAllBlocked()
+}
+
+func (g *slowGate) releaseIfAllBlocked() {
+	if g.waiting > 0 && g.waiting+g.done >= g.clients {
+		g.waiting = 0
+		g.round++
+		g.cond.Broadcast()
+	}
 }

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 // discardWriter is a reusable ResponseWriter for benchmarks.
@@ -53,7 +55,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 		}
 	}
 	b.Run("xlb", func(b *testing.B) {
-		c, err := Parse([]byte(fmt.Sprintf(`
+		c, err := config.Parse([]byte(fmt.Sprintf(`
 listeners: [{address: "127.0.0.1:0"}]
 pools: [{name: app, backends: [{address: %q}, {address: %q}]}]
 routes: [{name: all, pool: app}]
@@ -68,7 +70,7 @@ routes: [{name: all, pool: app}]
 		run(b, p)
 	})
 	b.Run("xlb-features", func(b *testing.B) {
-		c, err := Parse([]byte(fmt.Sprintf(`
+		c, err := config.Parse([]byte(fmt.Sprintf(`
 listeners: [{address: "127.0.0.1:0"}]
 access_log: {path: /dev/null}
 pools: [{name: app, backends: [{address: %q}, {address: %q}]}]

@@ -324,7 +324,9 @@ func TestClientStalePooledConnection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			closed := make(chan struct{}, 4)
+			// closed gets the proxy's and the backend's ends of each
+			// connection the backend closed.
+			closed := make(chan [2]string, 4)
 			var got atomic.Int32
 			rb := newRawBackend(t, func(req *http.Request, c net.Conn, _ *bufio.Reader) bool {
 				b, _ := io.ReadAll(req.Body)
@@ -337,8 +339,9 @@ func TestClientStalePooledConnection(t *testing.T) {
 				if tt.reset {
 					_ = c.(*net.TCPConn).SetLinger(0)
 				}
+				ends := [2]string{c.RemoteAddr().String(), c.LocalAddr().String()}
 				c.Close()
-				closed <- struct{}{}
+				closed <- ends
 				return false
 			})
 			_, base := startProxy(t, oneBackendConfig(rb.addr(), ""), Options{})
@@ -358,9 +361,11 @@ func TestClientStalePooledConnection(t *testing.T) {
 				if resp.StatusCode != 200 {
 					t.Fatalf("request %d after the backend closed the idle connection: status %d", i, resp.StatusCode)
 				}
-				<-closed
-				// Let the FIN or reset reach the proxy's idle connection.
-				time.Sleep(20 * time.Millisecond)
+				ends := <-closed
+				waitFor(t, "the FIN or reset to reach the proxy's idle connection", func() bool {
+					s, ok := findTCPSocket(t, ends[0], ends[1])
+					return !ok || s.state != tcpEstablished
+				})
 			}
 			if n := got.Load(); n != 3 {
 				t.Errorf("backend served %d requests, want 3 (each once)", n)

@@ -1,15 +1,13 @@
 package proxy
 
 import (
-	"errors"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 func TestExampleConfigLoads(t *testing.T) {
-	c, err := Load("../testdata/proxy/example.yaml")
+	c, err := config.Load("../testdata/proxy/example.yaml")
 	if err != nil {
 		t.Fatalf("example config: %v", err)
 	}
@@ -22,44 +20,5 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if _, err := New(c, Options{}); err != nil {
 		t.Fatalf("build proxy from example: %v", err)
-	}
-}
-
-// TestInvalidConfigs parses every file in testdata/proxy/invalid; the first
-// line of each is "# want: SUBSTRING" of the expected error.
-func TestInvalidConfigs(t *testing.T) {
-	files, err := filepath.Glob("../testdata/proxy/invalid/*.yaml")
-	if err != nil || len(files) < 10 {
-		t.Fatalf("invalid configs: %v (%d files)", err, len(files))
-	}
-	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			first, _, _ := strings.Cut(string(data), "\n")
-			want, ok := strings.CutPrefix(first, "# want: ")
-			if !ok {
-				t.Fatalf("first line %q: want \"# want: ...\"", first)
-			}
-			_, err = Parse(data)
-			if err == nil {
-				t.Fatalf("parsed without error; want %q", want)
-			}
-			if !errors.Is(err, ErrConfig) {
-				t.Errorf("error %v does not wrap ErrConfig", err)
-			}
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("error:\n  %v\nwant it to contain:\n  %s", err, want)
-			}
-		})
-	}
-}
-
-func TestLoadNamesFile(t *testing.T) {
-	_, err := Load("../testdata/proxy/invalid/no-routes.yaml")
-	if err == nil || !strings.Contains(err.Error(), "no-routes.yaml") {
-		t.Fatalf("error %v does not name the file", err)
 	}
 }

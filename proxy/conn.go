@@ -74,6 +74,10 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// NetConn gives the connection underneath (the lean server peeks at its
+// socket through it).
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *trackedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.reg.removeUpgraded(c)

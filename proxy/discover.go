@@ -6,17 +6,19 @@ import (
 
 	"github.com/xlb-project/xlb/proxy/balance"
 	"github.com/xlb-project/xlb/proxy/discovery"
+
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 // watcher runs the discovery of one pool.
 type watcher struct {
-	cfg    DiscoveryConfig
-	dns    DNSConfig
+	cfg    config.DiscoveryConfig
+	dns    config.DNSConfig
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-func (w *watcher) same(d *DiscoveryConfig) bool {
+func (w *watcher) same(d *config.DiscoveryConfig) bool {
 	if d == nil || d.File != w.cfg.File || d.Interval != w.cfg.Interval || (d.DNS == nil) != (w.cfg.DNS == nil) {
 		return false
 	}
@@ -26,7 +28,7 @@ func (w *watcher) same(d *DiscoveryConfig) bool {
 // syncDiscovery starts a watcher for every discovered pool of p.cfg and
 // stops those of pools that are gone or changed. Called with p.mu held.
 func (p *Proxy) syncDiscovery() {
-	want := map[string]*DiscoveryConfig{}
+	want := map[string]*config.DiscoveryConfig{}
 	for i := range p.cfg.Pools {
 		if d := p.cfg.Pools[i].Discovery; d != nil {
 			want[p.cfg.Pools[i].Name] = d
@@ -49,7 +51,7 @@ func (p *Proxy) syncDiscovery() {
 		w := &watcher{cfg: *d, done: make(chan struct{})}
 		if d.DNS != nil {
 			w.dns = *d.DNS
-			src = d.DNS.source()
+			src = d.DNS.Source()
 		} else {
 			src = discovery.NewFile(d.File)
 		}

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/textproto"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/xlb-project/xlb/proxy/internal/wire"
 )
 
 // send forwards a request that is not an upgrade: the proxy's own lean
@@ -23,7 +24,7 @@ import (
 // header from the incoming one by reference (values are never changed in
 // place; an added value goes to a copy) and copies the response header the
 // same way. The exchange with the backend is the proxy's own client
-// (client.go), in this goroutine.
+// (proxy/internal/upstream), in this goroutine.
 func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx context.Context) {
 	in := r.Header
 	h := e.outHeader
@@ -33,12 +34,12 @@ func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx c
 	}
 	conn := in["Connection"]
 	for k, vv := range in {
-		if isHopHeader(k) || isForwardingHeader(k) || (len(conn) > 0 && tokenListHas(conn, k)) {
+		if wire.IsHopHeader(k) || isForwardingHeader(k) || (len(conn) > 0 && wire.TokenListHas(conn, k)) {
 			continue
 		}
 		h[k] = vv
 	}
-	if tokenListHas(in["Te"], "trailers") {
+	if wire.TokenListHas(in["Te"], "trailers") {
 		h["Te"] = teTrailers[:1:1]
 	}
 	st.forwardingHeaders(h, in, e, r.Host)
@@ -47,23 +48,23 @@ func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx c
 	if host == "" {
 		host = e.backend.ID
 	}
-	resp, err := st.client.do(ctx, w, e.backend.ID, r, host, h, e.sent)
+	resp, err := st.client.Do(ctx, w, e.backend.ID, r, host, h, e.sent)
 	if err != nil {
 		fail(w, e, ctx, err)
 		return
 	}
-	defer resp.release()
+	defer resp.Release()
 	e.respondedAt = time.Now()
 
-	rh := resp.header
+	rh := resp.Header
 	if c := rh["Connection"]; len(c) > 0 {
 		for k := range rh {
-			if tokenListHas(c, k) {
+			if wire.TokenListHas(c, k) {
 				delete(rh, k)
 			}
 		}
 	}
-	for _, k := range hopHeaders {
+	for _, k := range wire.HopHeaders {
 		delete(rh, k)
 	}
 	e.route.respOps.apply(rh)
@@ -75,13 +76,13 @@ func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx c
 			dst[k] = vv
 		}
 	}
-	if len(resp.trailers) > 0 {
-		dst["Trailer"] = []string{strings.Join(resp.trailers, ", ")}
+	if len(resp.Trailers) > 0 {
+		dst["Trailer"] = []string{strings.Join(resp.Trailers, ", ")}
 	}
-	w.WriteHeader(resp.status)
+	w.WriteHeader(resp.Status)
 
-	stream := resp.length == -1 || strings.HasPrefix(headerFirst(rh, "Content-Type"), "text/event-stream")
-	if err := copyBody(w, &resp.body, stream); err != nil {
+	stream := resp.Length == -1 || strings.HasPrefix(headerFirst(rh, "Content-Type"), "text/event-stream")
+	if err := copyBody(w, &resp.Body, stream); err != nil {
 		if ctx.Err() != nil || errors.Is(err, errClientWrite) {
 			return // the client went away or the route timed out
 		}
@@ -91,8 +92,8 @@ func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx c
 		st.log.Warn("backend response cut short", "route", e.route.name, "backend", e.backend.ID, "request_id", e.reqID, "err", err)
 		panic(http.ErrAbortHandler)
 	}
-	for k, vv := range resp.body.trailer {
-		if !slices.Contains(resp.trailers, k) {
+	for k, vv := range resp.Body.Trailer() {
+		if !slices.Contains(resp.Trailers, k) {
 			k = http.TrailerPrefix + k // not announced before the header
 		}
 		dst[k] = vv
@@ -111,8 +112,8 @@ var errClientWrite = errors.New("write to client")
 // copyBody streams src to w with a pooled buffer, flushing after every
 // write when stream is set.
 func copyBody(w http.ResponseWriter, src io.Reader, stream bool) error {
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
+	bp := wire.Buffers.Get().(*[]byte)
+	defer wire.Buffers.Put(bp)
 	buf := *bp
 	var flush func() error
 	if stream {
@@ -148,33 +149,10 @@ var (
 	teTrailers = []string{"trailers"}
 )
 
-func isHopHeader(k string) bool {
-	switch k {
-	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
-		return true
-	}
-	return false
-}
-
 func isForwardingHeader(k string) bool {
 	switch k {
 	case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded":
 		return true
-	}
-	return false
-}
-
-// tokenListHas reports whether a comma-separated header value list holds
-// token, case-insensitively, without allocating.
-func tokenListHas(values []string, token string) bool {
-	for _, v := range values {
-		for v != "" {
-			var t string
-			t, v, _ = strings.Cut(v, ",")
-			if strings.EqualFold(textproto.TrimString(t), token) {
-				return true
-			}
-		}
 	}
 	return false
 }

@@ -3,156 +3,20 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"reflect"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xlb-project/xlb/proxy/config"
+	"github.com/xlb-project/xlb/proxy/internal/h1"
 )
-
-// parseLean runs the lean parser on one head (the text up to and including
-// the empty line).
-func parseLean(head string) (*http.Request, bool) {
-	s := &h1Server{}
-	c := &h1Conn{s: s, hdr: http.Header{}, remote: "198.51.100.7:4000"}
-	c.base = *(&http.Request{}).WithContext(context.Background())
-	if !c.parse([]byte(head)) {
-		return nil, false
-	}
-	r := c.req
-	return &r, true
-}
-
-// sameAsNetHTTP checks that a head the lean parser accepted is read the
-// same way by net/http.
-func sameAsNetHTTP(t *testing.T, head string, got *http.Request) {
-	t.Helper()
-	want, err := http.ReadRequest(bufio.NewReader(strings.NewReader(head)))
-	if err != nil {
-		t.Fatalf("lean parser accepted %q, net/http refuses it: %v", head, err)
-	}
-	if got.Method != want.Method || got.URL.String() != want.URL.String() || got.Host != want.Host ||
-		got.RequestURI != want.RequestURI || got.Close != want.Close || got.Proto != want.Proto ||
-		got.ContentLength != want.ContentLength {
-		t.Fatalf("%q: lean %s %s host %q uri %q close %v cl %d; net/http %s %s host %q uri %q close %v cl %d", head,
-			got.Method, got.URL, got.Host, got.RequestURI, got.Close, got.ContentLength,
-			want.Method, want.URL, want.Host, want.RequestURI, want.Close, want.ContentLength)
-	}
-	if *got.URL != *want.URL {
-		t.Fatalf("%q: lean URL %#v, net/http %#v", head, got.URL, want.URL)
-	}
-	gh, wh := got.Header, want.Header
-	if len(gh) == 0 && len(wh) == 0 {
-		return
-	}
-	if !reflect.DeepEqual(map[string][]string(gh), map[string][]string(wh)) {
-		t.Fatalf("%q: lean header %v, net/http %v", head, gh, wh)
-	}
-	if b, _ := io.ReadAll(want.Body); len(b) > 0 {
-		t.Fatalf("%q: lean saw no body, net/http read %q", head, b)
-	}
-}
-
-func TestH1Parse(t *testing.T) {
-	tests := []struct {
-		name string
-		head string
-		lean bool // served on the lean path; else handed to net/http
-	}{
-		{"simple", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", true},
-		{"query and escapes", "GET /a%20b/c?x=1&y=%2F HTTP/1.1\r\nHost: shop.example:8080\r\n\r\n", true},
-		{"plain path and query", "GET /a/b.c;d=e@f:g?x=1&y=/?z HTTP/1.1\r\nHost: a\r\n\r\n", true},
-		{"empty query", "GET /a? HTTP/1.1\r\nHost: a\r\n\r\n", true},
-		{"two question marks", "GET /a?? HTTP/1.1\r\nHost: a\r\n\r\n", true},
-		{"double slash", "GET //a/b HTTP/1.1\r\nHost: a\r\n\r\n", true},
-		{"escaped characters", "GET /a!b'(c)*\"d HTTP/1.1\r\nHost: a\r\n\r\n", true},
-		{"escaped slash kept raw", "GET /a%2Fb HTTP/1.1\r\nHost: a\r\n\r\n", true},
-		{"many fields, repeated", "DELETE /x HTTP/1.1\r\nhost: a\r\nx-a: 1\r\nX-A: 2\r\naccept:  text/html \r\nCookie: a=b\r\n\r\n", true},
-		{"empty value", "GET / HTTP/1.1\r\nHost: a\r\nX-E:\r\n\r\n", true},
-		{"connection close", "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n", true},
-		{"pragma no-cache", "GET / HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\n\r\n", true},
-		{"odd method", "PURGE /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
-		{"ipv6 host", "GET / HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n", true},
-		{"tab in value", "GET / HTTP/1.1\r\nHost: a\r\nX-T: a\tb\r\n\r\n", true},
-
-		{"body by length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n", false},
-		{"zero length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", false},
-		{"chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", false},
-		{"CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", false},
-		{"expect", "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", false},
-		{"websocket", "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false},
-		{"h2c upgrade", "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nHttp2-Settings: AAAA\r\n\r\n", false},
-		{"http/1.0", "GET / HTTP/1.0\r\nHost: a\r\n\r\n", false},
-		{"http/2 preface", "PRI * HTTP/2.0\r\n\r\n", false},
-		{"no host", "GET / HTTP/1.1\r\nX-A: 1\r\n\r\n", false},
-		{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", false},
-		{"empty host", "GET / HTTP/1.1\r\nHost:\r\n\r\n", false},
-		{"host with slash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", false},
-		{"absolute form", "GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n", false},
-		{"asterisk", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", false},
-		{"connect", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", false},
-		{"fragment", "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", false},
-		{"bare LF", "GET / HTTP/1.1\nHost: a\n\n", false},
-		{"bare LF in field", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\nX-B: 2\r\n\r\n", false},
-		{"bare CR", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r2\r\n\r\n", false},
-		{"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n", false},
-		{"space before colon", "GET / HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n", false},
-		{"no colon", "GET / HTTP/1.1\r\nHost: a\r\nX-A\r\n\r\n", false},
-		{"empty name", "GET / HTTP/1.1\r\nHost: a\r\n: 1\r\n\r\n", false},
-		{"bad name char", "GET / HTTP/1.1\r\nHost: a\r\nX(A): 1\r\n\r\n", false},
-		{"NUL in value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\x002\r\n\r\n", false},
-		{"DEL in value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\x7f\r\n\r\n", false},
-		{"obs-text in value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: caf\xc3\xa9\r\n\r\n", false},
-		{"control in target", "GET /a\x01 HTTP/1.1\r\nHost: a\r\n\r\n", false},
-		{"two spaces", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n", false},
-		{"trailing space", "GET / HTTP/1.1 \r\nHost: a\r\n\r\n", false},
-		{"lower-case version", "GET / http/1.1\r\nHost: a\r\n\r\n", false},
-		{"no method", " / HTTP/1.1\r\nHost: a\r\n\r\n", false},
-		{"bad method char", "G(T / HTTP/1.1\r\nHost: a\r\n\r\n", false},
-		{"bad escape", "GET /%zz HTTP/1.1\r\nHost: a\r\n\r\n", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r, ok := parseLean(tt.head)
-			if ok != tt.lean {
-				t.Fatalf("lean = %v, want %v", ok, tt.lean)
-			}
-			if ok {
-				sameAsNetHTTP(t, tt.head, r)
-			}
-		})
-	}
-}
-
-// FuzzH1Parse: whatever the lean parser accepts, net/http reads the same
-// way (method, target, host, header fields, no body).
-func FuzzH1Parse(f *testing.F) {
-	for _, s := range []string{
-		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-		"GET /a%20b?x=1 HTTP/1.1\r\nHost: a:1\r\nX-A: 1\r\nx-a: 2\r\nConnection: close\r\n\r\n",
-		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
-		"GET / HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\nX-B:  v \r\n\r\n",
-		"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n",
-	} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, head string) {
-		i := strings.Index(head, "\r\n\r\n")
-		if i < 0 {
-			return
-		}
-		head = head[:i+4]
-		if r, ok := parseLean(head); ok {
-			sameAsNetHTTP(t, head, r)
-		}
-	})
-}
 
 // httpBackend starts a loopback backend with handler h and returns its
 // host:port.
@@ -164,7 +28,7 @@ func httpBackend(t *testing.T, h http.Handler) string {
 }
 
 // h1Of returns the lean server of the proxy's listener "web".
-func h1Of(t *testing.T, p *Proxy) *h1Server {
+func h1Of(t *testing.T, p *Proxy) *h1.Server {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -219,6 +83,25 @@ func (rc *rawConn) closed() bool {
 	_ = rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err := rc.br.ReadByte()
 	return err == io.EOF
+}
+
+// staysOpen reports whether the proxy leaves the connection open, sending
+// nothing, for d.
+func (rc *rawConn) staysOpen(d time.Duration) bool {
+	_ = rc.c.SetReadDeadline(time.Now().Add(d))
+	_, err := rc.br.ReadByte()
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// consumed waits until the proxy has read everything sent on the
+// connection (its socket's receive queue is empty).
+func (rc *rawConn) consumed() {
+	rc.t.Helper()
+	local, remote := rc.c.RemoteAddr().String(), rc.c.LocalAddr().String()
+	waitFor(rc.t, "the proxy to read what was sent", func() bool {
+		s, ok := findTCPSocket(rc.t, local, remote)
+		return ok && s.rxQueue == 0
+	})
 }
 
 // TestH1Responses: responses written by the lean path are framed the way
@@ -296,9 +179,9 @@ func TestH1Responses(t *testing.T) {
 			t.Errorf("%s %s: no Date header", tt.method, tt.path)
 		}
 	}
-	if h := h1Of(t, p); h.served.Load() != uint64(len(tests)) || h.handedOff.Load() != 0 {
+	if h := h1Of(t, p); h.Served() != uint64(len(tests)) || h.HandedOff() != 0 {
 		t.Errorf("lean path served %d requests and handed off %d connections, want %d and 0",
-			h.served.Load(), h.handedOff.Load(), len(tests))
+			h.Served(), h.HandedOff(), len(tests))
 	}
 }
 
@@ -324,7 +207,7 @@ func TestH1Connection(t *testing.T) {
 	if !rc.closed() {
 		t.Error("connection stayed open after Connection: close")
 	}
-	if n := h.served.Load(); n != 4 {
+	if n := h.Served(); n != 4 {
 		t.Errorf("lean path served %d requests, want 4", n)
 	}
 
@@ -342,7 +225,7 @@ func TestH1Connection(t *testing.T) {
 	if resp, body := rc.read("GET"); resp.StatusCode != 200 || !strings.Contains(body, `"/c"`) {
 		t.Fatalf("GET after the handoff: %d %s", resp.StatusCode, body)
 	}
-	if n := h.handedOff.Load(); n != 1 {
+	if n := h.HandedOff(); n != 1 {
 		t.Errorf("handed off %d connections, want 1", n)
 	}
 
@@ -350,12 +233,12 @@ func TestH1Connection(t *testing.T) {
 	rc = dialRaw(t, base)
 	for _, part := range []string{"GET /split HTTP/1.1\r\nHo", "st: a\r\n", "\r", "\n"} {
 		rc.send(part)
-		time.Sleep(20 * time.Millisecond)
+		rc.consumed() // each part is read on its own
 	}
 	if resp, body := rc.read("GET"); resp.StatusCode != 200 || !strings.Contains(body, `"/split"`) {
 		t.Fatalf("split head: %d %s", resp.StatusCode, body)
 	}
-	if n, m := h.served.Load(), h.handedOff.Load(); n != 6 || m != 1 {
+	if n, m := h.Served(), h.HandedOff(); n != 6 || m != 1 {
 		t.Errorf("served %d requests and handed off %d connections, want 6 and 1", n, m)
 	}
 }
@@ -375,7 +258,7 @@ func TestH1HeaderTimeout(t *testing.T) {
 	if !rc.closed() {
 		t.Error("connection with a stalled head not closed")
 	}
-	if n := h1Of(t, p).handedOff.Load(); n != 0 {
+	if n := h1Of(t, p).HandedOff(); n != 0 {
 		t.Errorf("handed off %d connections, want 0", n)
 	}
 }
@@ -405,21 +288,37 @@ func TestH1Refused(t *testing.T) {
 }
 
 // TestH1IdleTimeout: a lean connection idle longer than idle_timeout is
-// closed; one in use is not.
+// closed, no sooner and not much later; one in use is not.
 func TestH1IdleTimeout(t *testing.T) {
+	const idle = 300 * time.Millisecond
 	_, be := echoBackend(t, "a")
 	cfg := strings.Replace(oneBackendConfig(be, ""), `address: "127.0.0.1:0"}`, `address: "127.0.0.1:0", idle_timeout: 300ms}`, 1)
 	_, base := startProxy(t, cfg, Options{})
 	rc := dialRaw(t, base)
-	for range 4 {
+	// Requests a third of the timeout apart, over more than the timeout:
+	// each one starts the wait anew.
+	var sent time.Time
+	for i := range 4 {
+		if i > 0 && !rc.staysOpen(idle/3) {
+			t.Fatalf("connection closed after request %d, idle for less than idle_timeout", i)
+		}
+		sent = time.Now()
 		rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 		if resp, _ := rc.read("GET"); resp.StatusCode != 200 {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
+	answered := time.Now()
 	if !rc.closed() {
-		t.Error("idle connection not closed")
+		t.Fatal("idle connection not closed")
+	}
+	// The wait began between sending the last request and reading its
+	// answer. The upper bound leaves room for a busy machine.
+	if d := time.Since(sent); d < idle {
+		t.Errorf("closed %s after the last request was sent, before idle_timeout %s", d, idle)
+	}
+	if d := time.Since(answered); d > idle+2*time.Second {
+		t.Errorf("closed %s after the last answer, want about idle_timeout %s", d, idle)
 	}
 }
 
@@ -433,7 +332,7 @@ func TestH1ShutdownClosesIdle(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok")
 	}))
-	c, err := Parse([]byte(oneBackendConfig(be, "")))
+	c, err := config.Parse([]byte(oneBackendConfig(be, "")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +363,7 @@ func TestH1ShutdownClosesIdle(t *testing.T) {
 	busy := dialRaw(t, base)
 	busy.send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
 	h := h1Of(t, p)
-	waitFor(t, "slow request in flight", func() bool { return h.served.Load() == 2 })
+	waitFor(t, "slow request in flight", func() bool { return h.Served() == 2 })
 	cancel()
 	if !idle.closed() {
 		t.Error("idle connection not closed at shutdown")
@@ -501,23 +400,5 @@ func TestH1PanicClosesConnection(t *testing.T) {
 	}
 	if !rc.closed() {
 		t.Error("connection stayed open after a cut response")
-	}
-}
-
-func TestTemporaryAccept(t *testing.T) {
-	tests := []struct {
-		err  error
-		want bool
-	}{
-		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EMFILE)}, true},
-		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ECONNABORTED)}, true},
-		{&net.OpError{Op: "accept", Err: os.ErrDeadlineExceeded}, true},
-		{net.ErrClosed, false},
-		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EBADF)}, false},
-	}
-	for _, tt := range tests {
-		if got := temporaryAccept(tt.err); got != tt.want {
-			t.Errorf("temporaryAccept(%v) = %v, want %v", tt.err, got, tt.want)
-		}
 	}
 }

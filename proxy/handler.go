@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/xlb-project/xlb/proxy/internal/wire"
 )
 
 // exchange is the per-request state, pooled. It is also the ResponseWriter
@@ -476,13 +478,11 @@ func fail(w http.ResponseWriter, e *exchange, ctx context.Context, err error) {
 // bufferPool lends 32 KiB copy buffers to net/http/httputil.
 type bufferPool struct{}
 
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (bufferPool) Get() []byte { return *(copyBuffers.Get().(*[]byte)) }
+func (bufferPool) Get() []byte { return *(wire.Buffers.Get().(*[]byte)) }
 
 func (bufferPool) Put(b []byte) {
-	if cap(b) == 32<<10 {
-		copyBuffers.Put(&b)
+	if cap(b) == wire.BufferSize {
+		wire.Buffers.Put(&b)
 	}
 }
 

@@ -3,14 +3,20 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xlb-project/xlb/internal/testutil"
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 // echo is what echoBackend answers: the request as the backend saw it.
@@ -52,7 +58,7 @@ func testLogger(t testing.TB) *slog.Logger {
 // its listener named "web". It stops when the test ends.
 func startProxy(t testing.TB, cfg string, opts Options) (*Proxy, string) {
 	t.Helper()
-	c, err := Parse([]byte(cfg))
+	c, err := config.Parse([]byte(cfg))
 	if err != nil {
 		t.Fatalf("parse config: %v\n%s", err, cfg)
 	}
@@ -77,27 +83,25 @@ func startProxy(t testing.TB, cfg string, opts Options) (*Proxy, string) {
 			t.Errorf("proxy did not stop")
 		}
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if a := p.Addrs()["web"]; a != nil {
-			scheme := "http"
-			for _, l := range c.Listeners {
-				if l.Name == "web" && l.TLS != nil {
-					scheme = "https"
-				}
-			}
-			return p, scheme + "://" + a.String()
-		}
+	var runErr error
+	testutil.Eventually(t, 5*time.Second, "proxy listening", func() bool {
 		select {
-		case err := <-done:
-			t.Fatalf("proxy run: %v", err)
+		case runErr = <-done:
+			return true
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("proxy did not start listening")
-		}
-		time.Sleep(5 * time.Millisecond)
+		return p.Addrs()["web"] != nil
+	})
+	if runErr != nil || p.Addrs()["web"] == nil {
+		t.Fatalf("proxy run: %v", runErr)
 	}
+	scheme := "http"
+	for _, l := range c.Listeners {
+		if l.Name == "web" && l.TLS != nil {
+			scheme = "https"
+		}
+	}
+	return p, scheme + "://" + p.Addrs()["web"].String()
 }
 
 // getEcho sends req through the client and decodes the backend's echo.
@@ -137,13 +141,44 @@ func mustReq(t *testing.T, method, url string, body io.Reader) *http.Request {
 // waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
+	testutil.Eventually(t, 10*time.Second, what, cond)
+}
+
+// tcpSocket is one IPv4 TCP socket of this network namespace as
+// /proc/net/tcp shows it.
+type tcpSocket struct {
+	state   int // TCP_ESTABLISHED 1, TCP_CLOSE_WAIT 8, ...
+	rxQueue int // bytes received, not yet read by the owner
+}
+
+const tcpEstablished = 1
+
+// findTCPSocket returns the socket with the local and remote addresses
+// (both 127.0.0.1:port), or false when there is none (never made, or gone
+// after a reset or close).
+func findTCPSocket(t *testing.T, local, remote string) (tcpSocket, bool) {
+	t.Helper()
+	data, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
 	}
+	hexAddr := func(a string) string {
+		ap := netip.MustParseAddrPort(a)
+		b := ap.Addr().As4()
+		return fmt.Sprintf("%02X%02X%02X%02X:%04X", b[3], b[2], b[1], b[0], ap.Port())
+	}
+	l, r := hexAddr(local), hexAddr(remote)
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[1] != l || f[2] != r {
+			continue
+		}
+		st, _ := strconv.ParseInt(f[3], 16, 32)
+		_, rx, _ := strings.Cut(f[4], ":")
+		q, _ := strconv.ParseInt(rx, 16, 64)
+		return tcpSocket{state: int(st), rxQueue: int(q)}, true
+	}
+	return tcpSocket{}, false
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

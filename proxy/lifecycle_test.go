@@ -20,6 +20,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/xlb-project/xlb/healthd/check/checktest"
+	"github.com/xlb-project/xlb/proxy/admin"
+	"github.com/xlb-project/xlb/proxy/config"
+	"github.com/xlb-project/xlb/proxy/middleware"
 )
 
 func TestWeightedBalancing(t *testing.T) {
@@ -76,7 +79,7 @@ pools: [{name: app, backends: [{address: %q}, {address: %q}]}]
 routes: [{name: all, pool: app}]
 `, sock, addrs["a"], addrs["b"])
 	_, base := startProxy(t, cfg, Options{})
-	client := NewClient(sock)
+	client := admin.NewClient(sock)
 	ctx := context.Background()
 
 	// One request in flight; find out where it went.
@@ -218,19 +221,21 @@ routes: [{name: ws, match: {path: {exact: /ws}}, pool: ws}, {name: other, match:
 		if err := os.WriteFile(path, []byte(cfgs[(i+1)%2]), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		before := ok.Load()
 		if err := p.Reload(); err != nil {
 			t.Fatalf("reload %d: %v", i, err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		waitFor(t, "a request served after the reload", func() bool { return ok.Load() > before })
 	}
 	// An invalid config is rejected and the running one stays.
 	if err := os.WriteFile(path, []byte("listeners: []\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Reload(); err == nil || !errors.Is(err, ErrConfig) {
-		t.Errorf("invalid reload: %v, want ErrConfig", err)
+	if err := p.Reload(); err == nil || !errors.Is(err, config.ErrConfig) {
+		t.Errorf("invalid reload: %v, want config.ErrConfig", err)
 	}
-	time.Sleep(20 * time.Millisecond)
+	before := ok.Load()
+	waitFor(t, "requests served after the refused reload", func() bool { return ok.Load() > before+2 })
 	close(stop)
 	wg.Wait()
 	if failures.Load() != 0 || ok.Load() == 0 {
@@ -255,12 +260,12 @@ func TestHealthDefinedBeforeFirstCheck(t *testing.T) {
 	_, a := echoBackend(t, "a")
 	_, b := echoBackend(t, "b")
 	clock := checktest.NewClock(time.Unix(1e9, 0)) // never advanced: no check completes
-	mk := func(extra string, addrs ...string) *Config {
+	mk := func(extra string, addrs ...string) *config.Config {
 		var bs []string
 		for _, x := range addrs {
 			bs = append(bs, fmt.Sprintf("{address: %q}", x))
 		}
-		c, err := Parse([]byte(fmt.Sprintf(`
+		c, err := config.Parse([]byte(fmt.Sprintf(`
 listeners: [{name: web, address: "127.0.0.1:0"}]
 pools: [{name: app, backends: [%s], health_check: {kind: http, path: /healthz%s}}]
 routes: [{name: all, pool: app}]
@@ -344,8 +349,8 @@ routes:
       - {kind: tag, config: {value: outer}}
       - {kind: tag, config: {value: inner}}
 `, sock, logPath, a)
-	opts := Options{Middleware: map[string]MiddlewareFactory{
-		"tag": func(route string, n *yaml.Node) (Middleware, error) {
+	opts := Options{Middleware: map[string]middleware.Factory{
+		"tag": func(route string, n *yaml.Node) (middleware.Middleware, error) {
 			var c struct {
 				Value string `yaml:"value"`
 			}
@@ -373,7 +378,10 @@ routes:
 	}
 
 	// Metrics over the admin socket.
-	hc := NewClient(sock).hc
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
 	mresp, err := hc.Get("http://proxy/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -408,7 +416,7 @@ routes:
 	}
 
 	// An unknown middleware kind is a config error.
-	c, _ := Parse([]byte(strings.ReplaceAll(cfg, "kind: tag, config: {value: inner}", "kind: nope")))
+	c, _ := config.Parse([]byte(strings.ReplaceAll(cfg, "kind: tag, config: {value: inner}", "kind: nope")))
 	if _, err := New(c, opts); err == nil || !strings.Contains(err.Error(), `middleware[1].kind "nope"`) {
 		t.Errorf("unknown middleware: %v", err)
 	}
@@ -418,7 +426,7 @@ func TestAdminReloadWithoutFile(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "admin.sock")
 	_, a := echoBackend(t, "a")
 	startProxy(t, oneBackendConfig(a, fmt.Sprintf("admin: {socket: %q}", sock)), Options{})
-	err := NewClient(sock).Reload(context.Background())
+	err := admin.NewClient(sock).Reload(context.Background())
 	if err == nil || !strings.Contains(err.Error(), ErrNoConfigPath.Error()) {
 		t.Errorf("reload without file: %v", err)
 	}
@@ -433,7 +441,7 @@ listeners:
   - {name: web, address: "127.0.0.1:0"}
 `, a)
 	p, webURL := startProxy(t, base, Options{})
-	two, err := Parse([]byte(base + `  - {name: extra, address: "127.0.0.1:0"}` + "\n"))
+	two, err := config.Parse([]byte(base + `  - {name: extra, address: "127.0.0.1:0"}` + "\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +461,7 @@ listeners:
 	if got := p.Addrs()["web"].String(); "http://"+got != webURL {
 		t.Errorf("web listener moved from %s to %s", webURL, got)
 	}
-	one, _ := Parse([]byte(base))
+	one, _ := config.Parse([]byte(base))
 	if err := p.Apply(one); err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +481,7 @@ func TestGracefulShutdown(t *testing.T) {
 	started := make(chan string, 1)
 	release := make(chan struct{})
 	a := blockingBackend(t, "a", started, release)
-	c, err := Parse([]byte(oneBackendConfig(a, "shutdown_timeout: 10s\ndrain_timeout: 100ms")))
+	c, err := config.Parse([]byte(oneBackendConfig(a, "shutdown_timeout: 10s\ndrain_timeout: 100ms")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -534,7 +542,7 @@ func TestRunFailsOnBusyPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	c, err := Parse([]byte(fmt.Sprintf(`
+	c, err := config.Parse([]byte(fmt.Sprintf(`
 listeners: [{name: web, address: %q}]
 pools: [{name: app, backends: [{address: "127.0.0.1:1"}]}]
 routes: [{name: all, pool: app}]

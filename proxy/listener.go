@@ -13,14 +13,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/xlb-project/xlb/proxy/admin"
+	"github.com/xlb-project/xlb/proxy/config"
+	"github.com/xlb-project/xlb/proxy/internal/h1"
 )
 
 // listener is one running ListenerConfig.
 type listener struct {
-	cfg   ListenerConfig
+	cfg   config.ListenerConfig
 	ln    net.Listener
 	srv   *http.Server
-	h1    *h1Server  // plain HTTP/1.1 listeners: the lean path in front of srv
+	h1    *h1.Server // plain HTTP/1.1 listeners: the lean path in front of srv
 	certs *certStore // TLS only
 	stop  chan struct{}
 	done  chan struct{}
@@ -28,7 +32,7 @@ type listener struct {
 
 // sameServer reports whether two listener configs can share one running
 // server (only the certificate files may differ: they are swapped in place).
-func sameServer(a, b ListenerConfig) bool {
+func sameServer(a, b config.ListenerConfig) bool {
 	a.Name, b.Name = "", ""
 	if (a.TLS == nil) != (b.TLS == nil) {
 		return false
@@ -39,7 +43,7 @@ func sameServer(a, b ListenerConfig) bool {
 
 // checkListeners verifies that every new listener of cfg can be created
 // (certificates load) before anything is changed.
-func (p *Proxy) checkListeners(cfg *Config) error {
+func (p *Proxy) checkListeners(cfg *config.Config) error {
 	for _, lc := range cfg.Listeners {
 		if lc.TLS != nil {
 			if _, err := tls.LoadX509KeyPair(lc.TLS.CertFile, lc.TLS.KeyFile); err != nil {
@@ -55,7 +59,7 @@ func (p *Proxy) checkListeners(cfg *Config) error {
 // held while running.
 func (p *Proxy) syncListeners() error {
 	var errs []error
-	want := map[string]ListenerConfig{}
+	want := map[string]config.ListenerConfig{}
 	for _, lc := range p.cfg.Listeners {
 		want[lc.Name] = lc
 	}
@@ -87,7 +91,7 @@ func (p *Proxy) syncListeners() error {
 	return errors.Join(errs...)
 }
 
-func (p *Proxy) startListener(lc ListenerConfig) (*listener, error) {
+func (p *Proxy) startListener(lc config.ListenerConfig) (*listener, error) {
 	ln, err := net.Listen("tcp", lc.Address)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", lc.Address, err)
@@ -121,7 +125,7 @@ func (p *Proxy) startListener(lc ListenerConfig) (*listener, error) {
 	srv.Protocols = &protos
 	l.ln, l.srv = tl, srv
 	if lc.TLS == nil && !lc.H2C {
-		l.h1 = newH1Server(tl, srv, p.runCtx, p.log)
+		l.h1 = h1.NewServer(tl, srv, p.runCtx, p.log)
 	}
 	p.wg.Add(1)
 	go func() {
@@ -132,7 +136,7 @@ func (p *Proxy) startListener(lc ListenerConfig) (*listener, error) {
 			go l.certs.watch(l.stop)
 			err = srv.ServeTLS(tl, "", "")
 		} else if l.h1 != nil {
-			err = l.h1.serve()
+			err = l.h1.Serve()
 		} else {
 			err = srv.Serve(tl)
 		}
@@ -162,7 +166,7 @@ func (p *Proxy) stopListener(l *listener) {
 // shutdown stops the listener's server gracefully (http.Server.Shutdown).
 func (l *listener) shutdown(ctx context.Context) error {
 	if l.h1 != nil {
-		return l.h1.shutdown(ctx)
+		return l.h1.Shutdown(ctx)
 	}
 	return l.srv.Shutdown(ctx)
 }
@@ -170,7 +174,7 @@ func (l *listener) shutdown(ctx context.Context) error {
 // close closes the listener's server and its connections now.
 func (l *listener) close() error {
 	if l.h1 != nil {
-		return l.h1.close()
+		return l.h1.Close()
 	}
 	return l.srv.Close()
 }
@@ -202,7 +206,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.mu.Unlock()
 		return fmt.Errorf("run proxy: %w", err)
 	}
-	adm, err := p.startAdmin(p.cfg.Admin)
+	adm, err := admin.Start(p.cfg.Admin, p, p.Metrics(), p.StatusPage())
 	if err != nil {
 		p.mu.Unlock()
 		return fmt.Errorf("run proxy: %w", err)
@@ -213,7 +217,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			p.stopListener(l)
 			delete(p.listeners, name)
 		}
-		adm.close()
+		adm.Close()
 		p.running = false
 		p.mu.Unlock()
 		return fmt.Errorf("run proxy: %w", err)
@@ -279,7 +283,7 @@ func (p *Proxy) shutdown() error {
 	}
 	p.conns.closeUpgraded(func(*backend) bool { return true })
 	if adm != nil {
-		adm.close()
+		adm.Close()
 	}
 	p.wg.Wait()
 	if st := p.state.Load(); st != nil {

@@ -11,6 +11,8 @@ import (
 	"github.com/xlb-project/xlb/proxy/discovery"
 	"github.com/xlb-project/xlb/proxy/outlier"
 	"github.com/xlb-project/xlb/proxy/sticky"
+
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 // backend is one member of a pool with the state that survives reloads:
@@ -39,7 +41,7 @@ func (b *backend) healthState() check.State { return check.State(b.health.Load()
 // discovered pools, whenever the source answers with a different list.
 type pool struct {
 	name     string
-	cfg      PoolConfig
+	cfg      config.PoolConfig
 	key      balance.KeySource
 	hashed   bool // the picker uses the key
 	members  atomic.Pointer[members]
@@ -127,7 +129,7 @@ func (p *pool) report(b *backend, failed bool) {
 // or discovery). Backends that already exist in reg (same pool, address and
 // weight) are reused so their accounting, drain flag and health carry over.
 // old is the pool of the same name in the running state, or nil.
-func (p *Proxy) buildPool(pc *PoolConfig, targets []discovery.Target, old *pool) (*pool, error) {
+func (p *Proxy) buildPool(pc *config.PoolConfig, targets []discovery.Target, old *pool) (*pool, error) {
 	alg, err := balance.ParseAlgorithm(pc.Algorithm)
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
@@ -142,18 +144,18 @@ func (p *Proxy) buildPool(pc *PoolConfig, targets []discovery.Target, old *pool)
 			pl.detector = old.detector
 		} else {
 			name := pc.Name
-			pl.detector, err = outlier.New(pc.Outlier.config(func(ev outlier.Event) { p.onOutlierEvent(name, ev) }), nil)
+			pl.detector, err = outlier.New(pc.Outlier.Outlier(func(ev outlier.Event) { p.onOutlierEvent(name, ev) }), nil)
 			if err != nil {
 				return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 			}
 		}
 	}
 	if pc.Sticky != nil {
-		codec, err := pc.Sticky.codec()
+		codec, err := pc.Sticky.Codec()
 		if err != nil {
 			return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 		}
-		pl.sticky = &stickyPolicy{codec: codec, cookie: pc.Sticky.cookie()}
+		pl.sticky = &stickyPolicy{codec: codec, cookie: pc.Sticky.Cookie()}
 	}
 	m, err := p.buildMembers(pl, alg, targets)
 	if err != nil {
@@ -176,7 +178,7 @@ func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discover
 	for _, t := range targets {
 		var spec *check.Spec
 		if pc.HealthCheck != nil {
-			s := pc.HealthCheck.spec(t.Addr)
+			s := pc.HealthCheck.Spec(t.Addr)
 			spec = &s
 		}
 		b := p.backends[pc.Name+"/"+t.Addr]
@@ -238,7 +240,7 @@ func (p *Proxy) onOutlierEvent(poolName string, ev outlier.Event) {
 }
 
 // staticTargets turns the configured backends into targets.
-func staticTargets(pc *PoolConfig) []discovery.Target {
+func staticTargets(pc *config.PoolConfig) []discovery.Target {
 	out := make([]discovery.Target, len(pc.Backends))
 	for i, b := range pc.Backends {
 		out[i] = discovery.Target{Addr: b.Address, Weight: b.Weight}

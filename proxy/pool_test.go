@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 func stickyCookie(resp *http.Response, name string) *http.Cookie {
@@ -82,7 +84,7 @@ routes: [{name: all, pool: app}]
 		t.Errorf("rewritten cookie leads to %q, want %q", e2.Name, e.Name)
 	}
 	// Key rotation: a new key first, the old one still verifies.
-	c, err := Parse([]byte(cfgFor(fmt.Sprintf("%q, %q", key2, key1))))
+	c, err := config.Parse([]byte(cfgFor(fmt.Sprintf("%q, %q", key2, key1))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +96,7 @@ routes: [{name: all, pool: app}]
 		t.Errorf("cookie signed by the old key not honoured after rotation")
 	}
 	// Once the old key is dropped, its cookies are refused.
-	c, _ = Parse([]byte(cfgFor(fmt.Sprintf("%q", key2))))
+	c, _ = config.Parse([]byte(cfgFor(fmt.Sprintf("%q", key2))))
 	if err := p.Apply(c); err != nil {
 		t.Fatal(err)
 	}

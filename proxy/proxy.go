@@ -15,31 +15,23 @@ import (
 	"sync/atomic"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/xlb-project/xlb/healthd/check"
+	"github.com/xlb-project/xlb/proxy/admin"
+	"github.com/xlb-project/xlb/proxy/config"
 	"github.com/xlb-project/xlb/proxy/discovery"
+	"github.com/xlb-project/xlb/proxy/internal/upstream"
+	"github.com/xlb-project/xlb/proxy/middleware"
 )
 
 // Errors the admin API and its callers act on.
 var (
 	// ErrNoBackend: the pool has no backend with that address.
-	ErrNoBackend = errors.New("no such backend")
+	ErrNoBackend = admin.ErrNoBackend
 	// ErrNoConfigPath: reload was asked but the proxy was not started from a file.
 	ErrNoConfigPath = errors.New("proxy has no config file to reload")
 )
-
-// Middleware wraps a route's next handler; it runs after routing and before
-// backend selection. A middleware that wraps the ResponseWriter should give
-// its wrapper an Unwrap() http.ResponseWriter method, so that flushing of
-// streamed responses and WebSocket upgrades (http.ResponseController) reach
-// the server's writer.
-type Middleware func(next http.Handler) http.Handler
-
-// MiddlewareFactory builds one Middleware from its config node (the
-// `config:` value of a route's middleware entry; zero Node when absent).
-// It is called on every load and reload; an error rejects the config.
-type MiddlewareFactory func(route string, cfg *yaml.Node) (Middleware, error)
 
 // Options are the proxy's dependencies; the zero value works.
 type Options struct {
@@ -47,8 +39,9 @@ type Options struct {
 	Logger *slog.Logger
 	// ConfigPath is re-read by Reload (SIGHUP, admin API).
 	ConfigPath string
-	// Middleware maps a route middleware kind to its factory.
-	Middleware map[string]MiddlewareFactory
+	// Middleware maps a route middleware kind to its factory (see
+	// proxy/middleware).
+	Middleware map[string]middleware.Factory
 	// HealthClock drives the active checks; default the system clock.
 	HealthClock check.Clock
 }
@@ -65,7 +58,7 @@ type Proxy struct {
 	state   atomic.Pointer[state]
 
 	mu       sync.Mutex // serialises Reload, Drain, listener changes
-	cfg      *Config
+	cfg      *config.Config
 	backends map[string]*backend // "pool/address" -> backend, for reuse across reloads
 	// discovered is the last list each discovered pool got; watchers run
 	// the discovery of each pool.
@@ -75,27 +68,27 @@ type Proxy struct {
 	running    bool
 	runCtx     context.Context
 	wg         sync.WaitGroup
-	admin      *adminServer
+	admin      *admin.Server
 }
 
 // state is one compiled config; requests load it once and use it throughout.
 type state struct {
-	cfg         *Config
+	cfg         *config.Config
 	routes      []*route
 	pools       map[string]*pool
 	trusted     []netip.Prefix
 	reqIDHeader string
 	accessLog   *accessLog
 	rp          *httputil.ReverseProxy
-	transport   *http.Transport // upgrades (WebSocket)
-	client      *client         // plain requests
+	transport   *http.Transport  // upgrades (WebSocket)
+	client      *upstream.Client // plain requests
 	metrics     *metrics
 	log         *slog.Logger
 }
 
 // New builds a proxy from cfg (already validated by Parse or Load). Nothing
 // listens until Run.
-func New(cfg *Config, opts Options) (*Proxy, error) {
+func New(cfg *config.Config, opts Options) (*Proxy, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -123,12 +116,12 @@ func New(cfg *Config, opts Options) (*Proxy, error) {
 
 // Metrics returns the handler serving the proxy's Prometheus metrics.
 func (p *Proxy) Metrics() http.Handler {
-	return promHandler(p.metrics)
+	return promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{})
 }
 
 // compile builds a state from cfg without changing anything running. old
 // is the running state (nil on the first load).
-func (p *Proxy) compile(cfg *Config, old *state) (*state, error) {
+func (p *Proxy) compile(cfg *config.Config, old *state) (*state, error) {
 	st := &state{
 		cfg:         cfg,
 		pools:       map[string]*pool{},
@@ -137,9 +130,9 @@ func (p *Proxy) compile(cfg *Config, old *state) (*state, error) {
 		log:         p.log,
 	}
 	for _, s := range cfg.TrustedProxies {
-		pfx, err := parsePrefix(s)
+		pfx, err := config.ParsePrefix(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: trusted_proxies %q: %w", ErrConfig, s, err)
+			return nil, fmt.Errorf("%w: trusted_proxies %q: %w", config.ErrConfig, s, err)
 		}
 		st.trusted = append(st.trusted, pfx)
 	}
@@ -155,7 +148,7 @@ func (p *Proxy) compile(cfg *Config, old *state) (*state, error) {
 		}
 		pl, err := p.buildPool(pc, targets, oldPool)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+			return nil, fmt.Errorf("%w: %w", config.ErrConfig, err)
 		}
 		st.pools[pl.name] = pl
 	}
@@ -163,26 +156,25 @@ func (p *Proxy) compile(cfg *Config, old *state) (*state, error) {
 		rc := &cfg.Routes[i]
 		rt, err := compileRoute(rc, st.pools)
 		if err != nil {
-			return nil, fmt.Errorf("%w: route %s: %w", ErrConfig, rc.Name, err)
+			return nil, fmt.Errorf("%w: route %s: %w", config.ErrConfig, rc.Name, err)
 		}
 		rt.metrics = p.metrics.route(rt.name)
-		var h http.Handler
-		for j := len(rc.Middleware) - 1; j >= 0; j-- {
+		var mws []middleware.Middleware
+		for j := range rc.Middleware {
 			mc := &rc.Middleware[j]
 			f := p.opts.Middleware[mc.Kind]
 			if f == nil {
-				return nil, bad(fmt.Sprintf("routes[%s].middleware[%d].kind", rc.Name, j), mc.Kind, "no such middleware is registered")
+				return nil, fmt.Errorf("%w: routes[%s].middleware[%d].kind %q: no such middleware is registered", config.ErrConfig, rc.Name, j, mc.Kind)
 			}
 			mw, err := f(rc.Name, &mc.Config)
 			if err != nil {
-				return nil, fmt.Errorf("%w: routes[%s].middleware[%d] (%s): %w", ErrConfig, rc.Name, j, mc.Kind, err)
+				return nil, fmt.Errorf("%w: routes[%s].middleware[%d] (%s): %w", config.ErrConfig, rc.Name, j, mc.Kind, err)
 			}
-			if h == nil {
-				h = finalHandler{rt: rt}
-			}
-			h = mw(h)
+			mws = append(mws, mw)
 		}
-		rt.handler = h
+		if len(mws) > 0 {
+			rt.handler = middleware.Chain(finalHandler{rt: rt}, mws...)
+		}
 		st.routes = append(st.routes, rt)
 	}
 	if old != nil && old.cfg.Timeouts == cfg.Timeouts {
@@ -190,7 +182,7 @@ func (p *Proxy) compile(cfg *Config, old *state) (*state, error) {
 		st.client = old.client
 	} else {
 		st.transport = newTransport(cfg.Timeouts)
-		st.client = newClient(cfg.Timeouts)
+		st.client = upstream.NewClient(cfg.Timeouts.Connect.D(), cfg.Timeouts.ResponseHeader.D(), cfg.Timeouts.Idle.D())
 	}
 	if old != nil && old.cfg.AccessLog == cfg.AccessLog {
 		st.accessLog = old.accessLog
@@ -206,10 +198,11 @@ func (p *Proxy) compile(cfg *Config, old *state) (*state, error) {
 }
 
 // newTransport is the backend-side client of upgraded (WebSocket) requests;
-// plain requests use client (client.go). Tuned for a proxy: many idle
-// connections per backend (the default of 2 makes every burst dial), no
-// compression negotiated on the client's behalf, no environment proxy.
-func newTransport(t TimeoutConfig) *http.Transport {
+// plain requests use the upstream client (proxy/internal/upstream). Tuned
+// for a proxy: many idle connections per backend (the default of 2 makes
+// every burst dial), no compression negotiated on the client's behalf, no
+// environment proxy.
+func newTransport(t config.TimeoutConfig) *http.Transport {
 	d := &net.Dialer{Timeout: t.Connect.D(), KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy:                  nil,
@@ -230,7 +223,7 @@ func newTransport(t TimeoutConfig) *http.Transport {
 // install publishes st and updates the backend registry, the health checks
 // and the metrics of removed backends and routes. Called with p.mu held (or
 // before the proxy is shared).
-func (p *Proxy) install(cfg *Config, st *state) {
+func (p *Proxy) install(cfg *config.Config, st *state) {
 	old := p.state.Load()
 	p.syncBackends(st, func() { p.state.Store(st) })
 	if old != nil {
@@ -244,7 +237,7 @@ func (p *Proxy) install(cfg *Config, st *state) {
 			}
 		}
 		if old.transport != st.transport {
-			go func(t *http.Transport, c *client) {
+			go func(t *http.Transport, c *upstream.Client) {
 				time.Sleep(cfg.DrainTimeout.D())
 				t.CloseIdleConnections()
 				c.CloseIdleConnections()
@@ -324,7 +317,7 @@ func (p *Proxy) Reload() error {
 	if p.opts.ConfigPath == "" {
 		return ErrNoConfigPath
 	}
-	cfg, err := Load(p.opts.ConfigPath)
+	cfg, err := config.Load(p.opts.ConfigPath)
 	if err != nil {
 		p.metrics.reloads.WithLabelValues("error").Inc()
 		return fmt.Errorf("reload: %w", err)
@@ -336,7 +329,7 @@ func (p *Proxy) Reload() error {
 // in-flight requests or open connections: requests already routed finish
 // on the old state, listeners whose settings are unchanged keep running,
 // and backends that stay keep their drain flag, health and counters.
-func (p *Proxy) Apply(cfg *Config) error {
+func (p *Proxy) Apply(cfg *config.Config) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st, err := p.compile(cfg, p.state.Load())
@@ -361,27 +354,14 @@ func (p *Proxy) Apply(cfg *Config) error {
 	return nil
 }
 
-// BackendInfo is one backend as the admin API lists it.
-type BackendInfo struct {
-	Pool     string `json:"pool"`
-	Address  string `json:"address"`
-	Weight   int    `json:"weight"`
-	Health   string `json:"health"`
-	Drained  bool   `json:"drained"`
-	InFlight int64  `json:"in_flight"`
-	Upgraded int    `json:"upgraded"`
-	Requests uint64 `json:"requests"`
-	Failures uint64 `json:"failures"`
-}
-
 // Backends lists every backend of every pool, in config order.
-func (p *Proxy) Backends() []BackendInfo {
+func (p *Proxy) Backends() []admin.BackendInfo {
 	st := p.state.Load()
-	var out []BackendInfo
+	var out []admin.BackendInfo
 	for _, pc := range st.cfg.Pools {
 		for _, b := range st.pools[pc.Name].members.Load().backends {
 			total, failed := b.Requests()
-			out = append(out, BackendInfo{
+			out = append(out, admin.BackendInfo{
 				Pool: b.pool, Address: b.ID, Weight: b.Weight, Health: b.healthState().String(),
 				Drained: b.drained.Load(), InFlight: b.InFlight(), Requests: total, Failures: failed,
 				Upgraded: p.conns.countUpgraded(func(x *backend) bool { return x == b }),

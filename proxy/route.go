@@ -1,13 +1,14 @@
 package proxy
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 // route is a compiled RouteConfig. Matching allocates nothing except when
@@ -21,8 +22,8 @@ type route struct {
 	query   []valueMatch
 
 	pool     *pool
-	redirect *RedirectConfig
-	respond  *RespondConfig
+	redirect *config.RedirectConfig
+	respond  *config.RespondConfig
 	rewrite  *rewrite
 	reqOps   headerOps
 	respOps  headerOps
@@ -51,13 +52,7 @@ const (
 type pathMatch struct {
 	kind    pathKind
 	value   string
-	pattern []patternSeg
-}
-
-type patternSeg struct {
-	literal string
-	wild    bool // {name}: one segment
-	rest    bool // {name...}: the rest, possibly empty
+	pattern []config.PatternSegment
 }
 
 type valueMatch struct {
@@ -83,7 +78,7 @@ type headerOps struct {
 	host   string // set "Host" on a request: changes the Host sent
 }
 
-func compileRoute(rc *RouteConfig, pools map[string]*pool) (*route, error) {
+func compileRoute(rc *config.RouteConfig, pools map[string]*pool) (*route, error) {
 	r := &route{
 		name:     rc.Name,
 		methods:  rc.Match.Methods,
@@ -110,7 +105,7 @@ func compileRoute(rc *RouteConfig, pools map[string]*pool) (*route, error) {
 		case p.Prefix != "":
 			r.path = pathMatch{kind: pathPrefix, value: p.Prefix}
 		default:
-			segs, err := compilePattern(p.Pattern)
+			segs, err := config.ParsePattern(p.Pattern)
 			if err != nil {
 				return nil, err
 			}
@@ -132,7 +127,7 @@ func compileRoute(rc *RouteConfig, pools map[string]*pool) (*route, error) {
 	return r, nil
 }
 
-func compileValue(v ValueMatch, header bool) valueMatch {
+func compileValue(v config.ValueMatch, header bool) valueMatch {
 	m := valueMatch{name: v.Name, absent: v.Absent, exact: v.Exact, hasExa: v.Exact != ""}
 	if header {
 		m.name = http.CanonicalHeaderKey(v.Name)
@@ -144,7 +139,7 @@ func compileValue(v ValueMatch, header bool) valueMatch {
 	return m
 }
 
-func compileOps(h HeaderOps, request bool) headerOps {
+func compileOps(h config.HeaderOps, request bool) headerOps {
 	var o headerOps
 	for _, k := range h.Remove {
 		o.remove = append(o.remove, http.CanonicalHeaderKey(k))
@@ -192,39 +187,6 @@ func (o *headerOps) apply(h http.Header) {
 	}
 }
 
-var errPattern = errors.New("segments are literals, {name}, or a final {name...}")
-
-func compilePattern(p string) ([]patternSeg, error) {
-	var segs []patternSeg
-	rest := strings.TrimPrefix(p, "/")
-	for {
-		seg, tail, more := strings.Cut(rest, "/")
-		if strings.HasPrefix(seg, "{") || strings.HasSuffix(seg, "}") {
-			if !strings.HasPrefix(seg, "{") || !strings.HasSuffix(seg, "}") || len(seg) < 3 {
-				return nil, errPattern
-			}
-			name := seg[1 : len(seg)-1]
-			if n, ok := strings.CutSuffix(name, "..."); ok {
-				if more || n == "" {
-					return nil, errPattern
-				}
-				segs = append(segs, patternSeg{rest: true})
-				return segs, nil
-			}
-			segs = append(segs, patternSeg{wild: true})
-		} else {
-			if strings.ContainsAny(seg, "{}") {
-				return nil, errPattern
-			}
-			segs = append(segs, patternSeg{literal: seg})
-		}
-		if !more {
-			return segs, nil
-		}
-		rest = tail
-	}
-}
-
 func (m *pathMatch) match(path string) bool {
 	switch m.kind {
 	case pathAny:
@@ -239,15 +201,15 @@ func (m *pathMatch) match(path string) bool {
 	}
 	rest := strings.TrimPrefix(path, "/")
 	for i, s := range m.pattern {
-		if s.rest {
+		if s.Rest {
 			return true
 		}
 		seg, tail, more := strings.Cut(rest, "/")
-		if s.wild {
+		if s.Wild {
 			if seg == "" {
 				return false
 			}
-		} else if seg != s.literal {
+		} else if seg != s.Literal {
 			return false
 		}
 		if i == len(m.pattern)-1 {
@@ -255,7 +217,7 @@ func (m *pathMatch) match(path string) bool {
 		}
 		if !more {
 			// "/a/{x...}" also matches "/a": the rest is empty.
-			return i == len(m.pattern)-2 && m.pattern[i+1].rest
+			return i == len(m.pattern)-2 && m.pattern[i+1].Rest
 		}
 		rest = tail
 	}
@@ -376,7 +338,7 @@ func (rw *rewrite) apply(u *url.URL) {
 }
 
 // redirectURL builds the Location of a redirect route.
-func redirectURL(rc *RedirectConfig, r *http.Request, tls bool) string {
+func redirectURL(rc *config.RedirectConfig, r *http.Request, tls bool) string {
 	scheme := "http"
 	if tls {
 		scheme = "https"

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 // matchConfig: routes answer with their own name, so the body tells which
@@ -190,7 +192,7 @@ routes:
 }
 
 func TestPathMatchUnit(t *testing.T) {
-	segs, err := compilePattern("/a/{x}/b/{rest...}")
+	segs, err := config.ParsePattern("/a/{x}/b/{rest...}")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +205,8 @@ func TestPathMatchUnit(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"/a/{", "/a/{x...}/b", "/a/b{x}", "/{...}"} {
-		if _, err := compilePattern(bad); err == nil {
-			t.Errorf("compilePattern(%q) accepted", bad)
+		if _, err := config.ParsePattern(bad); err == nil {
+			t.Errorf("ParsePattern(%q) accepted", bad)
 		}
 	}
 	u, _ := url.Parse("/api")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every benchmark the README's performance section reports: each
+# Runs every benchmark docs/performance.md reports: each
 # scripts/bench.d/*.sh in name order. BENCH=NAME runs only the files whose
 # name contains NAME (e.g. BENCH=maglev make bench).
 set -euo pipefail

@@ -16,6 +16,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/xlb-project/xlb/proxy"
+	proxyadmin "github.com/xlb-project/xlb/proxy/admin"
+	proxyconfig "github.com/xlb-project/xlb/proxy/config"
 )
 
 // defaultProxySocket is where the proxy's admin API listens unless the
@@ -66,7 +68,7 @@ func proxyCommand() *command {
 				if err != nil {
 					return err
 				}
-				cfg, err := proxy.Load(path)
+				cfg, err := proxyconfig.Load(path)
 				if err != nil {
 					return err
 				}
@@ -84,7 +86,7 @@ func proxyCommand() *command {
 			}
 			sock := socket
 			if cfgPath != "" && !changed("socket") {
-				c, err := proxy.Load(cfgPath)
+				c, err := proxyconfig.Load(cfgPath)
 				if err != nil {
 					return err
 				}
@@ -93,7 +95,7 @@ func proxyCommand() *command {
 				}
 				sock = c.Admin.Socket
 			}
-			client := proxy.NewClient(sock)
+			client := proxyadmin.NewClient(sock)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			switch args[0] {
@@ -123,7 +125,7 @@ func proxyCommand() *command {
 					return err
 				}
 				if list == nil {
-					list = []proxy.BackendInfo{}
+					list = []proxyadmin.BackendInfo{}
 				}
 				return out.print(io.out, list, func(t *table) {
 					t.header("POOL", "ADDRESS", "WEIGHT", "HEALTH", "DRAINED", "IN-FLIGHT", "UPGRADED", "REQUESTS", "FAILURES")
@@ -173,7 +175,7 @@ func runProxy(io *stdio, cfgPath, logLevel string) error {
 		// memory for a large cut in GC CPU per request. GOGC overrides.
 		debug.SetGCPercent(400)
 	}
-	cfg, err := proxy.Load(cfgPath)
+	cfg, err := proxyconfig.Load(cfgPath)
 	if err != nil {
 		return err
 	}

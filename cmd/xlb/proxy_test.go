@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/xlb-project/xlb/proxy"
+	proxyadmin "github.com/xlb-project/xlb/proxy/admin"
+	proxyconfig "github.com/xlb-project/xlb/proxy/config"
 )
 
 func TestProxyUsageErrors(t *testing.T) {
@@ -65,7 +67,7 @@ routes: [{name: all, pool: app}]
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := proxy.Load(cfgPath)
+	cfg, err := proxyconfig.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,12 +93,12 @@ routes: [{name: all, pool: app}]
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	list := func() []proxy.BackendInfo {
+	list := func() []proxyadmin.BackendInfo {
 		code, stdout, stderr := runCLI(t, "proxy", "backend", "list", "--socket", sock, "-o", "json")
 		if code != 0 {
 			t.Fatalf("list: %d %s", code, stderr)
 		}
-		var out []proxy.BackendInfo
+		var out []proxyadmin.BackendInfo
 		if err := json.Unmarshal([]byte(stdout), &out); err != nil {
 			t.Fatalf("list json %q: %v", stdout, err)
 		}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# L7 proxy benchmark (README "Performance / L7 proxy"; method in DESIGN.md,
+# L7 proxy benchmark (docs/performance.md, "L7 proxy"; method in DESIGN.md,
 # Measuring, L7). The same job for every proxy: one route, two backends
 # (nginx, one worker each, `return 200`), HTTP/1.1 keep-alive on both sides,
 # X-Forwarded-For added, no access log. Each proxy runs alone on CPU

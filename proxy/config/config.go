@@ -1,11 +1,8 @@
-// Package proxy is the L7 tier of xlb: an HTTP reverse proxy with listeners
-// (HTTP/1.1, HTTP/2 over TLS, optional h2c), a routing table, backend pools
-// balanced by proxy/balance, active health checks (healthd/check), graceful
-// drain, hot reload, Prometheus metrics and a JSON access log.
-//
-// A [Config] is read from strict YAML with [Load] or [Parse]; [New] builds a
-// [Proxy] from it and [Proxy.Run] serves until its context ends.
-package proxy
+// Package config is the proxy's configuration: the types of its strict YAML
+// file, parsing with line-numbered errors, and validation that names the
+// field, the value and what is allowed, and fills in defaults. Nothing here
+// touches a running proxy.
+package config
 
 import (
 	"bytes"
@@ -220,8 +217,9 @@ type RouteConfig struct {
 	ResponseHeaders HeaderOps `yaml:"response_headers"`
 	// Timeout bounds the whole exchange with the backend; default none.
 	Timeout Duration `yaml:"timeout"`
-	// Middleware is the route's chain of request handlers, outermost first.
-	// Each kind must be registered in Options.Middleware.
+	// Middleware is the route's chain of request handlers, outermost first
+	// (see proxy/middleware). Each kind must be registered in the proxy's
+	// Options.Middleware.
 	Middleware []MiddlewareConfig `yaml:"middleware"`
 }
 
@@ -302,7 +300,7 @@ type RespondConfig struct {
 }
 
 // MiddlewareConfig is one handler of a route's chain: Kind selects the
-// factory registered in Options.Middleware, Config is passed to it as is.
+// factory registered in the proxy's Options.Middleware, Config is passed to it as is.
 type MiddlewareConfig struct {
 	Kind   string    `yaml:"kind"`
 	Config yaml.Node `yaml:"config"`
@@ -354,12 +352,13 @@ func Parse(data []byte) (*Config, error) {
 		return nil, fmt.Errorf("%w: %s", ErrConfig, msg)
 	}
 	if err := c.validate(); err != nil {
-		return nil, err
+		return nil, withLine(data, err)
 	}
 	return &c, nil
 }
 
-func (o *OutlierConfig) config(onEvent func(outlier.Event)) outlier.Config {
+// Outlier is the outlier.Config of o, reporting to onEvent.
+func (o *OutlierConfig) Outlier(onEvent func(outlier.Event)) outlier.Config {
 	return outlier.Config{
 		ConsecutiveFailures: o.ConsecutiveFailures,
 		BaseEjection:        o.BaseEjection.D(),
@@ -369,25 +368,28 @@ func (o *OutlierConfig) config(onEvent func(outlier.Event)) outlier.Config {
 	}
 }
 
-func (sc *StickyConfig) codec() (*sticky.Codec, error) {
+// Codec is the cookie codec of the configured keys.
+func (sc *StickyConfig) Codec() (*sticky.Codec, error) {
 	keys := make([][]byte, len(sc.Keys))
 	for i, k := range sc.Keys {
 		keys[i] = []byte(k)
 	}
-	return sticky.NewCodec(keys, sc.cookie().TTL)
+	return sticky.NewCodec(keys, sc.Cookie().TTL)
 }
 
-func (sc *StickyConfig) cookie() sticky.Config {
+// Cookie is the cookie settings with defaults filled in.
+func (sc *StickyConfig) Cookie() sticky.Config {
 	return sticky.Config{Name: sc.Name, TTL: sc.TTL.D(), Path: sc.Path, Secure: sc.Secure,
 		HTTPOnly: sc.HTTPOnly, SameSite: sc.SameSite}.WithDefaults()
 }
 
-func (d *DNSConfig) source() *discovery.DNS {
+// Source is the discovery source of d.
+func (d *DNSConfig) Source() *discovery.DNS {
 	return &discovery.DNS{Name: d.Name, Type: d.Type, Port: uint16(d.Port)}
 }
 
-// spec returns the check.Spec of one backend.
-func (hc *HealthCheckConfig) spec(addr string) check.Spec {
+// Spec returns the check.Spec of one backend.
+func (hc *HealthCheckConfig) Spec(addr string) check.Spec {
 	target := addr
 	if hc.Port != 0 {
 		host, _, _ := net.SplitHostPort(addr)

@@ -1,6 +1,7 @@
-package proxy
+package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/xlb-project/xlb/proxy/balance"
 	"github.com/xlb-project/xlb/proxy/discovery"
+	"github.com/xlb-project/xlb/proxy/internal/wire"
 	"github.com/xlb-project/xlb/proxy/outlier"
 )
 
@@ -27,10 +29,6 @@ func bad(field string, value any, allowed string) error {
 }
 
 var validMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
-
-// hopHeaders are the hop-by-hop headers (RFC 9110 7.6.1), plus the proxy
-// variants clients still send; route header ops may not touch them.
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
 // validate checks every field and fills defaults; it touches nothing outside c.
 func (c *Config) validate() error {
@@ -86,14 +84,14 @@ func (c *Config) validate() error {
 		}
 	}
 	for i, p := range c.TrustedProxies {
-		if _, err := parsePrefix(p); err != nil {
+		if _, err := ParsePrefix(p); err != nil {
 			return bad(fmt.Sprintf("trusted_proxies[%d]", i), p, "must be an IP address or CIDR prefix, e.g. 10.0.0.0/8")
 		}
 	}
 	if c.RequestIDHeader == "" {
 		c.RequestIDHeader = "X-Request-Id"
 	}
-	if !validHeaderName(c.RequestIDHeader) {
+	if !wire.ValidHeaderName(c.RequestIDHeader) {
 		return bad("request_id_header", c.RequestIDHeader, "must be a valid header name")
 	}
 	c.RequestIDHeader = http.CanonicalHeaderKey(c.RequestIDHeader)
@@ -172,7 +170,7 @@ func (p *PoolConfig) validate(f string, seen map[string]bool) error {
 			if d.DNS.Port < 0 || d.DNS.Port > 65535 {
 				return bad(f+".discovery.dns.port", d.DNS.Port, "must be from 1 to 65535")
 			}
-			if err := d.DNS.source().Validate(); err != nil {
+			if err := d.DNS.Source().Validate(); err != nil {
 				return fmt.Errorf("%w: %s.discovery: %w", ErrConfig, f, err)
 			}
 		}
@@ -181,15 +179,15 @@ func (p *PoolConfig) validate(f string, seen map[string]bool) error {
 		return bad(f+".backends", "[]", "a pool needs at least one backend (or discovery)")
 	}
 	if o := p.Outlier; o != nil {
-		if _, err := outlier.New(o.config(nil), nil); err != nil {
+		if _, err := outlier.New(o.Outlier(nil), nil); err != nil {
 			return fmt.Errorf("%w: %s.outlier: %w", ErrConfig, f, err)
 		}
 	}
 	if sc := p.Sticky; sc != nil {
-		if _, err := sc.codec(); err != nil {
+		if _, err := sc.Codec(); err != nil {
 			return fmt.Errorf("%w: %s.sticky: %w", ErrConfig, f, err)
 		}
-		if err := sc.cookie().Validate(); err != nil {
+		if err := sc.Cookie().Validate(); err != nil {
 			return fmt.Errorf("%w: %s.sticky: %w", ErrConfig, f, err)
 		}
 	}
@@ -225,9 +223,9 @@ func (p *PoolConfig) validate(f string, seen map[string]bool) error {
 		if hc.Port < 0 || hc.Port > 65535 {
 			return bad(f+".health_check.port", hc.Port, "must be from 1 to 65535 (0: the backend's port)")
 		}
-		spec := hc.spec("192.0.2.1:80")
+		spec := hc.Spec("192.0.2.1:80")
 		if len(p.Backends) > 0 {
-			spec = hc.spec(p.Backends[0].Address)
+			spec = hc.Spec(p.Backends[0].Address)
 		}
 		if err := spec.Validate(); err != nil {
 			return fmt.Errorf("%w: %s.health_check: %w", ErrConfig, f, err)
@@ -352,7 +350,7 @@ func (m *MatchConfig) validate(f string) error {
 			return bad(f+".path", fmt.Sprintf("%d forms", n), "exactly one of exact, prefix and pattern is required")
 		}
 		if p.Pattern != "" {
-			if _, err := compilePattern(p.Pattern); err != nil {
+			if _, err := ParsePattern(p.Pattern); err != nil {
 				return bad(f+".path.pattern", p.Pattern, err.Error())
 			}
 		}
@@ -378,7 +376,7 @@ func (m *MatchConfig) validate(f string) error {
 }
 
 func (v *ValueMatch) validate(f string, header bool) error {
-	if v.Name == "" || (header && !validHeaderName(v.Name)) {
+	if v.Name == "" || (header && !wire.ValidHeaderName(v.Name)) {
 		return bad(f+".name", v.Name, "must be a valid name")
 	}
 	n := 0
@@ -400,10 +398,10 @@ func (v *ValueMatch) validate(f string, header bool) error {
 
 func (h *HeaderOps) validate(f string) error {
 	check := func(field, name, value string) error {
-		if !validHeaderName(name) {
+		if !wire.ValidHeaderName(name) {
 			return bad(f+"."+field, name, "must be a valid header name")
 		}
-		if slices.Contains(hopHeaders, http.CanonicalHeaderKey(name)) || http.CanonicalHeaderKey(name) == "Content-Length" {
+		if slices.Contains(wire.HopHeaders, http.CanonicalHeaderKey(name)) || http.CanonicalHeaderKey(name) == "Content-Length" {
 			return bad(f+"."+field, name, "hop-by-hop and framing headers cannot be changed")
 		}
 		if strings.ContainsAny(value, "\r\n\x00") {
@@ -429,20 +427,9 @@ func (h *HeaderOps) validate(f string) error {
 	return nil
 }
 
-// validHeaderName reports whether s is a field name: a token (RFC 9110).
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isTokenChar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
+// ParsePrefix parses a CIDR prefix or a single address (a full-length
+// prefix), as trusted_proxies lists them.
+func ParsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		return p.Masked(), err
@@ -452,4 +439,45 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// PatternSegment is one segment of a path pattern (PathMatch.Pattern).
+type PatternSegment struct {
+	Literal string
+	Wild    bool // {name}: any one segment
+	Rest    bool // {name...}: the rest, possibly empty
+}
+
+var errPattern = errors.New("segments are literals, {name}, or a final {name...}")
+
+// ParsePattern splits a path pattern into its segments.
+func ParsePattern(p string) ([]PatternSegment, error) {
+	var segs []PatternSegment
+	rest := strings.TrimPrefix(p, "/")
+	for {
+		seg, tail, more := strings.Cut(rest, "/")
+		if strings.HasPrefix(seg, "{") || strings.HasSuffix(seg, "}") {
+			if !strings.HasPrefix(seg, "{") || !strings.HasSuffix(seg, "}") || len(seg) < 3 {
+				return nil, errPattern
+			}
+			name := seg[1 : len(seg)-1]
+			if n, ok := strings.CutSuffix(name, "..."); ok {
+				if more || n == "" {
+					return nil, errPattern
+				}
+				segs = append(segs, PatternSegment{Rest: true})
+				return segs, nil
+			}
+			segs = append(segs, PatternSegment{Wild: true})
+		} else {
+			if strings.ContainsAny(seg, "{}") {
+				return nil, errPattern
+			}
+			segs = append(segs, PatternSegment{Literal: seg})
+		}
+		if !more {
+			return segs, nil
+		}
+		rest = tail
+	}
 }

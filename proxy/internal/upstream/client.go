@@ -1,4 +1,7 @@
-package proxy
+// Package upstream is the proxy's HTTP/1.1 client towards backends:
+// connections, their pools per backend address, and the wire format of
+// requests sent and responses read.
+package upstream
 
 import (
 	"bufio"
@@ -13,9 +16,11 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/xlb-project/xlb/proxy/internal/wire"
 )
 
-// client is the backend-side HTTP/1.1 client of plain (not upgraded)
+// Client is the backend-side HTTP/1.1 client of plain (not upgraded)
 // requests. Unlike net/http.Transport it runs in the request's goroutine:
 // it takes a kept-alive connection from the backend's pool (or dials one),
 // writes the request head and body, reads the response head and hands the
@@ -35,7 +40,7 @@ import (
 // non-blocking MSG_PEEK sees the backend's FIN or reset) before it is
 // reused. Either way, a pooled connection that fails before the request
 // head went out is replaced by a new one. Nothing else is retried.
-type client struct {
+type Client struct {
 	dialer     net.Dialer
 	respHeader time.Duration // request sent to response head; 0: none
 	idle       time.Duration // idle pooled connection lifetime; 0: none
@@ -57,11 +62,14 @@ const (
 	continueWait = time.Second
 )
 
-func newClient(t TimeoutConfig) *client {
-	return &client{
-		dialer:     net.Dialer{Timeout: t.Connect.D(), KeepAlive: 30 * time.Second},
-		respHeader: t.ResponseHeader.D(),
-		idle:       t.Idle.D(),
+// NewClient returns a client that dials with the connect timeout, waits up
+// to respHeader for a response head (0: no limit) and keeps idle
+// connections for idle (0: no limit).
+func NewClient(connect, respHeader, idle time.Duration) *Client {
+	return &Client{
+		dialer:     net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second},
+		respHeader: respHeader,
+		idle:       idle,
 		maxIdle:    maxIdlePerHost,
 		pools:      map[string]*connPool{},
 	}
@@ -69,7 +77,7 @@ func newClient(t TimeoutConfig) *client {
 
 // connPool holds the idle connections to one backend address, newest last.
 type connPool struct {
-	c     *client
+	c     *Client
 	addr  string
 	mu    sync.Mutex
 	idle  []*bconn
@@ -85,7 +93,7 @@ type bconn struct {
 	bw     *bufio.Writer
 	idleAt time.Time
 	hdr    http.Header // response header map, reused (values are not)
-	resp   backendResponse
+	resp   Response
 	reused bool // taken from the pool
 	// deadline is the read and write deadline set on nc; limit the one
 	// the exchange must end by (zero: none); ctx the exchange's context.
@@ -97,7 +105,7 @@ type bconn struct {
 	peekFn func(fd uintptr) bool // bc.peek, made once
 }
 
-func (c *client) pool(addr string) *connPool {
+func (c *Client) pool(addr string) *connPool {
 	c.mu.Lock()
 	p := c.pools[addr]
 	if p == nil {
@@ -110,7 +118,7 @@ func (c *client) pool(addr string) *connPool {
 
 // CloseIdleConnections closes every idle connection; connections in use are
 // closed when their exchange ends.
-func (c *client) CloseIdleConnections() {
+func (c *Client) CloseIdleConnections() {
 	c.mu.Lock()
 	c.closed = true
 	pools := make([]*connPool, 0, len(c.pools))
@@ -222,7 +230,7 @@ func (bc *bconn) peek(fd uintptr) bool {
 	return true // never wait for readiness
 }
 
-func (c *client) dial(ctx context.Context, p *connPool) (*bconn, error) {
+func (c *Client) dial(ctx context.Context, p *connPool) (*bconn, error) {
 	nc, err := c.dialer.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
 		return nil, err
@@ -243,14 +251,14 @@ func (c *client) dial(ctx context.Context, p *connPool) (*bconn, error) {
 	return bc, nil
 }
 
-// backendResponse is a response head read from a backend and the reader of
+// Response is a response head read from a backend and the reader of
 // its body.
-type backendResponse struct {
-	status   int
-	header   http.Header // owned by the connection; valid until release
-	length   int64       // body length; -1: chunked or until close
-	trailers []string    // names announced in Trailer
-	body     bodyReader
+type Response struct {
+	Status   int
+	Header   http.Header // owned by the connection; valid until Release
+	Length   int64       // body length; -1: chunked or until close
+	Trailers []string    // names announced in Trailer
+	Body     Body
 	bc       *bconn
 	reuse    bool // the connection may be pooled once the body is read
 }
@@ -267,10 +275,11 @@ var (
 	errNoResponse = errors.New("backend closed the connection before a response")
 )
 
-// do sends out to a backend and reads the response head, forwarding 1xx
-// responses to w; now is the current time. The caller must call release on
-// the result.
-func (c *client) do(ctx context.Context, w http.ResponseWriter, addr string, r *http.Request, host string, h http.Header, now time.Time) (*backendResponse, error) {
+// Do sends r to the backend at addr, with host as its Host and h as its
+// header, and reads the response head, forwarding 1xx
+// responses to w; now is the current time. The caller must call Release
+// on the result.
+func (c *Client) Do(ctx context.Context, w http.ResponseWriter, addr string, r *http.Request, host string, h http.Header, now time.Time) (*Response, error) {
 	p := c.pool(addr)
 	replay := replayable(r)
 	bc := p.get(now, !replay)
@@ -390,7 +399,7 @@ func ctxError(ctx context.Context, err error) error {
 	return err
 }
 
-func (c *client) exchange(ctx context.Context, w http.ResponseWriter, bc *bconn, r *http.Request, host string, h http.Header, now time.Time) (*backendResponse, error) {
+func (c *Client) exchange(ctx context.Context, w http.ResponseWriter, bc *bconn, r *http.Request, host string, h http.Header, now time.Time) (*Response, error) {
 	resp, err := c.exchange1(ctx, w, bc, r, host, h, now)
 	if err != nil {
 		return nil, ctxError(ctx, err)
@@ -398,7 +407,7 @@ func (c *client) exchange(ctx context.Context, w http.ResponseWriter, bc *bconn,
 	return resp, nil
 }
 
-func (c *client) exchange1(ctx context.Context, w http.ResponseWriter, bc *bconn, r *http.Request, host string, h http.Header, now time.Time) (*backendResponse, error) {
+func (c *Client) exchange1(ctx context.Context, w http.ResponseWriter, bc *bconn, r *http.Request, host string, h http.Header, now time.Time) (*Response, error) {
 	// The head must arrive by limit: the response header timeout or the
 	// route's deadline, whichever is first.
 	var limit time.Time
@@ -472,12 +481,12 @@ func (c *client) exchange1(ctx context.Context, w http.ResponseWriter, bc *bconn
 			}
 			return nil, err
 		}
-		if resp.status >= 100 && resp.status < 200 {
+		if resp.Status >= 100 && resp.Status < 200 {
 			interim = true
-			if resp.status == http.StatusSwitchingProtocols {
+			if resp.Status == http.StatusSwitchingProtocols {
 				return nil, fmt.Errorf("%w: 101 to a request that did not upgrade", errMalformed)
 			}
-			if resp.status != http.StatusContinue {
+			if resp.Status != http.StatusContinue {
 				forward1xx(w, resp)
 			} else if !bodyDone {
 				if err := writeBody(bc.bw, body, chunked, r); err != nil {
@@ -498,7 +507,7 @@ func (c *client) exchange1(ctx context.Context, w http.ResponseWriter, bc *bconn
 }
 
 func hasExpectContinue(h http.Header) bool {
-	return tokenListHas(h["Expect"], "100-continue")
+	return wire.TokenListHas(h["Expect"], "100-continue")
 }
 
 // isContinue reports whether the buffered response starts with a 100 status.
@@ -509,11 +518,11 @@ func isContinue(br *bufio.Reader) bool {
 
 // forward1xx sends an informational response to the client with its
 // headers, which are then removed again from the final response's header.
-func forward1xx(w http.ResponseWriter, resp *backendResponse) {
+func forward1xx(w http.ResponseWriter, resp *Response) {
 	dst := w.Header()
 	var added []string
-	for k, vv := range resp.header {
-		if isHopHeader(k) {
+	for k, vv := range resp.Header {
+		if wire.IsHopHeader(k) {
 			continue
 		}
 		if _, ok := dst[k]; !ok {
@@ -521,7 +530,7 @@ func forward1xx(w http.ResponseWriter, resp *backendResponse) {
 			dst[k] = vv
 		}
 	}
-	w.WriteHeader(resp.status)
+	w.WriteHeader(resp.Status)
 	for _, k := range added {
 		delete(dst, k)
 	}

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 // The wire format of the backend client: the request head and body it
 // writes, and the response head and body framing it reads, strictly.
@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"syscall"
 	"time"
+
+	"github.com/xlb-project/xlb/proxy/internal/wire"
 )
 
 // writeHead writes the request line and header of an outgoing request.
@@ -31,7 +33,7 @@ func writeHead(bw *bufio.Writer, r *http.Request, host string, h http.Header, ch
 		bw.WriteString(r.URL.RawQuery)
 	}
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	writeValue(bw, host)
+	wire.WriteValue(bw, host)
 	bw.WriteString("\r\n")
 	for k, vv := range h {
 		switch k {
@@ -41,7 +43,7 @@ func writeHead(bw *bufio.Writer, r *http.Request, host string, h http.Header, ch
 		for _, v := range vv {
 			bw.WriteString(k)
 			bw.WriteString(": ")
-			writeValue(bw, v)
+			wire.WriteValue(bw, v)
 			bw.WriteString("\r\n")
 		}
 	}
@@ -62,7 +64,7 @@ func writeHead(bw *bufio.Writer, r *http.Request, host string, h http.Header, ch
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	case r.ContentLength > 0:
 		bw.WriteString("Content-Length: ")
-		writeUint(bw, uint64(r.ContentLength), 10)
+		wire.WriteUint(bw, uint64(r.ContentLength), 10)
 		bw.WriteString("\r\n")
 	case r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch:
 		bw.WriteString("Content-Length: 0\r\n")
@@ -73,29 +75,11 @@ func writeHead(bw *bufio.Writer, r *http.Request, host string, h http.Header, ch
 	bw.WriteString("\r\n")
 }
 
-// writeValue writes a header value with any CR or LF (which net/http
-// rejects on the way in, but a header op could hold) replaced by a space.
-func writeValue(bw *bufio.Writer, v string) {
-	for i := 0; i < len(v); i++ {
-		if v[i] == '\r' || v[i] == '\n' {
-			b := []byte(v)
-			for j := i; j < len(b); j++ {
-				if b[j] == '\r' || b[j] == '\n' {
-					b[j] = ' '
-				}
-			}
-			bw.Write(b)
-			return
-		}
-	}
-	bw.WriteString(v)
-}
-
 // writeBody streams a request body to the backend (chunked when its length
 // is unknown, with the client's trailers) and flushes.
 func writeBody(bw *bufio.Writer, body io.Reader, chunked bool, r *http.Request) error {
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
+	bp := wire.Buffers.Get().(*[]byte)
+	defer wire.Buffers.Put(bp)
 	buf := *bp
 	var total int64
 	for {
@@ -103,7 +87,7 @@ func writeBody(bw *bufio.Writer, body io.Reader, chunked bool, r *http.Request) 
 		if n > 0 {
 			total += int64(n)
 			if chunked {
-				writeUint(bw, uint64(n), 16)
+				wire.WriteUint(bw, uint64(n), 16)
 				bw.WriteString("\r\n")
 			}
 			if _, err := bw.Write(buf[:n]); err != nil {
@@ -135,7 +119,7 @@ func writeBody(bw *bufio.Writer, body io.Reader, chunked bool, r *http.Request) 
 			for _, v := range vv {
 				bw.WriteString(k)
 				bw.WriteString(": ")
-				writeValue(bw, v)
+				wire.WriteValue(bw, v)
 				bw.WriteString("\r\n")
 			}
 		}
@@ -146,7 +130,7 @@ func writeBody(bw *bufio.Writer, body io.Reader, chunked bool, r *http.Request) 
 
 // readHead reads and checks a response head: status line, header fields,
 // and the framing of the body that follows.
-func readHead(bc *bconn, method string) (*backendResponse, error) {
+func readHead(bc *bconn, method string) (*Response, error) {
 	br := bc.br
 	line, err := br.ReadSlice('\n')
 	if err != nil {
@@ -166,14 +150,14 @@ func readHead(bc *bconn, method string) (*backendResponse, error) {
 	h := bc.hdr
 	clear(h)
 	resp := &bc.resp
-	*resp = backendResponse{status: status, header: h, length: -1, bc: bc, reuse: !http10}
+	*resp = Response{Status: status, Header: h, Length: -1, bc: bc, reuse: !http10}
 	if err := readFields(br, h, size); err != nil {
 		return nil, err
 	}
 	if c := h["Connection"]; len(c) > 0 {
-		if tokenListHas(c, "close") {
+		if wire.TokenListHas(c, "close") {
 			resp.reuse = false
-		} else if http10 && tokenListHas(c, "keep-alive") {
+		} else if http10 && wire.TokenListHas(c, "keep-alive") {
 			resp.reuse = true
 		}
 	}
@@ -190,43 +174,34 @@ func readHead(bc *bconn, method string) (*backendResponse, error) {
 		}
 		length = n
 	}
-	if hasTE && (len(te) != 1 || !equalFoldASCII(te[0], "chunked") || http10) {
+	if hasTE && (len(te) != 1 || !wire.EqualFoldASCII(te[0], "chunked") || http10) {
 		return nil, fmt.Errorf("%w: Transfer-Encoding %q", errMalformed, te)
 	}
 	switch {
 	case method == http.MethodHead || status < 200 || status == http.StatusNoContent || status == http.StatusNotModified:
-		resp.body.init(br, 0, false) // no body, whatever the header says
-		resp.length = 0
+		resp.Body.init(br, 0, false) // no body, whatever the header says
+		resp.Length = 0
 	case hasTE:
-		resp.body.init(br, -1, true)
+		resp.Body.init(br, -1, true)
 	case hasCL:
-		resp.length = length
-		resp.body.init(br, length, false)
+		resp.Length = length
+		resp.Body.init(br, length, false)
 	default:
-		resp.body.init(br, -1, false) // until the backend closes
+		resp.Body.init(br, -1, false) // until the backend closes
 		resp.reuse = false
 	}
-	if t := h["Trailer"]; len(t) > 0 && resp.body.chunked {
+	if t := h["Trailer"]; len(t) > 0 && resp.Body.chunked {
 		for _, v := range t {
 			for v != "" {
 				var name string
-				name, v, _ = cutComma(v)
+				name, v, _ = wire.CutComma(v)
 				if name != "" {
-					resp.trailers = append(resp.trailers, http.CanonicalHeaderKey(name))
+					resp.Trailers = append(resp.Trailers, http.CanonicalHeaderKey(name))
 				}
 			}
 		}
 	}
 	return resp, nil
-}
-
-func cutComma(v string) (tok, rest string, found bool) {
-	for i := 0; i < len(v); i++ {
-		if v[i] == ',' {
-			return trimOWS(v[:i]), v[i+1:], true
-		}
-	}
-	return trimOWS(v), "", false
 }
 
 // parseStatusLine accepts "HTTP/1.x NNN[ reason]\r\n".
@@ -327,20 +302,20 @@ func readFields(br *bufio.Reader, h http.Header, size int) error {
 				colon = k
 				break
 			}
-			if !isTokenChar(f[k]) {
+			if !wire.IsTokenChar(f[k]) {
 				return fmt.Errorf("%w: header field name %q", errMalformed, clipS(f))
 			}
 		}
 		if colon <= 0 {
 			return fmt.Errorf("%w: header line %q", errMalformed, clipS(f))
 		}
-		v := trimOWS(f[colon+1:])
+		v := wire.TrimOWS(f[colon+1:])
 		for k := 0; k < len(v); k++ {
 			if c := v[k]; (c < ' ' && c != '\t') || c == 0x7f {
 				return fmt.Errorf("%w: header %s value", errMalformed, clipS(f[:colon]))
 			}
 		}
-		key := canonicalKey(f[:colon])
+		key := wire.CanonicalKey(f[:colon])
 		vals[i] = v
 		if old, ok := h[key]; ok {
 			h[key] = append(old, v)
@@ -358,79 +333,13 @@ func clipS(s string) string {
 	return s
 }
 
-func trimOWS(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-func isTokenChar(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
-}
-
-// commonKeys are canonical header names returned without allocating.
-var commonKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
-		"Accept-Ranges", "Age", "Cache-Control", "Connection", "Content-Disposition", "Content-Encoding",
-		"Content-Language", "Content-Length", "Content-Location", "Content-Range", "Content-Security-Policy",
-		"Content-Type", "Date", "Etag", "Expires", "Keep-Alive", "Last-Modified", "Link", "Location",
-		"Server", "Set-Cookie", "Strict-Transport-Security", "Trailer", "Transfer-Encoding", "Vary",
-		"Www-Authenticate", "X-Content-Type-Options", "X-Frame-Options", "X-Request-Id", "Retry-After",
-		"Access-Control-Allow-Origin", "Alt-Svc", "Proxy-Authenticate", "Upgrade",
-	} {
-		m[k] = k
-	}
-	return m
-}()
-
-// canonicalKey is http.CanonicalHeaderKey of a valid token, without
-// allocating for names already canonical and common.
-func canonicalKey(s string) string {
-	if k, ok := commonKeys[s]; ok {
-		return k
-	}
-	return http.CanonicalHeaderKey(s)
-}
-
-func equalFoldASCII(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
 // parseContentLength accepts one or more identical decimal values.
 func parseContentLength(vv []string) (int64, bool) {
 	var n int64 = -1
 	for _, v := range vv {
 		for v != "" {
 			var t string
-			t, v, _ = cutComma(v)
+			t, v, _ = wire.CutComma(v)
 			if t == "" || len(t) > 18 {
 				return 0, false
 			}
@@ -450,12 +359,12 @@ func parseContentLength(vv []string) (int64, bool) {
 	return n, n >= 0
 }
 
-// release ends the exchange: the connection goes back to the pool when the
+// Release ends the exchange: the connection goes back to the pool when the
 // body was read to its end and nothing prevents reuse, else it is closed.
-func (resp *backendResponse) release() {
+func (resp *Response) Release() {
 	bc := resp.bc
 	bc.ctx = nil
-	if resp.reuse && resp.body.done && bc.br.Buffered() == 0 {
+	if resp.reuse && resp.Body.done && bc.br.Buffered() == 0 {
 		// Deadlines are set again by the next exchange.
 		bc.pool.put(bc, time.Now())
 		return
@@ -463,9 +372,9 @@ func (resp *backendResponse) release() {
 	_ = bc.nc.Close()
 }
 
-// bodyReader reads a response body framed by Content-Length, chunked
+// Body reads a response body framed by Content-Length, chunked
 // encoding (its trailer fields go to trailer) or the end of the connection.
-type bodyReader struct {
+type Body struct {
 	br      *bufio.Reader
 	left    int64 // Content-Length bytes left, or bytes left in the chunk
 	chunked bool
@@ -475,8 +384,11 @@ type bodyReader struct {
 	err     error
 }
 
-func (b *bodyReader) init(br *bufio.Reader, n int64, chunked bool) {
-	*b = bodyReader{br: br, left: n, chunked: chunked, close: n < 0 && !chunked}
+// Trailer is the trailer section of a chunked body, once read to its end.
+func (b *Body) Trailer() http.Header { return b.trailer }
+
+func (b *Body) init(br *bufio.Reader, n int64, chunked bool) {
+	*b = Body{br: br, left: n, chunked: chunked, close: n < 0 && !chunked}
 	if chunked {
 		b.left = 0
 	}
@@ -485,7 +397,7 @@ func (b *bodyReader) init(br *bufio.Reader, n int64, chunked bool) {
 	}
 }
 
-func (b *bodyReader) Read(p []byte) (int, error) {
+func (b *Body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
@@ -548,7 +460,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 }
 
 // chunkEnd consumes the CRLF after a chunk's data.
-func (b *bodyReader) chunkEnd() error {
+func (b *Body) chunkEnd() error {
 	c, err := b.br.ReadByte()
 	if err == nil && c == '\r' {
 		c, err = b.br.ReadByte()
@@ -571,7 +483,7 @@ func eofUnexpected(err error) error {
 
 // nextChunk reads a chunk-size line; at the last chunk it reads the trailer
 // section and marks the body done.
-func (b *bodyReader) nextChunk() error {
+func (b *Body) nextChunk() error {
 	line, err := b.br.ReadSlice('\n')
 	if err != nil {
 		if err == bufio.ErrBufferFull {

@@ -34,6 +34,7 @@
 #define ICMP_DEST_UNREACH 3	/* with code ICMP_FRAG_NEEDED */
 #define ICMP_FRAG_NEEDED 4
 #define ICMPV6_PKT_TOOBIG 2
+#define IPV6_MIN_MTU 1280
 
 /* The ICMP headers, declared here: <linux/icmp.h> pulls in libc headers. */
 struct icmp_hdr {
@@ -44,8 +45,8 @@ struct icmp_hdr {
 };
 
 /* Every exit that does not forward has a reason and a counter (map exits).
- * The "pass" reasons hand the packet to the kernel untouched; the others
- * drop it. The Go side lists the same names in the same order from 1. */
+ * The "pass" reasons hand the packet to the kernel untouched; "tx" sends an
+ * answer back; the others drop it. The Go side lists the same names in the same order from 1. */
 enum exit_reason {
 	EXIT_NONE = 0,		/* no exit: parsing goes on; never counted */
 	EXIT_NOT_IP = 1,	/* pass: neither IPv4 nor IPv6 (ARP, LLDP, ...) */
@@ -60,7 +61,9 @@ enum exit_reason {
 	EXIT_TOO_BIG = 10,	/* drop: larger than the MTU after encapsulation */
 	EXIT_NO_SOURCE = 11,	/* drop: no outer source prefix configured */
 	EXIT_ENCAP_FAILED = 12,	/* drop: bpf_xdp_adjust_head refused */
-	EXIT_MAX = 13,
+	EXIT_ICMP_TOO_BIG = 13,	/* tx: too big; ICMP "too big" sent to the client */
+	EXIT_ICMP_LIMITED = 14,	/* drop: too big; ICMP rate limit reached */
+	EXIT_MAX = 15,
 };
 
 #endif

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* xdp_decap: for backend hosts. Strips the outer header of IPv4-in-IPv4
- * (protocol 4) and IPv6-in-IPv6 (next header 41) packets and passes the
- * inner packet to the kernel, which has no ipip module here. Everything
- * else passes untouched. Outer destinations are not checked: the packets
- * reaching this interface are addressed to the host at L2. */
+ * (protocol 4) and IPv6-in-IPv6 (next header 41) packets from a balancer
+ * and passes the inner packet to the kernel, which has no ipip module here.
+ * A tunnel packet from outside the balancer prefixes (or, when configured,
+ * to another address than this host's) is dropped and counted (trust.h).
+ * Everything else passes untouched. */
 #include "common.h"
 #include "parse.h"
+#include "trust.h"
 
 /* outer_len returns the length of an IPIP or IP6IP6 outer header at l3,
  * or 0 when the packet is no such tunnel packet. */
@@ -38,6 +40,7 @@ int xdp_decap(struct xdp_md *ctx)
 	struct packet p = {};
 	struct ethhdr *eth;
 	void *pos = data;
+	enum decap_reason why;
 	int olen;
 
 	if (parse_eth(&p, &pos, end))
@@ -45,6 +48,10 @@ int xdp_decap(struct xdp_md *ctx)
 	olen = outer_len(&p, pos, end);
 	if (!olen)
 		return XDP_PASS;
+	/* Drop: not from a balancer, or not to this host (trust.h). */
+	why = olen == sizeof(struct iphdr) ? trusted4(pos) : trusted6(pos);
+	if (why != DECAP_OK)
+		return count_decap(why, XDP_DROP);
 	/* Move the Ethernet header (and VLAN tag) forward over the outer IP
 	 * header, then drop the bytes in front of it. */
 	eth = data;
@@ -65,7 +72,7 @@ int xdp_decap(struct xdp_md *ctx)
 	}
 	if (bpf_xdp_adjust_head(ctx, olen))
 		return XDP_ABORTED;
-	return XDP_PASS;
+	return count_decap(DECAP_OK, XDP_PASS);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

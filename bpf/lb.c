@@ -4,12 +4,14 @@
  * (VIP filter); an established flow goes where the flow table says; anything
  * else looks the VIP up and picks a backend in its Maglev table. Forward with
  * IPIP or L2 DSR, out of the same interface (XDP_TX) or an egress one
- * (devmap). Anything that is not for a VIP goes to the kernel untouched. */
+ * (devmap); a packet too big for the path to the backends is answered with
+ * ICMP "too big" (icmp.h). Anything that is not for a VIP goes to the kernel untouched. */
 #include "common.h"
 #include "maps.h"
 #include "parse.h"
 #include "select.h"
 #include "encap.h"
+#include "icmp.h"
 
 static __always_inline __u32 encap_overhead(const struct packet *p)
 {
@@ -26,8 +28,7 @@ forward_check(const struct packet *p, const struct choice *c,
 		return EXIT_BAD_BACKEND;
 	if (c->mode == MODE_L2DSR)
 		return p->l3_len > cfg->mtu ? EXIT_TOO_BIG : EXIT_NONE;
-	/* Too big to encapsulate: dropped and counted; clients' MSS must be
-	 * clamped or the path to the backends must carry larger frames. */
+	/* Too big to encapsulate: answered with ICMP "too big" (icmp.h). */
 	if (p->l3_len + encap_overhead(p) > cfg->mtu)
 		return EXIT_TOO_BIG;
 	if (!(cfg->flags & (p->key.family == FAMILY_V4 ? CONFIG_F_SRC4
@@ -57,6 +58,8 @@ static __always_inline int forward(struct xdp_md *ctx, const struct packet *p,
 	enum exit_reason reason = forward_check(p, c, cfg);
 	int verdict;
 
+	if (reason == EXIT_TOO_BIG)
+		return too_big(ctx, p, cfg, c->mode);
 	/* Drop: the packet is for a VIP but cannot be delivered (see the
 	 * reasons in forward_check). */
 	if (reason)

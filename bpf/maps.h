@@ -122,6 +122,23 @@ struct {
 	__type(value, __u64);
 } exits SEC(".maps");
 
+/* icmp_limits: 0 -> struct icmp_limit; written by the loader (SetConfig). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct icmp_limit);
+} icmp_limits SEC(".maps");
+
+/* icmp_budgets: 0 -> struct icmp_budget per CPU; written by xdp_lb, the
+ * token bucket that limits the ICMP errors each CPU sends (icmp.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct icmp_budget);
+} icmp_budgets SEC(".maps");
+
 static __always_inline void count(void *map, __u32 idx, __u64 bytes)
 {
 	struct counters *c = bpf_map_lookup_elem(map, &idx);

@@ -90,6 +90,7 @@ struct flow_cache_slot {
 #define CONFIG_F_SRC4 0x1
 #define CONFIG_F_SRC6 0x2
 #define CONFIG_F_REDIRECT 0x4	/* send through the egress devmap */
+#define CONFIG_F_ICMP_TOO_BIG 0x8	/* answer too big packets (icmp.h) */
 
 struct config {
 	__u8 src_mac[6];
@@ -104,6 +105,21 @@ struct config {
 	__u64 udp_timeout_ns;
 	__u32 gen;		/* bumped by the loader after a backend changes */
 	__u32 pad2;
+};
+
+/* icmp_limit is the ICMP rate limit (icmp.h): each message costs cost_ns
+ * of a CPU's budget, which grows with the clock up to burst_ns. Apart from
+ * struct config so that pinned settings keep their size across upgrades. */
+struct icmp_limit {
+	__u64 cost_ns;
+	__u64 burst_ns;
+};
+
+/* icmp_budget is one CPU's ICMP token bucket (icmp.h), kept in ns of
+ * sending time (see struct icmp_limit). */
+struct icmp_budget {
+	__u64 budget_ns;
+	__u64 last_ns;		/* bpf_ktime_get_ns() of the last update */
 };
 
 struct counters {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -71,7 +72,7 @@ vips:
 	if err != nil {
 		t.Fatal(err)
 	}
-	return families(mfs)
+	return withDescribed(families(mfs), d.Registry())
 }
 
 // proxyFamilies builds a proxy with one route and pool, sends requests
@@ -127,7 +128,40 @@ routes: [{name: default, pool: app}]
 	for _, mf := range mfs {
 		list = append(list, mf)
 	}
-	return families(list)
+	return withDescribed(families(list), p.Registry())
+}
+
+var (
+	descName   = regexp.MustCompile(`fqName: "([^"]+)"`)
+	descLabels = regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
+)
+
+// withDescribed adds the metrics the registry describes but has no series
+// of yet (a vector nothing has touched, such as the breakers' of a proxy
+// without breakers), with their label names. Their type is unknown, so a
+// histogram suffix on them does not resolve; the histograms are all
+// observed above.
+func withDescribed(fams map[string]family, reg *prometheus.Registry) map[string]family {
+	ch := make(chan *prometheus.Desc)
+	go func() { reg.Describe(ch); close(ch) }()
+	for d := range ch {
+		s := d.String()
+		m := descName.FindStringSubmatch(s)
+		if m == nil {
+			continue
+		}
+		f, ok := fams[m[1]]
+		if !ok {
+			f = family{kind: dto.MetricType_UNTYPED, labels: map[string]bool{}}
+		}
+		if l := descLabels.FindStringSubmatch(s); l != nil && l[1] != "" {
+			for _, name := range strings.Split(l[1], ",") {
+				f.labels[strings.TrimSuffix(strings.TrimPrefix(name, "c("), ")")] = true
+			}
+		}
+		fams[m[1]] = f
+	}
+	return fams
 }
 
 func families(mfs []*dto.MetricFamily) map[string]family {

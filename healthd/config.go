@@ -40,10 +40,22 @@ type Config struct {
 	VIPs        []api.VIPConfig `yaml:"vips" json:"vips"`
 }
 
-// EncapConfig is the outer source prefix of encapsulated packets.
+// EncapConfig is how packets reach the backends: the outer source prefix of
+// encapsulated packets and the MTU of the path, with the ICMP "too big"
+// answers for packets that exceed it. Read at start.
 type EncapConfig struct {
 	SourceV4 string `yaml:"source_v4" json:"source_v4,omitempty"` // default 192.0.2.0/24
 	SourceV6 string `yaml:"source_v6" json:"source_v6,omitempty"` // default 2001:db8:e::/64
+	// MTU is the largest IP packet, outer header included, the path to the
+	// backends carries; a VIP packet that exceeds it once encapsulated is
+	// answered with ICMP "fragmentation needed" / "packet too big" naming
+	// MTU-20 (IPv4) or MTU-40 (IPv6). Default 1500.
+	MTU int `yaml:"mtu,omitempty" json:"mtu,omitempty"`
+	// ICMPRate caps those answers per second and CPU (default 1000; -1
+	// sends none: such packets are dropped), ICMPBurst how many a CPU
+	// sends at once after a quiet time (default 50).
+	ICMPRate  int `yaml:"icmp_rate,omitempty" json:"icmp_rate,omitempty"`
+	ICMPBurst int `yaml:"icmp_burst,omitempty" json:"icmp_burst,omitempty"`
 }
 
 // LoadConfig reads and validates a configuration file.
@@ -146,6 +158,15 @@ func (c *Config) Validate() error {
 		if p, err := netip.ParsePrefix(c.Encap.SourceV6); err != nil || !p.Addr().Is6() {
 			return api.FieldErr("encap.source_v6", "%q is not an IPv6 prefix", c.Encap.SourceV6)
 		}
+	}
+	if c.Encap.MTU != 0 && (c.Encap.MTU < 576 || c.Encap.MTU > 65535) {
+		return api.FieldErr("encap.mtu", "%d: allowed are 576-65535 (1320 or more for IPv6 VIPs)", c.Encap.MTU)
+	}
+	if c.Encap.ICMPRate < -1 || c.Encap.ICMPRate > 1_000_000 {
+		return api.FieldErr("encap.icmp_rate", "%d: allowed are 1-1000000 answers per second and CPU, or -1 for none", c.Encap.ICMPRate)
+	}
+	if c.Encap.ICMPBurst < 0 || c.Encap.ICMPBurst > 1_000_000 {
+		return api.FieldErr("encap.icmp_burst", "%d: allowed are 1-1000000", c.Encap.ICMPBurst)
 	}
 	if c.MaxBackends != 0 && (c.MaxBackends < loader.MinMaxBackends || c.MaxBackends > loader.MaxMaxBackends) {
 		return api.FieldErr("max_backends", "%d: allowed are %d-%d", c.MaxBackends, loader.MinMaxBackends, loader.MaxMaxBackends)

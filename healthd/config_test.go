@@ -14,7 +14,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Interface != "veth0" || len(c.VIPs) != 2 || len(c.VIPs[0].Backends) != 2 {
+	if c.Interface != "veth0" || len(c.VIPs) != 2 || len(c.VIPs[0].Backends) != 2 || c.Encap.MTU != 1500 || c.Encap.ICMPRate != 1000 || c.Encap.ICMPBurst != 50 {
 		t.Fatalf("unexpected config: %+v", c)
 	}
 	s, err := NewState(c)
@@ -78,6 +78,10 @@ func TestConfigErrors(t *testing.T) {
 		{"check timeout", "vips:\n  - address: 203.0.113.1:80/tcp\n    check: { kind: tcp, interval: 1s, timeout: 2s }\n", "vips[0].check.timeout"},
 		{"bad metrics addr", "metrics_addr: localhost\n", "metrics_addr"},
 		{"bad encap", "encap: { source_v4: 2001:db8::/64 }\n", "encap.source_v4"},
+		{"encap mtu too small", "encap: { mtu: 500 }\n", "line 1: encap.mtu: 500: allowed are 576-65535"},
+		{"encap mtu too large", "encap: { mtu: 70000 }\n", "encap.mtu: 70000"},
+		{"icmp rate", "encap: { icmp_rate: -2 }\n", "encap.icmp_rate: -2: allowed are 1-1000000 answers per second and CPU, or -1 for none"},
+		{"icmp burst", "encap: { icmp_burst: 2000000 }\n", "encap.icmp_burst: 2000000"},
 		{"max backends too small", "max_backends: 1\n", "line 1: max_backends: 1: allowed are 2-1048576"},
 		{"max backends too large", "max_backends: 2000000\n", "max_backends: 2000000: allowed are 2-1048576"},
 		{"max backends negative", "max_backends: -5\n", "line 1"},

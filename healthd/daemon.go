@@ -54,6 +54,9 @@ type Daemon struct {
 	timer   func() bool // pending debounced reconcile
 	lastErr error       // of the last reconcile
 	adopted bool        // IDs of a previous daemon taken over
+	// warnings are conditions found at start that the operator should fix
+	// (a veth peer without XDP); shown by status.
+	warnings []string
 	// warm names the backends that were in an adopted table: their checks
 	// start healthy, so a restart does not pull established flows off
 	// them while the first checks are still rising. Used once, then nil.

@@ -111,7 +111,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err != nil {
 		return fmt.Errorf("interface %s: %w", set.Interface, err)
 	}
-	dpc := loader.Config{SourceMAC: mac}
+	dpc := loader.Config{SourceMAC: mac, MTU: uint16(cfg.Encap.MTU), ICMPRate: cfg.Encap.ICMPRate, ICMPBurst: cfg.Encap.ICMPBurst}
 	if dpc.OuterSource4, err = outerSource(cfg.Encap.SourceV4, addrs, true); err != nil {
 		return err
 	}
@@ -156,6 +156,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		return fmt.Errorf("attach: %w", err)
 	}
 	log.Info("datapath attached", "ifname", set.Interface, "bpffs", set.BPFFS, "vips", len(cfg.VIPs))
+	warnVeth(d, set.Interface, log)
 
 	ctx, cancel := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
@@ -250,6 +251,23 @@ func outerSource(conf string, addrs []netip.Prefix, v4 bool) (netip.Prefix, erro
 		}
 	}
 	return netip.Prefix{}, nil
+}
+
+// warnVeth warns once, in the log and in the status, when ifname is a veth
+// whose peer may hold XDP_TX frames back (no XDP program there, or in
+// another namespace where it cannot be checked).
+func warnVeth(d *Daemon, ifname string, log *slog.Logger) {
+	v, err := hostnet.Veth(hostnet.Netns{}, ifname)
+	if err != nil {
+		log.Warn("could not tell whether the interface is a veth", "ifname", ifname, "err", err)
+		return
+	}
+	if !v.NeedsPeerXDP() {
+		return
+	}
+	fix := v.Fix(ifname)
+	log.Warn("veth peer without XDP: forwarded packets may wait", "ifname", ifname, "peer_ifindex", v.PeerIndex, "fix", fix)
+	d.Warn(fix)
 }
 
 // proberAdapter runs the daemon's checks with healthd/check.

@@ -1,6 +1,8 @@
 package healthd
 
 import (
+	"slices"
+
 	"github.com/xlb-project/xlb/healthd/api"
 	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/loader"
@@ -16,7 +18,7 @@ type checkStatuser interface {
 func (d *Daemon) Status() api.Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := api.Status{Time: d.opts.Clock.Now()}
+	st := api.Status{Time: d.opts.Clock.Now(), Warnings: slices.Clone(d.warnings)}
 	if d.lastErr != nil {
 		st.Error = d.lastErr.Error()
 	}
@@ -135,4 +137,13 @@ func checkResults(rs []check.Result) []api.CheckResult {
 		out[i] = api.CheckResult{Time: r.Time, Latency: r.Latency, Err: r.Err}
 	}
 	return out
+}
+
+// Warn records a condition the operator should fix; Status shows it.
+func (d *Daemon) Warn(msg string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !slices.Contains(d.warnings, msg) {
+		d.warnings = append(d.warnings, msg)
+	}
 }

@@ -7,9 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netlink"
 )
 
 // linkPin is the pin name of the xdp_lb link on ifname. Interface names
@@ -115,80 +113,3 @@ const (
 	xdpFlagsDrvMode = 1 << 2
 	xdpAttachedSKB  = 2 // IFLA_XDP_ATTACHED value for generic mode
 )
-
-// AttachDecap loads xdp_decap and attaches it to ifname (in the calling
-// thread's network namespace) with a netlink XDP attachment: the kernel
-// keeps the program while the interface exists, with no process and no
-// bpffs pin, so backend-host setup outlives the command that made it. An
-// xdp_decap already there is replaced.
-func AttachDecap(ifname string, generic bool) error {
-	l, err := netlink.LinkByName(ifname)
-	if err != nil {
-		return fmt.Errorf("attach xdp_decap to %s: %w", ifname, err)
-	}
-	prog, err := loadDecapProgram()
-	if err != nil {
-		return err
-	}
-	defer prog.Close()
-	flags := xdpFlagsDrvMode
-	if generic {
-		flags = xdpFlagsSKBMode
-	}
-	if err := netlink.LinkSetXdpFdWithFlags(l, prog.FD(), flags); err != nil {
-		return fmt.Errorf("attach xdp_decap to %s: %w", ifname, err)
-	}
-	return nil
-}
-
-// DecapAttached reports whether xdp_decap is attached to ifname.
-func DecapAttached(ifname string) (bool, error) {
-	_, ours, err := attachedXDP(ifname)
-	return ours, err
-}
-
-// DetachDecap removes xdp_decap from ifname. It fails with ErrNotAttached
-// when no XDP program is attached and refuses to remove another program.
-func DetachDecap(ifname string) error {
-	l, ours, err := attachedXDP(ifname)
-	if err != nil {
-		return err
-	}
-	if l == nil {
-		return fmt.Errorf("detach xdp_decap from %s: %w", ifname, ErrNotAttached)
-	}
-	if !ours {
-		return fmt.Errorf("detach xdp_decap from %s: %w: another XDP program is attached", ifname, ErrInvalid)
-	}
-	flags := xdpFlagsDrvMode
-	if l.Attrs().Xdp.AttachMode == xdpAttachedSKB {
-		flags = xdpFlagsSKBMode
-	}
-	if err := netlink.LinkSetXdpFdWithFlags(l, -1, flags); err != nil {
-		return fmt.Errorf("detach xdp_decap from %s: %w", ifname, err)
-	}
-	return nil
-}
-
-// attachedXDP returns the link if an XDP program is attached to it, and
-// whether that program is xdp_decap.
-func attachedXDP(ifname string) (netlink.Link, bool, error) {
-	l, err := netlink.LinkByName(ifname)
-	if err != nil {
-		return nil, false, fmt.Errorf("find %s: %w", ifname, err)
-	}
-	x := l.Attrs().Xdp
-	if x == nil || !x.Attached || x.ProgId == 0 {
-		return nil, false, nil
-	}
-	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId))
-	if err != nil {
-		return l, false, fmt.Errorf("open xdp program %d of %s: %w", x.ProgId, ifname, err)
-	}
-	defer prog.Close()
-	info, err := prog.Info()
-	if err != nil {
-		return l, false, fmt.Errorf("read xdp program %d of %s: %w", x.ProgId, ifname, err)
-	}
-	return l, info.Name == "xdp_decap", nil
-}

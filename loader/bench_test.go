@@ -189,13 +189,20 @@ func BenchmarkXDPHot(b *testing.B) {
 
 // pinThread keeps the benchmark on one thread, and that thread on the last
 // CPU, until it ends.
-func pinThread(b *testing.B) {
+func pinThread(tb testing.TB) {
 	runtime.LockOSThread()
-	b.Cleanup(runtime.UnlockOSThread)
-	var set unix.CPUSet
+	var old, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		runtime.UnlockOSThread()
+		tb.Fatalf("read thread affinity: %v", err)
+	}
+	tb.Cleanup(func() {
+		_ = unix.SchedSetaffinity(0, &old)
+		runtime.UnlockOSThread()
+	})
 	set.Set(runtime.NumCPU() - 1)
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		b.Fatalf("pin thread: %v", err)
+		tb.Fatalf("pin thread: %v", err)
 	}
 }
 

@@ -20,6 +20,12 @@ func (c Config) withDefaults() Config {
 	if c.MTU == 0 {
 		c.MTU = DefaultMTU
 	}
+	if c.ICMPRate == 0 {
+		c.ICMPRate = DefaultICMPRate
+	}
+	if c.ICMPBurst == 0 {
+		c.ICMPBurst = DefaultICMPBurst
+	}
 	return c
 }
 
@@ -42,6 +48,43 @@ func (c Config) validate() error {
 	if c.MTU != 0 && c.MTU < 68 {
 		return fmt.Errorf("%w: mtu %d: want 68..65535", ErrInvalid, c.MTU)
 	}
+	if c.ICMPRate > maxICMPRate {
+		return fmt.Errorf("%w: icmp rate %d: want 1..%d per second and CPU, or negative for none", ErrInvalid, c.ICMPRate, maxICMPRate)
+	}
+	if c.ICMPBurst < 0 || c.ICMPBurst > maxICMPBurst {
+		return fmt.Errorf("%w: icmp burst %d: want 1..%d", ErrInvalid, c.ICMPBurst, maxICMPBurst)
+	}
+	return nil
+}
+
+// Bounds of the ICMP rate limit.
+const (
+	maxICMPRate  = 1_000_000
+	maxICMPBurst = 1_000_000
+)
+
+// icmpLimit is the token bucket of the ICMP "too big" answers
+// (bpf/icmp.h); ok is false when answers are off.
+func (c Config) icmpLimit() (lim lbIcmpLimit, ok bool) {
+	if c.ICMPRate < 0 {
+		return lim, false
+	}
+	lim.CostNs = uint64(time.Second / time.Duration(c.ICMPRate))
+	lim.BurstNs = lim.CostNs * uint64(c.ICMPBurst)
+	return lim, true
+}
+
+// setICMP writes the ICMP rate limit and sets the flag that turns answers
+// on in v; the limit is written first, so answers never run on an old one.
+func (d *Datapath) setICMP(c Config, v *lbConfig) error {
+	lim, ok := c.icmpLimit()
+	if !ok {
+		return nil
+	}
+	if err := d.objs.IcmpLimits.Put(uint32(0), &lim); err != nil {
+		return fmt.Errorf("set icmp rate limit: %w", err)
+	}
+	v.Flags |= configICMPTooBig
 	return nil
 }
 
@@ -71,6 +114,9 @@ func (d *Datapath) SetConfig(c Config) error {
 		UdpTimeoutNs: uint64(c.UDPTimeout / time.Nanosecond),
 	}
 	copy(v.SrcMac[:], c.SourceMAC)
+	if err := d.setICMP(c, &v); err != nil {
+		return err
+	}
 	if p := c.OuterSource4; p.IsValid() {
 		a := p.Masked().Addr().As4()
 		v.Src4 = binary.NativeEndian.Uint32(a[:])
@@ -122,6 +168,9 @@ func (d *Datapath) initConfig() error {
 	c := Config{}.withDefaults()
 	// Generation 1: a zeroed flow cache slot (generation 0) is never used.
 	v = lbConfig{Mtu: uint32(c.MTU), HashSeed: c.HashSeed, UdpTimeoutNs: uint64(c.UDPTimeout), Gen: 1}
+	if err := d.setICMP(c, &v); err != nil {
+		return err
+	}
 	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("set default datapath config: %w", err)
 	}

@@ -8,15 +8,45 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type decapPrefix4 struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [4]uint8
+}
+
+type decapPrefix6 struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
+type decapTrustConfig struct {
+	_     structs.HostLayout
+	Flags uint32
+}
+
+type decapTrustDest struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Family uint8
+	Pad    [3]uint8
+}
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	decapProgXdpDecap = "xdp_decap"
+	decapMapBalancers4    = "balancers4"
+	decapMapBalancers6    = "balancers6"
+	decapMapDecapDests    = "decap_dests"
+	decapMapDecapSettings = "decap_settings"
+	decapMapDecapStats    = "decap_stats"
+	decapProgXdpDecap     = "xdp_decap"
 )
 
 // loadDecap returns the embedded CollectionSpec for decap.
@@ -68,6 +98,11 @@ type decapProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type decapMapSpecs struct {
+	Balancers4    *ebpf.MapSpec `ebpf:"balancers4"`
+	Balancers6    *ebpf.MapSpec `ebpf:"balancers6"`
+	DecapDests    *ebpf.MapSpec `ebpf:"decap_dests"`
+	DecapSettings *ebpf.MapSpec `ebpf:"decap_settings"`
+	DecapStats    *ebpf.MapSpec `ebpf:"decap_stats"`
 }
 
 // decapVariableSpecs contains global variables before they are loaded into the kernel.
@@ -96,10 +131,21 @@ func (o *decapObjects) Close() error {
 //
 // It can be passed to loadDecapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type decapMaps struct {
+	Balancers4    *ebpf.Map `ebpf:"balancers4"`
+	Balancers6    *ebpf.Map `ebpf:"balancers6"`
+	DecapDests    *ebpf.Map `ebpf:"decap_dests"`
+	DecapSettings *ebpf.Map `ebpf:"decap_settings"`
+	DecapStats    *ebpf.Map `ebpf:"decap_stats"`
 }
 
 func (m *decapMaps) Close() error {
-	return _DecapClose()
+	return _DecapClose(
+		m.Balancers4,
+		m.Balancers6,
+		m.DecapDests,
+		m.DecapSettings,
+		m.DecapStats,
+	)
 }
 
 // decapVariables contains all global variables after they have been loaded into the kernel.

@@ -26,7 +26,10 @@
 //     SetTable builds a new inner map and swaps it in, so a packet sees either
 //     the old table or the new one, never a mix.
 //   - Config: balancer MAC, outer source prefixes, flow hash seed, UDP flow
-//     timeout, MTU towards the backends. SetConfig.
+//     timeout, MTU towards the backends, ICMP "too big" rate limit (a map of
+//     its own, icmp_limits). SetConfig. A VIP packet that exceeds the MTU
+//     once encapsulated is answered with ICMP "fragmentation needed" /
+//     ICMPv6 "packet too big" (XDP_TX, bpf/icmp.h).
 //   - VIP filter: a bit per hash of a VIP address, kept by PutVIP and
 //     RemoveVIP, so that packets to other addresses leave after one read.
 //
@@ -39,6 +42,14 @@
 // removed backends left (RetireBackend, RetiredCounters). RemoveVIP, and
 // PutVIP changing a VIP's ID or mode, delete that VIP's flows and bump the
 // generation too.
+//
+// # Backend hosts
+//
+// AttachDecapWith attaches xdp_decap with a netlink attachment (it stays
+// without a process or pin) and fills its trust maps from DecapOptions:
+// the balancer prefixes outer sources must lie in, and optionally the
+// outer destinations accepted. ReadDecap reads back from the kernel what is
+// attached to an interface, its trust and its counters (DecapReasons).
 //
 // Ordering rule (DESIGN.md, Backend lifecycle): put a backend before any table
 // slot names it; install a table without it before removing it.
@@ -92,6 +103,12 @@ const (
 	// DefaultMTU is the largest IP packet, after encapsulation, sent towards
 	// the backends.
 	DefaultMTU = 1500
+	// DefaultICMPRate is how many ICMP "too big" answers each CPU sends per
+	// second at most, and DefaultICMPBurst how many it may send at once
+	// after a quiet time (the defaults of Linux's icmp_msgs_per_sec and
+	// icmp_msgs_burst, per CPU here).
+	DefaultICMPRate  = 1000
+	DefaultICMPBurst = 50
 )
 
 // SupportedTableSizes are the Maglev table sizes the datapath holds (primes).
@@ -182,8 +199,18 @@ type Config struct {
 	// DefaultUDPTimeout.
 	UDPTimeout time.Duration
 	// MTU is the largest IP packet (outer header included) sent towards
-	// backends; larger ones are dropped (reason too_big). Default DefaultMTU.
+	// backends. A larger VIP packet is answered with ICMP "fragmentation
+	// needed" (IPv4 with DF) or ICMPv6 "packet too big" naming MTU less the
+	// outer header (20 or 40 bytes; MTU itself for L2 DSR; never below 1280
+	// for IPv6), reason icmp_too_big; see ICMPRate. Default DefaultMTU.
 	MTU uint16
+	// ICMPRate is the most ICMP "too big" answers each CPU sends per
+	// second; beyond it too big packets are dropped (reason icmp_limited).
+	// Default DefaultICMPRate; negative sends none (reason too_big).
+	ICMPRate int
+	// ICMPBurst is how many answers a CPU may send at once after a quiet
+	// time. Default DefaultICMPBurst.
+	ICMPBurst int
 	// EgressIfindex, if not 0, is the interface (in the network namespace
 	// of the attached one) that forwarded packets leave through, by
 	// XDP_REDIRECT over a devmap, for balancers whose backends sit behind

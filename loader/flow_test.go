@@ -228,6 +228,9 @@ func FuzzXDPLB(f *testing.F) {
 	f.Add(ptb4(tcpTo(vip4, client4, 80, 0)).Bytes())
 	f.Add(ptb6(tcpTo(vip6, client6, 80, 0)).Bytes())
 	f.Add(make([]byte, 14))
+	// Too big once encapsulated: answered with ICMP.
+	f.Add(withL3Len(tcpTo(vip4, client4, 80, testutil.TCPAck), 1481).Bytes())
+	f.Add(withL3Len(tcpTo(vip6, client6, 80, testutil.TCPAck), 1461).Bytes())
 	d := newTestDatapath(f)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 14 {
@@ -248,8 +251,34 @@ func FuzzXDPLB(f *testing.F) {
 			if !forVIP(in) {
 				t.Fatalf("forwarded a packet that is not for a VIP: %x", in)
 			}
+			if err := checkICMPAnswer(out); err != nil {
+				t.Fatalf("%v; input %x output %x", err, in, out)
+			}
 		}
 	})
+}
+
+// checkICMPAnswer checks an ICMP "too big" answer xdp_lb sent (an output
+// frame that is no encapsulated packet): its length, and that its
+// checksums verify.
+func checkICMPAnswer(out []byte) error {
+	off := 14
+	if et := binary.BigEndian.Uint16(out[12:]); et == 0x8100 || et == 0x88a8 {
+		off = 18
+	}
+	l3 := out[off:]
+	switch {
+	case len(l3) >= 20 && l3[0] == 0x45 && l3[9] == testutil.ProtoICMP:
+		if len(l3) != 20+8+64 || testutil.Checksum(l3[:20]) != 0 || testutil.Checksum(l3[20:]) != 0 || l3[20] != 3 || l3[21] != 4 {
+			return errors.New("bad icmp answer")
+		}
+	case len(l3) >= 40 && l3[0]>>4 == 6 && l3[6] == testutil.ProtoICMPv6:
+		pseudo := append(append([]byte{}, l3[8:40]...), 0, 0, 0, 112, 0, 0, 0, 58)
+		if len(l3) != 40+8+104 || testutil.Checksum(append(pseudo, l3[40:]...)) != 0 || l3[40] != 2 {
+			return errors.New("bad icmpv6 answer")
+		}
+	}
+	return nil
 }
 
 // forVIP reports whether the frame is addressed to one of the test VIPs
@@ -298,6 +327,8 @@ func TestStructSizes(t *testing.T) {
 		{"flow_key", unsafe.Sizeof(lbFlowKey{}), 40},
 		{"flow", unsafe.Sizeof(lbFlow{}), 24},
 		{"config", unsafe.Sizeof(lbConfig{}), 64},
+		{"icmp_budget", unsafe.Sizeof(lbIcmpBudget{}), 16},
+		{"icmp_limit", unsafe.Sizeof(lbIcmpLimit{}), 16},
 		{"counters", unsafe.Sizeof(lbCounters{}), 16},
 		{"flow_cache_slot", unsafe.Sizeof(lbFlowCacheSlot{}), 96},
 	} {
@@ -317,6 +348,7 @@ func TestStructSizesMatchMaps(t *testing.T) {
 		"backends":    {4, unsafe.Sizeof(lbBackend{})},
 		"flows":       {unsafe.Sizeof(lbFlowKey{}), unsafe.Sizeof(lbFlow{})},
 		"settings":    {4, unsafe.Sizeof(lbConfig{})},
+		"icmp_limits": {4, unsafe.Sizeof(lbIcmpLimit{})},
 		"vip_retired": {4, unsafe.Sizeof(lbCounters{})},
 	} {
 		m := spec.Maps[name]

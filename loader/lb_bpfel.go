@@ -79,6 +79,18 @@ type lbFlowKey struct {
 	Pad    uint16
 }
 
+type lbIcmpBudget struct {
+	_        structs.HostLayout
+	BudgetNs uint64
+	LastNs   uint64
+}
+
+type lbIcmpLimit struct {
+	_       structs.HostLayout
+	CostNs  uint64
+	BurstNs uint64
+}
+
 type lbVipKey struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
@@ -106,6 +118,8 @@ const (
 	lbMapExits        = "exits"
 	lbMapFlowCache    = "flow_cache"
 	lbMapFlows        = "flows"
+	lbMapIcmpBudgets  = "icmp_budgets"
+	lbMapIcmpLimits   = "icmp_limits"
 	lbMapSettings     = "settings"
 	lbMapTables251    = "tables_251"
 	lbMapTables4093   = "tables_4093"
@@ -171,6 +185,8 @@ type lbMapSpecs struct {
 	Exits        *ebpf.MapSpec `ebpf:"exits"`
 	FlowCache    *ebpf.MapSpec `ebpf:"flow_cache"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	IcmpBudgets  *ebpf.MapSpec `ebpf:"icmp_budgets"`
+	IcmpLimits   *ebpf.MapSpec `ebpf:"icmp_limits"`
 	Settings     *ebpf.MapSpec `ebpf:"settings"`
 	Tables251    *ebpf.MapSpec `ebpf:"tables_251"`
 	Tables4093   *ebpf.MapSpec `ebpf:"tables_4093"`
@@ -212,6 +228,8 @@ type lbMaps struct {
 	Exits        *ebpf.Map `ebpf:"exits"`
 	FlowCache    *ebpf.Map `ebpf:"flow_cache"`
 	Flows        *ebpf.Map `ebpf:"flows"`
+	IcmpBudgets  *ebpf.Map `ebpf:"icmp_budgets"`
+	IcmpLimits   *ebpf.Map `ebpf:"icmp_limits"`
 	Settings     *ebpf.Map `ebpf:"settings"`
 	Tables251    *ebpf.Map `ebpf:"tables_251"`
 	Tables4093   *ebpf.Map `ebpf:"tables_4093"`
@@ -229,6 +247,8 @@ func (m *lbMaps) Close() error {
 		m.Exits,
 		m.FlowCache,
 		m.Flows,
+		m.IcmpBudgets,
+		m.IcmpLimits,
 		m.Settings,
 		m.Tables251,
 		m.Tables4093,

@@ -22,15 +22,16 @@ const (
 	flowCacheBits = 14 // FLOW_CACHE_BITS in bpf/common.h
 	flowCacheSize = 1 << flowCacheBits
 
-	configSrc4     = 0x1
-	configSrc6     = 0x2
-	configRedirect = 0x4
+	configSrc4       = 0x1
+	configSrc6       = 0x2
+	configRedirect   = 0x4
+	configICMPTooBig = 0x8 // CONFIG_F_ICMP_TOO_BIG
 )
 
 // ExitReasons names the datapath's non-forwarding exits; ExitReasons[i] is
 // entry i+1 of the exits map (enum exit_reason in bpf/common.h, where 0
 // means "no exit"). The first six pass the packet to the kernel untouched,
-// the others drop it.
+// icmp_too_big answers it (XDP_TX), the others drop it.
 var ExitReasons = []string{
 	"not_ip",       // pass: neither IPv4 nor IPv6
 	"malformed",    // pass: truncated or invalid header
@@ -44,6 +45,8 @@ var ExitReasons = []string{
 	"too_big",      // drop: larger than the MTU after encapsulation
 	"no_source",    // drop: no outer source prefix for the family
 	"encap_failed", // drop: no room to add the outer header
+	"icmp_too_big", // tx: too big; answered with ICMP "too big"
+	"icmp_limited", // drop: too big; the ICMP rate limit was reached
 }
 
 // PassingExits is how many of ExitReasons, from the first, pass the packet

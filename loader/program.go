@@ -70,23 +70,6 @@ func (p *Program) Time(pkt []byte) (Action, time.Duration, error) {
 // Close releases the program.
 func (p *Program) Close() error { return p.prog.Close() }
 
-func loadDecapProgram() (*ebpf.Program, error) {
-	var objs decapObjects
-	if err := loadDecapObjects(&objs, nil); err != nil {
-		return nil, loadError("xdp_decap", err, true)
-	}
-	return objs.XdpDecap, nil
-}
-
-// LoadDecap loads xdp_decap for running packets through it.
-func LoadDecap() (*Program, error) {
-	prog, err := loadDecapProgram()
-	if err != nil {
-		return nil, err
-	}
-	return &Program{prog: prog}, nil
-}
-
 // LoadSwap loads xdp_swap, the minimal program that swaps the Ethernet
 // addresses and returns XDP_TX: the reference the benchmarks compare with.
 func LoadSwap() (*Program, error) {

@@ -51,6 +51,43 @@ func AttachPass(ifname string) error {
 	return nil
 }
 
+// DetachPass removes the program AttachPass attached to ifname; it refuses
+// to remove another program and fails with ErrNotAttached when there is
+// none.
+func DetachPass(ifname string) error {
+	st, err := ReadDecap(ifname)
+	if err != nil {
+		return err
+	}
+	if st.ProgramID == 0 {
+		return fmt.Errorf("detach xdp pass from %s: %w", ifname, ErrNotAttached)
+	}
+	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(st.ProgramID))
+	if err != nil {
+		return fmt.Errorf("open xdp program %d of %s: %w", st.ProgramID, ifname, err)
+	}
+	info, err := prog.Info()
+	prog.Close()
+	if err != nil {
+		return fmt.Errorf("read xdp program %d of %s: %w", st.ProgramID, ifname, err)
+	}
+	if info.Name != "xdp_rig_count" {
+		return fmt.Errorf("detach xdp pass from %s: %w: another XDP program (%s) is attached", ifname, ErrInvalid, info.Name)
+	}
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("detach xdp pass from %s: %w", ifname, err)
+	}
+	flags := xdpFlagsDrvMode
+	if st.Generic {
+		flags = xdpFlagsSKBMode
+	}
+	if err := netlink.LinkSetXdpFdWithFlags(l, -1, flags); err != nil {
+		return fmt.Errorf("detach xdp pass from %s: %w", ifname, err)
+	}
+	return nil
+}
+
 // Rig is the packet-rate rig (DESIGN.md, Lab): a generator that injects
 // frames with BPF_PROG_RUN in live-frames mode into one end of a veth pair
 // (the generator's interface), the program under test attached to the other

@@ -105,7 +105,7 @@ func (p *Proxy) updateMembers(poolName string, ts []discovery.Target) {
 		return
 	}
 	alg, _ := balance.ParseAlgorithm(pl.cfg.Algorithm)
-	m, err := p.buildMembers(pl, alg, ts)
+	m, err := p.buildMembers(pl, alg, ts, len(pl.members.Load().backends) > 0)
 	if err != nil {
 		p.log.Error("apply discovered backends", "pool", poolName, "err", err)
 		return

@@ -9,10 +9,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xlb-project/xlb/proxy/internal/upstream"
 	"github.com/xlb-project/xlb/proxy/internal/wire"
+	"github.com/xlb-project/xlb/proxy/lastgood"
 )
 
-// send forwards a request that is not an upgrade: the proxy's own lean
+// roundTrip and relay forward a request that is not an upgrade (attempt.go
+// drives them, once per attempt): the proxy's own lean
 // version of what net/http/httputil.ReverseProxy does (which still carries
 // upgrades), with the same rules: hop-by-hop headers and every header the
 // client names in Connection are dropped from the request and from the
@@ -25,7 +28,9 @@ import (
 // place; an added value goes to a copy) and copies the response header the
 // same way. The exchange with the backend is the proxy's own client
 // (proxy/internal/upstream), in this goroutine.
-func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx context.Context) {
+//
+// roundTrip sends r to e.backend and reads the response head.
+func (st *state) roundTrip(ctx context.Context, w http.ResponseWriter, e *exchange, r *http.Request) (*upstream.Response, error) {
 	in := r.Header
 	h := e.outHeader
 	if h == nil {
@@ -48,13 +53,14 @@ func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx c
 	if host == "" {
 		host = e.backend.ID
 	}
-	resp, err := st.client.Do(ctx, w, e.backend.ID, r, host, h, e.sent)
-	if err != nil {
-		fail(w, e, ctx, err)
-		return
-	}
-	defer resp.Release()
+	return st.client.Do(ctx, w, e.backend.ID, r, host, h, e.sent)
+}
+
+// relay sends a backend's response to the client; a GET answered 200 is
+// also kept in lastGood when that is set and the response may be kept.
+func (st *state) relay(w http.ResponseWriter, e *exchange, r *http.Request, resp *upstream.Response, lastGood *lastgood.Cache) {
 	e.respondedAt = time.Now()
+	ctx := r.Context()
 
 	rh := resp.Header
 	if c := rh["Connection"]; len(c) > 0 {
@@ -82,6 +88,11 @@ func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx c
 	w.WriteHeader(resp.Status)
 
 	stream := resp.Length == -1 || strings.HasPrefix(headerFirst(rh, "Content-Type"), "text/event-stream")
+	var capture *lastgood.Capture
+	if lastGood != nil && !stream && lastgood.Storable(r.Method, r.Header, resp.Status, dst) && resp.Length <= lastGood.MaxBodyBytes() {
+		capture = lastgood.NewCapture(lastGood.MaxBodyBytes())
+		w = captureWriter{w, capture}
+	}
 	if err := copyBody(w, &resp.Body, stream); err != nil {
 		if ctx.Err() != nil || errors.Is(err, errClientWrite) {
 			return // the client went away or the route timed out
@@ -98,7 +109,26 @@ func (st *state) send(w http.ResponseWriter, e *exchange, r *http.Request, ctx c
 		}
 		dst[k] = vv
 	}
+	if capture != nil {
+		if body, ok := capture.Body(); ok {
+			lastGood.Put(lastGoodKey(r), resp.Status, dst, body, time.Now())
+		}
+	}
 }
+
+// captureWriter copies what is written to a capture.
+type captureWriter struct {
+	http.ResponseWriter
+	c *lastgood.Capture
+}
+
+func (cw captureWriter) Write(p []byte) (int, error) {
+	n, err := cw.ResponseWriter.Write(p)
+	cw.c.Write(p[:n])
+	return n, err
+}
+
+func (cw captureWriter) Unwrap() http.ResponseWriter { return cw.ResponseWriter }
 
 func headerFirst(h http.Header, k string) string {
 	if v := h[k]; len(v) > 0 {

@@ -24,6 +24,9 @@ type exchange struct {
 	status      int
 	bytes       int64
 	wroteHeader bool
+	// interim: an informational (1xx) response went to the client, so the
+	// request is not retried.
+	interim bool
 
 	st      *state
 	route   *route
@@ -55,6 +58,7 @@ func (e *exchange) Header() http.Header { return e.w.Header() }
 
 func (e *exchange) WriteHeader(code int) {
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		e.interim = true
 		e.w.WriteHeader(code) // informational: not the final status
 		return
 	}
@@ -229,6 +233,16 @@ func (f finalHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
+	if rt.rewrite != nil {
+		rt.rewrite.apply(r.URL)
+	}
+	if rt.reqOps.host != "" {
+		r.Host = rt.reqOps.host
+	}
+	if _, upgrade := r.Header["Upgrade"]; !upgrade {
+		rt.forwardPlain(w, e, r)
+		return
+	}
 	p := rt.pool
 	b := p.pick(w, r, e)
 	if b == nil {
@@ -237,20 +251,11 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 		return
 	}
 	e.backend = b
-	if rt.rewrite != nil {
-		rt.rewrite.apply(r.URL)
-	}
-	if rt.reqOps.host != "" {
-		r.Host = rt.reqOps.host
-	}
-	_, upgrade := r.Header["Upgrade"]
-	if upgrade {
-		if tc := requestConn(r); tc != nil {
-			tc.backend.Store(b)
-		}
+	if tc := requestConn(r); tc != nil {
+		tc.backend.Store(b)
 	}
 	ctx := r.Context()
-	if upgrade && ctx.Value(exchangeKey{}) == nil {
+	if ctx.Value(exchangeKey{}) == nil {
 		// Only net/http/httputil (upgrades) finds the exchange through the
 		// context; the plain path gets it as an argument.
 		ctx = context.WithValue(ctx, exchangeKey{}, e)
@@ -264,8 +269,7 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 	b.metrics.inFlight.Inc()
 	sent := time.Now()
 	e.sent = sent
-	// Deferred: a response cut by the backend aborts the handler with a
-	// panic (http.ErrAbortHandler), and the accounting must still happen.
+	// Deferred: the accounting must happen however the handler ends.
 	defer func() {
 		if e.respondedAt.IsZero() {
 			e.respondedAt = time.Now()
@@ -276,10 +280,6 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 		b.Release(lat, e.failed)
 		p.report(b, e.failed || e.status >= 500)
 	}()
-	if !upgrade {
-		e.st.send(w, e, r, ctx)
-		return
-	}
 	e.st.rp.ServeHTTP(w, r.WithContext(ctx))
 	if !e.wroteHeader && !e.failed {
 		// net/http/httputil wrote the 101 on the hijacked connection.

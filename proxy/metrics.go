@@ -34,6 +34,7 @@ type metrics struct {
 	noBackend     *prometheus.CounterVec   // pool
 	reloads       *prometheus.CounterVec   // result
 	upgraded      prometheus.Gauge
+	res           *resMetrics
 }
 
 type routeMetrics struct {
@@ -98,6 +99,7 @@ func newMetrics() *metrics {
 	}
 	m.reg.MustRegister(m.routeRequests, m.routeDuration, m.routeRetries, m.beRequests, m.beDuration,
 		m.beInFlight, m.beFailures, m.beEjections, m.beHealthy, m.beDrained, m.noBackend, m.reloads, m.upgraded)
+	m.res = newResMetrics(m.reg)
 	return m
 }
 
@@ -131,7 +133,8 @@ func (m *metrics) backend(pool, addr string) *backendMetrics {
 func (m *metrics) forgetBackend(pool, addr string) {
 	l := prometheus.Labels{"pool": pool, "backend": addr}
 	for _, v := range []*prometheus.MetricVec{m.beRequests.MetricVec, m.beDuration.MetricVec, m.beInFlight.MetricVec,
-		m.beFailures.MetricVec, m.beEjections.MetricVec, m.beHealthy.MetricVec, m.beDrained.MetricVec} {
+		m.beFailures.MetricVec, m.beEjections.MetricVec, m.beHealthy.MetricVec, m.beDrained.MetricVec,
+		m.res.breakerState.MetricVec, m.res.breakerChanges.MetricVec} {
 		v.DeletePartialMatch(l)
 	}
 }
@@ -142,4 +145,7 @@ func (m *metrics) forgetRoute(name string) {
 	m.routeRequests.DeletePartialMatch(l)
 	m.routeDuration.DeletePartialMatch(l)
 	m.routeRetries.DeletePartialMatch(l)
+	m.res.retries.DeletePartialMatch(l)
+	m.res.budgetOut.DeletePartialMatch(l)
+	m.res.fallbacks.DeletePartialMatch(l)
 }

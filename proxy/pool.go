@@ -8,6 +8,7 @@ import (
 
 	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/proxy/balance"
+	"github.com/xlb-project/xlb/proxy/breaker"
 	"github.com/xlb-project/xlb/proxy/discovery"
 	"github.com/xlb-project/xlb/proxy/outlier"
 	"github.com/xlb-project/xlb/proxy/sticky"
@@ -30,6 +31,10 @@ type backend struct {
 	// backend that serves requests.
 	spec    atomic.Pointer[check.Spec]
 	metrics *backendMetrics // set before the backend is published
+	// breaker is the backend's circuit breaker (nil: none), made for
+	// breakerCfg; atomic: a reload sets them on a backend in service.
+	breaker    atomic.Pointer[breaker.Breaker]
+	breakerCfg atomic.Pointer[config.BreakerConfig]
 }
 
 // healthID is the check.Prober target ID of a backend.
@@ -47,6 +52,7 @@ type pool struct {
 	members  atomic.Pointer[members]
 	detector *outlier.Detector // nil: no passive ejection
 	sticky   *stickyPolicy     // nil: no cookie affinity
+	guard    guard             // breakers, load shedding, slow start
 }
 
 // members is one membership of a pool and the picker over it.
@@ -67,13 +73,16 @@ type stickyPolicy struct {
 }
 
 // usable reports whether a backend may take a new request: not drained,
-// healthy, and not ejected by outlier detection.
+// healthy, not ejected by outlier detection and not behind an open breaker.
 func (m *members) usable(bb *balance.Backend) bool {
 	b := m.byBal[bb]
 	if b == nil || b.drained.Load() || check.State(b.health.Load()) != check.Healthy {
 		return false
 	}
 	if d := m.pool.detector; d != nil && d.Ejected(b.ID, time.Now()) {
+		return false
+	}
+	if br := b.breaker.Load(); br != nil && !br.Usable(time.Now()) {
 		return false
 	}
 	return true
@@ -139,6 +148,9 @@ func (p *Proxy) buildPool(pc *config.PoolConfig, targets []discovery.Target, old
 		return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 	}
 	pl := &pool{name: pc.Name, cfg: *pc, key: key, hashed: alg == balance.ConsistentHash}
+	if pl.guard, err = p.buildGuard(pc, old); err != nil {
+		return nil, err
+	}
 	if pc.Outlier != nil {
 		if old != nil && old.detector != nil && *old.cfg.Outlier == *pc.Outlier {
 			pl.detector = old.detector
@@ -157,7 +169,7 @@ func (p *Proxy) buildPool(pc *config.PoolConfig, targets []discovery.Target, old
 		}
 		pl.sticky = &stickyPolicy{codec: codec, cookie: pc.Sticky.Cookie()}
 	}
-	m, err := p.buildMembers(pl, alg, targets)
+	m, err := p.buildMembers(pl, alg, targets, old != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +177,9 @@ func (p *Proxy) buildPool(pc *config.PoolConfig, targets []discovery.Target, old
 	return pl, nil
 }
 
-func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discovery.Target) (*members, error) {
+// buildMembers makes the members of pl from targets; ramp says the pool was
+// running, so that a backend new to it starts its slow start.
+func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discovery.Target, ramp bool) (*members, error) {
 	pc := &pl.cfg
 	m := &members{
 		pool:  pl,
@@ -182,6 +196,7 @@ func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discover
 			spec = &s
 		}
 		b := p.backends[pc.Name+"/"+t.Addr]
+		prev := b
 		checksChanged := b != nil && (spec != nil) != (b.spec.Load() != nil)
 		if b == nil || b.Weight != t.Weight || checksChanged {
 			nb := &backend{Backend: balance.NewBackend(t.Addr, t.Weight), pool: pc.Name}
@@ -207,6 +222,11 @@ func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discover
 			b = nb
 		}
 		b.spec.Store(spec)
+		b.breaker.Store(p.backendBreaker(pl, b, prev))
+		b.breakerCfg.Store(pl.guard.beCfg)
+		if prev == nil && ramp {
+			b.StartRamp(time.Now(), pl.guard.slow)
+		}
 		if b.metrics == nil {
 			b.metrics = p.metrics.backend(pc.Name, t.Addr)
 		}
@@ -234,6 +254,7 @@ func (p *Proxy) onOutlierEvent(poolName string, ev outlier.Event) {
 		p.log.Warn("backend ejected", "pool", poolName, "backend", ev.Backend, "until", ev.Until, "ejections", ev.Ejections)
 	case outlier.Returned:
 		p.log.Info("backend returned from ejection", "pool", poolName, "backend", ev.Backend)
+		p.rampBackend(poolName, ev.Backend)
 	case outlier.Refused:
 		p.log.Warn("backend not ejected: too many of the pool are", "pool", poolName, "backend", ev.Backend)
 	}

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/xlb-project/xlb/healthd/check"
@@ -119,6 +120,10 @@ func (p *Proxy) Metrics() http.Handler {
 	return promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{})
 }
 
+// Registry returns the registry behind Metrics, whose Describe lists every
+// metric the proxy can export (deploy/ checks its dashboard against it).
+func (p *Proxy) Registry() *prometheus.Registry { return p.metrics.reg }
+
 // compile builds a state from cfg without changing anything running. old
 // is the running state (nil on the first load).
 func (p *Proxy) compile(cfg *config.Config, old *state) (*state, error) {
@@ -158,6 +163,9 @@ func (p *Proxy) compile(cfg *config.Config, old *state) (*state, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: route %s: %w", config.ErrConfig, rc.Name, err)
 		}
+		if err := rt.compileResilience(rc, st.pools, old.route(rc.Name)); err != nil {
+			return nil, fmt.Errorf("%w: route %s: %w", config.ErrConfig, rc.Name, err)
+		}
 		rt.metrics = p.metrics.route(rt.name)
 		var mws []middleware.Middleware
 		for j := range rc.Middleware {
@@ -195,6 +203,19 @@ func (p *Proxy) compile(cfg *config.Config, old *state) (*state, error) {
 	}
 	st.rp = newReverseProxy(st, st.transport)
 	return st, nil
+}
+
+// route returns the route named name, or nil (also when st is nil).
+func (st *state) route(name string) *route {
+	if st == nil {
+		return nil
+	}
+	for _, rt := range st.routes {
+		if rt.name == name {
+			return rt
+		}
+	}
+	return nil
 }
 
 // newTransport is the backend-side client of upgraded (WebSocket) requests;
@@ -308,6 +329,9 @@ func (p *Proxy) onHealthEvent(ev check.Event) {
 	}
 	b.health.Store(uint32(ev.To))
 	b.metrics.healthy.Set(boolFloat(ev.To == check.Healthy))
+	if ev.To == check.Healthy && ev.From != check.Healthy {
+		p.rampBackend(b.pool, b.ID)
+	}
 	p.log.Info("backend health changed", "pool", b.pool, "backend", b.ID, "from", ev.From.String(), "to", ev.To.String(), "reason", ev.Reason)
 }
 
@@ -357,6 +381,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 // Backends lists every backend of every pool, in config order.
 func (p *Proxy) Backends() []admin.BackendInfo {
 	st := p.state.Load()
+	now := time.Now()
 	var out []admin.BackendInfo
 	for _, pc := range st.cfg.Pools {
 		for _, b := range st.pools[pc.Name].members.Load().backends {
@@ -365,7 +390,11 @@ func (p *Proxy) Backends() []admin.BackendInfo {
 				Pool: b.pool, Address: b.ID, Weight: b.Weight, Health: b.healthState().String(),
 				Drained: b.drained.Load(), InFlight: b.InFlight(), Requests: total, Failures: failed,
 				Upgraded: p.conns.countUpgraded(func(x *backend) bool { return x == b }),
+				Breaker:  b.breakerState(now),
 			})
+			if r := b.Ramp(now); r < 1 {
+				out[len(out)-1].Ramp = r
+			}
 		}
 	}
 	return out
@@ -403,6 +432,7 @@ func (p *Proxy) setDrained(poolName, addr string, on bool) error {
 		p.closeUpgradedLater(b, "backend drained")
 	} else {
 		p.log.Info("backend undrained", "pool", poolName, "backend", addr)
+		b.StartRamp(time.Now(), pl.guard.slow)
 	}
 	return nil
 }

@@ -27,7 +27,9 @@ type route struct {
 	rewrite  *rewrite
 	reqOps   headerOps
 	respOps  headerOps
-	timeout  int64 // nanoseconds; 0 none
+	timeout  int64          // nanoseconds; 0 none
+	retry    *routeRetry    // nil: no retries
+	fallback *routeFallback // nil: 503 when the pool has no usable backend
 
 	// handler is the route's chain: the middleware around the final
 	// handler that forwards, redirects or responds.

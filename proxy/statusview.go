@@ -19,7 +19,7 @@ func (p *Proxy) StatusPage() http.Handler {
 
 // StatusView is the proxy's state for the status page: every pool with its
 // backends (drain flag, health since when, last check error, requests) and
-// every route.
+// every route; the breaker state where the pool has breakers.
 func (p *Proxy) StatusView() statuspage.View {
 	st := p.state.Load()
 	host, _ := os.Hostname()
@@ -49,7 +49,7 @@ func (p *Proxy) StatusView() statuspage.View {
 			total, failed := b.Requests()
 			m := statuspage.Member{
 				Address: b.ID, Weight: uint32(b.Weight), Admin: "active", Health: b.healthState().String(),
-				Requests: total, Failures: failed, InFlight: b.InFlight(),
+				Requests: total, Failures: failed, InFlight: b.InFlight(), Breaker: b.breakerState(now),
 			}
 			if b.drained.Load() {
 				m.Admin = "draining"

@@ -48,7 +48,7 @@ func TestStatusPage(t *testing.T) {
 	cfg := fmt.Sprintf(`
 listeners: [{name: web, address: "127.0.0.1:0"}]
 admin: {metrics_address: %q}
-pools: [{name: app, backends: [{address: %q}, {address: %q, weight: 3}], health_check: {kind: http, path: /healthz, interval: 50ms, timeout: 50ms, rise: 1, fall: 2}}]
+pools: [{name: app, backends: [{address: %q}, {address: %q, weight: 3}], health_check: {kind: http, path: /healthz, interval: 50ms, timeout: 50ms, rise: 1, fall: 2}, breaker: {consecutive_failures: 5}}]
 routes:
   - {name: health, match: {path: {exact: /healthz}}, respond: {status: 200}}
   - {name: api, match: {hosts: [api.example], path: {prefix: /v1/}}, pool: app}
@@ -84,6 +84,9 @@ routes:
 	ans := status()
 	if ans.Kind != "l7" || len(ans.Groups) != 1 || ans.Groups[0].Name != "app" || ans.Groups[0].Healthy != 2 {
 		t.Fatalf("page: kind %q, groups %+v", ans.Kind, ans.Groups)
+	}
+	if br := member(ans, a).Breaker; br != "closed" {
+		t.Errorf("breaker of a: %q, want closed", br)
 	}
 	if s := member(ans, b).Share; s != 0.75 {
 		t.Errorf("share of b (weight 3 of 4): %v", s)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,7 +16,7 @@ func backendHostCommand() *command {
 	return &command{
 		name:    "backend-host",
 		summary: "prepare this host as a backend for direct server return",
-		sub:     []*command{backendHostSetupCommand(), backendHostTeardownCommand()},
+		sub:     []*command{backendHostSetupCommand(), backendHostStatusCommand(), backendHostTeardownCommand()},
 	}
 }
 
@@ -26,13 +27,16 @@ func backendHostSetupCommand() *command {
 		stateFile string
 		decap     bool
 		generic   bool
+		sources   []string
+		dests     []string
 	)
 	return &command{
 		name:    "setup",
-		summary: "put VIPs on lo, set the DSR sysctls and attach the decap program",
+		summary: "put VIPs on lo, set the DSR sysctls and attach the decap program (repairs what is missing)",
 		usage:   "--vip ADDR [--vip ADDR ...] --iface IFACE [flags]",
 		examples: `  xlb backend-host setup --vip 203.0.113.10 --iface eth0
   xlb backend-host setup --vip 203.0.113.10 --vip 2001:db8:f::10 --iface eth0
+  xlb backend-host setup --vip 203.0.113.10 --iface eth0 --balancer-source 10.0.0.0/29 --decap-dest 10.0.1.21
   xlb backend-host setup --vip 203.0.113.10 --iface eth0 --decap=false   # L2 DSR only`,
 		flags: func(fs *pflag.FlagSet) {
 			fs.StringArrayVar(&vips, "vip", nil, "a VIP this host serves (repeatable); added to lo")
@@ -40,6 +44,8 @@ func backendHostSetupCommand() *command {
 			fs.StringVar(&stateFile, "state-file", hostnet.DefaultBackendHostState, "where setup records what it changed, for teardown")
 			fs.BoolVar(&decap, "decap", true, "attach the decapsulation XDP program (needed for IPIP, not for L2 DSR)")
 			fs.BoolVar(&generic, "generic", false, "attach in generic (skb) XDP mode, for drivers without native XDP")
+			fs.StringArrayVar(&sources, "balancer-source", nil, "prefix the balancers' outer source addresses come from (repeatable; IPv4 and IPv6); tunnel packets from elsewhere are dropped (default 192.0.2.0/24 and 2001:db8:e::/64, the encap.source_v4/v6 of the guide)")
+			fs.StringArrayVar(&dests, "decap-dest", nil, "accept tunnel packets only to this address of this host (repeatable; default: any destination)")
 		},
 		run: func(io *stdio, args []string) error {
 			if err := noArgs(args); err != nil {
@@ -59,8 +65,34 @@ func backendHostSetupCommand() *command {
 				}
 				b.VIPs = append(b.VIPs, a)
 			}
+			opts := loader.DecapOptions{Generic: generic}
+			for _, v := range sources {
+				p, err := netip.ParsePrefix(v)
+				if err != nil || p.Addr().Is4In6() {
+					return usageErrorf("--balancer-source %q: allowed are IPv4 or IPv6 prefixes such as 192.0.2.0/24 or 2001:db8:e::/64", v)
+				}
+				opts.BalancerSources = append(opts.BalancerSources, p)
+			}
+			for _, v := range dests {
+				a, err := netip.ParseAddr(v)
+				if err != nil || a.Is4In6() || a.Zone() != "" {
+					return usageErrorf("--decap-dest %q: allowed are IPv4 or IPv6 addresses of this host such as 198.51.100.11", v)
+				}
+				opts.Destinations = append(opts.Destinations, a)
+			}
+			if !decap && (len(sources) > 0 || len(dests) > 0) {
+				return usageErrorf("--balancer-source and --decap-dest configure the decap program: not allowed with --decap=false")
+			}
 			if decap {
-				b.Decap = loaderDecap{generic: generic}
+				if err := opts.Validate(); err != nil {
+					return usageErrorf("%v", err)
+				}
+				b.Decap = loaderDecap{opts: opts}
+				cfg, err := json.Marshal(opts)
+				if err != nil {
+					return err
+				}
+				b.DecapConfig = cfg
 			}
 			st, err := b.Setup()
 			if err != nil {
@@ -97,25 +129,23 @@ func backendHostTeardownCommand() *command {
 }
 
 // loaderDecap attaches the loader's xdp_decap with a netlink attachment,
-// which stays after this command exits.
-type loaderDecap struct{ generic bool }
+// which stays after this command exits, with the trust in opts.
+type loaderDecap struct{ opts loader.DecapOptions }
 
+// Attach attaches xdp_decap unless the kernel shows it attached already with
+// the same trust.
 func (d loaderDecap) Attach(ifname string) (bool, error) {
-	id, err := hostnet.XDPProgID(hostnet.Netns{}, ifname)
+	st, err := loader.ReadDecap(ifname)
 	if err != nil {
 		return false, err
 	}
-	if id != 0 {
-		ours, err := loader.DecapAttached(ifname)
-		if err != nil {
-			return false, err
-		}
-		if ours {
-			return false, nil
-		}
-		return false, fmt.Errorf("another XDP program (id %d) is attached to %s; detach it first", id, ifname)
+	if st.ProgramID != 0 && !st.Ours {
+		return false, fmt.Errorf("another XDP program (id %d) is attached to %s; detach it first", st.ProgramID, ifname)
 	}
-	if err := loader.AttachDecap(ifname, d.generic); err != nil {
+	if st.Trusts(d.opts) {
+		return false, nil
+	}
+	if err := loader.AttachDecapWith(ifname, d.opts); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -127,6 +157,36 @@ func (loaderDecap) Detach(ifname string) error {
 		return nil
 	}
 	return err
+}
+
+// Check reads what is attached to ifname and compares it with opts.
+func (d loaderDecap) Check(ifname string) (hostnet.BackendHostCheck, error) {
+	var c hostnet.BackendHostCheck
+	st, err := loader.ReadDecap(ifname)
+	if err != nil {
+		return c, err
+	}
+	switch {
+	case st.ProgramID == 0:
+		c.Detail = "no XDP program attached"
+		return c, nil
+	case !st.Ours:
+		c.Detail = fmt.Sprintf("another XDP program (id %d) is attached", st.ProgramID)
+		return c, nil
+	}
+	c.Counters = st.Counters
+	c.Detail = fmt.Sprintf("xdp_decap id %d, balancer sources %v", st.ProgramID, st.BalancerSources)
+	if len(st.Destinations) > 0 {
+		c.Detail += fmt.Sprintf(", destinations %v", st.Destinations)
+	}
+	for _, r := range loader.DecapReasons {
+		c.Detail += fmt.Sprintf(", %s %d", r, st.Counters[r])
+	}
+	c.OK = st.Trusts(d.opts)
+	if !c.OK {
+		c.Detail = "trust differs from setup's: " + c.Detail
+	}
+	return c, nil
 }
 
 // progressLogger logs progress of commands that change the host as text on

@@ -61,6 +61,7 @@ func root() *command {
 			versionCommand(),
 			proxyCommand(),
 			backendHostCommand(),
+			vethPeerCommand(),
 			labCommand(),
 			completionCommand(),
 			completeCommand(),

@@ -128,9 +128,16 @@ func proxyCommand() *command {
 					list = []proxyadmin.BackendInfo{}
 				}
 				return out.print(io.out, list, func(t *table) {
-					t.header("POOL", "ADDRESS", "WEIGHT", "HEALTH", "DRAINED", "IN-FLIGHT", "UPGRADED", "REQUESTS", "FAILURES")
+					t.header("POOL", "ADDRESS", "WEIGHT", "HEALTH", "DRAINED", "BREAKER", "RAMP", "IN-FLIGHT", "UPGRADED", "REQUESTS", "FAILURES")
 					for _, b := range list {
-						t.row(b.Pool, b.Address, strconv.Itoa(b.Weight), b.Health, strconv.FormatBool(b.Drained),
+						breaker, ramp := b.Breaker, "-"
+						if breaker == "" {
+							breaker = "-"
+						}
+						if b.Ramp > 0 {
+							ramp = strconv.Itoa(int(b.Ramp*100)) + "%"
+						}
+						t.row(b.Pool, b.Address, strconv.Itoa(b.Weight), b.Health, strconv.FormatBool(b.Drained), breaker, ramp,
 							strconv.FormatInt(b.InFlight, 10), strconv.Itoa(b.Upgraded),
 							strconv.FormatUint(b.Requests, 10), strconv.FormatUint(b.Failures, 10))
 					}

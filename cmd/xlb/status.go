@@ -38,6 +38,9 @@ func statusTable(t *table, st api.Status) {
 	if st.Error != "" {
 		fmt.Fprintf(t.w, "error: %s\n", st.Error)
 	}
+	for _, w := range st.Warnings {
+		fmt.Fprintf(t.w, "warning: %s\n", w)
+	}
 	if len(st.VIPs) == 0 {
 		fmt.Fprintln(t.w, "no VIPs")
 	}

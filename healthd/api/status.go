@@ -10,6 +10,9 @@ type Status struct {
 	Time  time.Time   `json:"time"` // of the snapshot, by the daemon's clock
 	VIPs  []VIPStatus `json:"vips"`
 	Error string      `json:"error,omitempty"` // of the last reconcile
+	// Warnings are conditions found at start that need the operator (a
+	// veth whose peer may hold forwarded packets back), with the fix.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // VIPStatus is one VIP with its backends.

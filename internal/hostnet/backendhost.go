@@ -18,16 +18,20 @@ import (
 const DefaultBackendHostState = "/run/xlb/backend-host.json"
 
 // Decap attaches the backend side's decapsulation XDP program so that it
-// stays attached after the process exits, and detaches it again. The loader
-// implements it; hostnet knows nothing of BPF.
+// stays attached after the process exits, checks it, and detaches it again.
+// The loader implements it; hostnet knows nothing of BPF.
 type Decap interface {
-	// Attach attaches the program to ifname. added is false when the
-	// decapsulation program was attached already (teardown then leaves it).
-	// Another XDP program on ifname is an error.
+	// Attach makes sure the program is attached to ifname as configured,
+	// looking at the kernel, not at any record: added is false when it was
+	// in place already and nothing was done. Another XDP program on ifname
+	// is an error.
 	Attach(ifname string) (added bool, err error)
 	// Detach removes the program from ifname; detaching from an interface
 	// with no program is not an error.
 	Detach(ifname string) error
+	// Check reports whether the program is attached to ifname as
+	// configured, what is there, and its counters.
+	Check(ifname string) (BackendHostCheck, error)
 }
 
 // BackendHost prepares a host behind the balancer for direct server return:
@@ -49,16 +53,31 @@ type BackendHost struct {
 	// Decap attaches the decapsulation program; nil skips that step (L2 DSR
 	// needs no decapsulation).
 	Decap Decap
+	// DecapConfig is recorded in the state file for status (see
+	// BackendHostWant).
+	DecapConfig json.RawMessage
 	// Log receives one line per change; nil discards.
 	Log *slog.Logger
 }
 
-// BackendHostState is what setup changed, persisted as JSON.
+// BackendHostState is what setup changed, and what it was asked for (so
+// that status can check the host against it), persisted as JSON.
 type BackendHostState struct {
 	Iface   string         `json:"iface"`
 	VIPs    []netip.Addr   `json:"vips_added"`
 	Sysctls []SysctlChange `json:"sysctls_changed"`
 	Decap   bool           `json:"decap_attached"`
+	// Want is the last setup's request.
+	Want BackendHostWant `json:"want"`
+}
+
+// BackendHostWant is what a setup was asked to put in place.
+type BackendHostWant struct {
+	VIPs  []netip.Addr `json:"vips"`
+	Decap bool         `json:"decap"`
+	// DecapConfig is the decapsulation program's configuration as the
+	// caller records it (opaque to hostnet).
+	DecapConfig json.RawMessage `json:"decap_config,omitempty"`
 }
 
 // SysctlChange is one sysctl setup changed, with the value it had before.
@@ -128,8 +147,10 @@ func (b *BackendHost) validate(prev *BackendHostState) error {
 
 // Setup prepares the host and records every change in the state file before
 // making it, so that Teardown undoes exactly what was done even when setup
-// stopped half-way. Running it again changes nothing that is already in
-// place; VIPs not yet present are added.
+// stopped half-way. It looks at the kernel, not at the state file, for what
+// is in place: running it again changes nothing that is there and repairs
+// what is missing (a detached program, a recreated interface, a VIP removed
+// from lo, a sysctl changed back).
 func (b *BackendHost) Setup() (*BackendHostState, error) {
 	prev, err := LoadBackendHostState(b.stateFile())
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -141,6 +162,10 @@ func (b *BackendHost) Setup() (*BackendHostState, error) {
 	st := prev
 	if st == nil {
 		st = &BackendHostState{Iface: b.Iface}
+	}
+	st.Want = BackendHostWant{VIPs: b.VIPs, Decap: b.Decap != nil, DecapConfig: b.DecapConfig}
+	if err := st.save(b.stateFile()); err != nil {
+		return st, err
 	}
 	log := b.log()
 
@@ -174,28 +199,45 @@ func (b *BackendHost) Setup() (*BackendHostState, error) {
 		return st, err
 	}
 
-	if b.Decap != nil && !st.Decap {
+	if b.Decap != nil {
+		if err := b.attachDecap(st); err != nil {
+			return st, err
+		}
+	}
+	return st, st.save(b.stateFile())
+}
+
+// attachDecap asks the Decap to put its program in place. A program that
+// setup attached before (st.Decap) and finds gone is attached again and
+// stays setup's to detach; one that was there before any setup stays the
+// owner's.
+func (b *BackendHost) attachDecap(st *BackendHostState) error {
+	ours := st.Decap
+	if !ours {
 		// Recorded first: a crash between the two leaves teardown trying
 		// to detach a program that is not there, which is harmless.
 		st.Decap = true
 		if err := st.save(b.stateFile()); err != nil {
-			return st, err
-		}
-		added, err := b.Decap.Attach(b.Iface)
-		if err != nil || !added {
-			st.Decap = false
-			if serr := st.save(b.stateFile()); serr != nil && err == nil {
-				err = serr
-			}
-		}
-		if err != nil {
-			return st, fmt.Errorf("attach decap to %s: %w", b.Iface, err)
-		}
-		if added {
-			log.Info("attached decap", "ifname", b.Iface)
+			return err
 		}
 	}
-	return st, st.save(b.stateFile())
+	added, err := b.Decap.Attach(b.Iface)
+	if err != nil || (!added && !ours) {
+		st.Decap = ours
+		if serr := st.save(b.stateFile()); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("attach decap to %s: %w", b.Iface, err)
+	}
+	switch {
+	case added && ours:
+		b.log().Warn("decap was missing or configured otherwise; attached again", "ifname", b.Iface)
+	case added:
+		b.log().Info("attached decap", "ifname", b.Iface)
+	}
+	return nil
 }
 
 func (b *BackendHost) addVIPs(st *BackendHostState) error {

@@ -36,6 +36,10 @@ func (f *fakeDecap) Detach(ifname string) error {
 	return nil
 }
 
+func (f *fakeDecap) Check(ifname string) (hostnet.BackendHostCheck, error) {
+	return hostnet.BackendHostCheck{OK: f.attached[ifname]}, nil
+}
+
 // backendNetns returns a namespace with an interface eth0 (one end of a
 // veth whose other end sits in a second namespace).
 func backendNetns(t *testing.T) hostnet.Netns {

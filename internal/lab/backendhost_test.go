@@ -88,3 +88,95 @@ func TestBackendHostCLI(t *testing.T) {
 		t.Errorf("teardown after a refused setup: %v\n%s", err, out)
 	}
 }
+
+// TestBackendHostStatusRepair: "xlb backend-host status" reads the kernel,
+// not the state file: after setup it exits 0; with the decap program
+// detached behind setup's back, or the interface recreated, it names the
+// missing program and exits non-zero; setup run again repairs it.
+func TestBackendHostStatusRepair(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	bin := buildXLB(t)
+	ns, peer := testutil.Netns(t), testutil.Netns(t)
+	testutil.Veth(t, hostnet.VethEnd{Netns: ns, Name: "eth0"}, hostnet.VethEnd{Netns: peer, Name: "eth0"})
+	state := filepath.Join(t.TempDir(), "bh.json")
+	run := func(args ...string) (string, error) {
+		out, err := ns.Command(bin, append(args, "--state-file", state)...).CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() { _, _ = run("backend-host", "teardown") })
+	setup := func(when string) {
+		t.Helper()
+		if out, err := run("backend-host", "setup", "--vip", VIP4.String(), "--vip", VIP6.String(), "--iface", "eth0", "--balancer-source", "192.0.2.0/24"); err != nil {
+			t.Fatalf("setup %s: %v\n%s", when, err, out)
+		}
+	}
+	statusOK := func(when string, want bool) string {
+		t.Helper()
+		out, err := run("backend-host", "status")
+		if (err == nil) != want {
+			t.Errorf("status %s: exit error %v, want success %v\n%s", when, err, want, out)
+		}
+		return out
+	}
+	decapLine := func(out string) string {
+		for line := range strings.Lines(out) {
+			if strings.Contains(line, "decap on eth0") {
+				return line
+			}
+		}
+		return ""
+	}
+
+	setup("first")
+	if line := decapLine(statusOK("after setup", true)); !strings.HasPrefix(line, "ok") || !strings.Contains(line, "192.0.2.0/24") {
+		t.Errorf("status after setup, decap line: %q", line)
+	}
+
+	// Detached behind setup's back.
+	if err := ns.Do(func() error { return loader.DetachDecap("eth0") }); err != nil {
+		t.Fatal(err)
+	}
+	if line := decapLine(statusOK("with the program detached", false)); !strings.HasPrefix(line, "MISSING") {
+		t.Errorf("status with the program detached, decap line: %q", line)
+	}
+	setup("to repair the detached program")
+	statusOK("after the repair", true)
+	if ok, err := decapAttached(ns); err != nil || !ok {
+		t.Errorf("after the repair: xdp_decap attached = %v, %v", ok, err)
+	}
+
+	// The interface recreated: the kernel forgot the attachment.
+	if err := hostnet.DeleteLink(ns, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Veth(t, hostnet.VethEnd{Netns: ns, Name: "eth0"}, hostnet.VethEnd{Netns: peer, Name: "eth0"})
+	if line := decapLine(statusOK("with the interface recreated", false)); !strings.HasPrefix(line, "MISSING") {
+		t.Errorf("status with the interface recreated, decap line: %q", line)
+	}
+	setup("to repair the recreated interface")
+	statusOK("after the second repair", true)
+
+	// Other trust asked for: setup replaces the program, status follows.
+	if out, err := run("backend-host", "setup", "--vip", VIP4.String(), "--iface", "eth0", "--balancer-source", "192.0.2.0/25", "--decap-dest", "198.51.100.11"); err != nil {
+		t.Fatalf("setup with other trust: %v\n%s", err, out)
+	}
+	if line := decapLine(statusOK("after other trust", true)); !strings.Contains(line, "192.0.2.0/25") || !strings.Contains(line, "198.51.100.11") {
+		t.Errorf("status after other trust, decap line: %q", line)
+	}
+	if out, err := run("backend-host", "teardown"); err != nil {
+		t.Fatalf("teardown: %v\n%s", err, out)
+	}
+	if out, err := run("backend-host", "status"); err == nil || !strings.Contains(out, "not set up") {
+		t.Errorf("status after teardown: %v\n%s", err, out)
+	}
+}
+
+func decapAttached(ns hostnet.Netns) (bool, error) {
+	var ok bool
+	err := ns.Do(func() error {
+		var err error
+		ok, err = loader.DecapAttached("eth0")
+		return err
+	})
+	return ok, err
+}

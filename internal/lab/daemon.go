@@ -27,6 +27,8 @@ type DaemonConfig struct {
 	DrainTimeout time.Duration
 	// Weights of backends by name; default 1.
 	Weights map[string]int
+	// MTU is the daemon's encap.mtu; default the backends' link MTU.
+	MTU int
 	// MetricsAddr is where the daemon serves /metrics and the status page,
 	// inside the balancer's namespace; default none.
 	MetricsAddr string
@@ -91,7 +93,10 @@ func (l *Lab) daemonYAML(p DaemonPaths, c DaemonConfig) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by the xlb lab.\ninterface: %s\nbpffs: %s\nstate_dir: %s\nsocket: %s\nmetrics_addr: \"%s\"\n",
 		Ifname, p.BPFFS, p.StateDir, p.Socket, c.MetricsAddr)
-	fmt.Fprintf(&b, "encap: { source_v4: %s, source_v6: \"%s\" }\nvips:\n", OuterSource4, OuterSource6)
+	if c.MTU == 0 {
+		c.MTU = backendMTU // room for the outer header
+	}
+	fmt.Fprintf(&b, "encap: { source_v4: %s, source_v6: \"%s\", mtu: %d }\nvips:\n", OuterSource4, OuterSource6, c.MTU)
 	for _, v := range c.VIPs() {
 		fmt.Fprintf(&b, "  - address: \"%s\"\n    mode: %s\n    drain_timeout: %s\n", v, c.Mode, c.DrainTimeout)
 		fmt.Fprintf(&b, "    check: { kind: tcp, port: %d, interval: %s, timeout: %s, rise: %d, fall: %d }\n    backends:\n",

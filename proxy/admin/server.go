@@ -31,6 +31,12 @@ type BackendInfo struct {
 	Upgraded int    `json:"upgraded"`
 	Requests uint64 `json:"requests"`
 	Failures uint64 `json:"failures"`
+	// Breaker is the backend's circuit breaker state (closed, open,
+	// half_open); empty without a breaker.
+	Breaker string `json:"breaker,omitempty"`
+	// Ramp is the share of its weight a backend in slow start has, below 1;
+	// 0 outside slow start.
+	Ramp float64 `json:"slow_start,omitempty"`
 }
 
 // Controller is what the admin API changes and reads: the running proxy.

@@ -35,6 +35,11 @@ type Backend struct {
 	ewma     atomic.Int64 // nanoseconds; 0 until the first sample
 	requests atomic.Uint64
 	failures atomic.Uint64
+
+	// Slow start (slowstart.go): Unix nanoseconds; rampEnd 0 when off.
+	rampStart atomic.Int64
+	rampEnd   atomic.Int64
+	rampMin   atomic.Uint64 // float64 bits
 }
 
 // NewBackend returns a backend with the given address and weight.
@@ -90,11 +95,4 @@ func (b *Backend) Latency() time.Duration {
 // failed.
 func (b *Backend) Requests() (total, failed uint64) {
 	return b.requests.Load(), b.failures.Load()
-}
-
-func (b *Backend) weight() int64 {
-	if b.Weight <= 0 {
-		return 1
-	}
-	return int64(b.Weight)
 }

@@ -29,7 +29,6 @@ const (
 type hash struct {
 	backends   []*Backend
 	table      []uint32
-	weightSum  int64
 	loadFactor float64
 	walk       int
 }
@@ -41,8 +40,7 @@ func newHash(list []*Backend, opts Options) (*hash, error) {
 	}
 	in := make([]maglev.Backend, len(list))
 	for i, b := range list {
-		in[i] = maglev.Backend{Key: b.ID, Weight: uint32(b.weight())}
-		p.weightSum += b.weight()
+		in[i] = maglev.Backend{Key: b.ID, Weight: uint32(b.baseWeight())}
 	}
 	table, err := maglev.Build(in, opts.TableSize)
 	if err != nil {

@@ -162,16 +162,24 @@ type rotor struct {
 }
 
 // start returns the next position of a usable backend, or -1 after n draws
-// found none.
+// found none. A backend in slow start is passed over with probability
+// 1 − ramp (passOver); if every usable one was, the first of them is taken.
 func (r *rotor) start(backends []*Backend, usable func(*Backend) bool) int {
 	n := uint64(len(backends))
+	passed := -1
 	for range n {
 		i := (r.next.Add(1) - 1) % n
-		if ok(usable, backends[i]) {
+		if b := backends[i]; ok(usable, b) {
+			if b.passOver() {
+				if passed < 0 {
+					passed = int(i)
+				}
+				continue
+			}
 			return int(i)
 		}
 	}
-	return -1
+	return passed
 }
 
 // roundRobin takes the backends in turn.
@@ -242,17 +250,24 @@ func (p *leastConn) Pick(_ uint64, usable func(*Backend) bool) *Backend {
 		return nil
 	}
 	n := len(p.backends)
-	var best *Backend
+	var best, passed *Backend
 	var bestLoad int64
 	for i := 0; i < n; i++ {
 		b := p.backends[(start+i)%n]
 		if !ok(usable, b) {
 			continue
 		}
+		if i > 0 && b.passOver() {
+			passed = b
+			continue
+		}
 		load := b.InFlight()
 		if best == nil || lighter(load, b, bestLoad, best) {
 			best, bestLoad = b, load
 		}
+	}
+	if best == nil {
+		return passed
 	}
 	return best
 }
@@ -281,7 +296,7 @@ func (p *p2c) Pick(_ uint64, usable func(*Backend) bool) *Backend {
 	var a, b *Backend
 	for try := 0; try < p2cTries && (a == nil || b == nil); try++ {
 		c := p.backends[rand.IntN(n)]
-		if c == a || !ok(usable, c) {
+		if c == a || !ok(usable, c) || c.passOver() {
 			continue
 		}
 		if a == nil {
@@ -325,7 +340,7 @@ func newRandom(list []*Backend) *random {
 	cum := make([]int64, len(list))
 	var sum int64
 	for i, b := range list {
-		sum += b.weight()
+		sum += b.baseWeight()
 		cum[i] = sum
 	}
 	return &random{backends: list, cum: cum}
@@ -348,7 +363,9 @@ func (p *random) Pick(_ uint64, usable func(*Backend) bool) *Backend {
 				lo = mid + 1
 			}
 		}
-		if b := p.backends[lo]; ok(usable, b) {
+		// A backend in slow start is kept with probability ramp: shares in
+		// proportion to weight × ramp (rejection sampling).
+		if b := p.backends[lo]; ok(usable, b) && !b.passOver() {
 			return b
 		}
 	}
@@ -374,17 +391,24 @@ func (p *leastTime) Pick(_ uint64, usable func(*Backend) bool) *Backend {
 		return nil
 	}
 	n := len(p.backends)
-	var best *Backend
+	var best, passed *Backend
 	var bestScore float64
 	for i := 0; i < n; i++ {
 		b := p.backends[(start+i)%n]
 		if !ok(usable, b) {
 			continue
 		}
+		if i > 0 && b.passOver() {
+			passed = b
+			continue
+		}
 		score := float64(b.ewma.Load()) * float64(b.InFlight()+1) / float64(b.weight())
 		if best == nil || score < bestScore {
 			best, bestScore = b, score
 		}
+	}
+	if best == nil {
+		return passed
 	}
 	return best
 }

@@ -135,6 +135,14 @@ type PoolConfig struct {
 	Outlier *OutlierConfig `yaml:"outlier"`
 	// Sticky, when set, keeps a client on its backend with a signed cookie.
 	Sticky *StickyConfig `yaml:"sticky"`
+	// Breaker, when set, gives every backend a circuit breaker;
+	// PoolBreaker one for the pool as a whole.
+	Breaker     *BreakerConfig `yaml:"breaker"`
+	PoolBreaker *BreakerConfig `yaml:"pool_breaker"`
+	// SlowStart, when set, ramps up backends that become usable.
+	SlowStart *SlowStartConfig `yaml:"slow_start"`
+	// Adaptive, when set, sheds load above an adaptive concurrency limit.
+	Adaptive *AdaptiveConfig `yaml:"adaptive_concurrency"`
 	// Discovery, when set, reads the backends from a file or DNS instead of
 	// (or, until its first answer, in addition to nothing but) Backends;
 	// Backends must then be empty.
@@ -217,6 +225,10 @@ type RouteConfig struct {
 	ResponseHeaders HeaderOps `yaml:"response_headers"`
 	// Timeout bounds the whole exchange with the backend; default none.
 	Timeout Duration `yaml:"timeout"`
+	// Retry, when set, sends a failed request again (see RetryConfig).
+	Retry *RetryConfig `yaml:"retry"`
+	// Fallback, when set, answers when the pool has no usable backend.
+	Fallback *FallbackConfig `yaml:"fallback"`
 	// Middleware is the route's chain of request handlers, outermost first
 	// (see proxy/middleware). Each kind must be registered in the proxy's
 	// Options.Middleware.

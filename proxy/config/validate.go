@@ -191,6 +191,9 @@ func (p *PoolConfig) validate(f string, seen map[string]bool) error {
 			return fmt.Errorf("%w: %s.sticky: %w", ErrConfig, f, err)
 		}
 	}
+	if err := p.validateResilience(f); err != nil {
+		return err
+	}
 	addrs := map[string]bool{}
 	for i := range p.Backends {
 		b := &p.Backends[i]
@@ -289,6 +292,9 @@ func (r *RouteConfig) validate(f string, seen, pools map[string]bool) error {
 	}
 	if r.Pool == "" && (r.Rewrite != nil || len(r.RequestHeaders.Add)+len(r.RequestHeaders.Set)+len(r.RequestHeaders.Remove) > 0) {
 		return bad(f+".rewrite/request_headers", "set", "only apply to routes with a pool")
+	}
+	if err := r.validateResilience(f, pools); err != nil {
+		return err
 	}
 	if err := r.Match.validate(f + ".match"); err != nil {
 		return err

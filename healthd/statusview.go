@@ -46,7 +46,14 @@ func (d *Daemon) StatusView() statuspage.View {
 	if drops, err := d.drops(); err == nil {
 		for i, reason := range loader.ExitReasons {
 			if n, ok := drops[reason]; ok {
-				v.Drops = append(v.Drops, statuspage.Drop{Reason: reason, Packets: n, Passed: i < loader.PassingExits})
+				d := statuspage.Drop{Reason: reason, Packets: n, Passed: i < loader.PassingExits, What: "dropped"}
+				switch {
+				case d.Passed:
+					d.What = "passed to the kernel"
+				case reason == "icmp_too_big":
+					d.What = "answered with ICMP too big"
+				}
+				v.Drops = append(v.Drops, d)
 			}
 		}
 		for reason, n := range drops { // any the loader does not name

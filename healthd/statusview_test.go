@@ -35,6 +35,7 @@ vips:
 	r.dp.Lock()
 	r.dp.DropCount["no_vip"] = 5
 	r.dp.DropCount["too_big"] = 2
+	r.dp.DropCount["icmp_too_big"] = 1
 	r.dp.Unlock()
 
 	v := r.d.StatusView()
@@ -51,8 +52,13 @@ vips:
 		t.Errorf("members: %+v", v.Groups[0].Members)
 	}
 	drops := map[string]bool{}
+	what := map[string]string{}
 	for _, d := range v.Drops {
 		drops[d.Reason] = d.Passed
+		what[d.Reason] = d.What
+	}
+	if what["no_vip"] != "passed to the kernel" || what["too_big"] != "dropped" || what["icmp_too_big"] != "answered with ICMP too big" {
+		t.Errorf("what the exits did: %v", what)
 	}
 	if passed, ok := drops["no_vip"]; !ok || !passed {
 		t.Errorf("no_vip: listed %v, passed %v; want listed as passed", ok, passed)

@@ -71,6 +71,9 @@ type Drop struct {
 	Packets uint64  `json:"packets"`
 	Rate    float64 `json:"rate"`
 	Passed  bool    `json:"passed"` // handed to the kernel, not dropped
+	// What the datapath did with them, for people: "passed to the kernel",
+	// "dropped", "answered with ICMP too big"; default from Passed.
+	What string `json:"what,omitempty"`
 }
 
 // Route is one proxy route.

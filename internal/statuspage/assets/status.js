@@ -135,7 +135,7 @@
 
   function dropsHTML(a) {
     if (!a.drops || !a.drops.length) return "";
-    const rows = a.drops.map((d) => `<tr><td>${esc(d.reason)}</td><td>${d.passed ? "passed to the kernel" : "dropped"}</td>
+    const rows = a.drops.map((d) => `<tr><td>${esc(d.reason)}</td><td>${esc(d.what || (d.passed ? "passed to the kernel" : "dropped"))}</td>
       <td class="num">${rate(d.rate)}</td><td class="num">${num(d.packets)}</td></tr>`);
     return `<h2>datapath exits that are not forwards</h2><div class="wrap"><table id="drop-table">
       <tr><th>reason</th><th>what</th><th class="num">packets/s</th><th class="num">packets</th></tr>${rows.join("")}</table></div>`;

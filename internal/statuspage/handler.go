@@ -44,8 +44,16 @@ type Handler struct {
 
 	mu    sync.Mutex
 	taken time.Time
-	view  View
-	prev  counters // of the snapshot before view, for rates
+	snap  snap
+	prev  counters // of the snapshot before this one, for rates
+}
+
+// snap is a View with what every answer needs counted once: each group's
+// members by state, and the summary.
+type snap struct {
+	view    View
+	groups  []groupOut // Members still all there
+	summary Summary
 }
 
 // counters remembers monotonic counters of one snapshot by key.
@@ -109,12 +117,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // snapshot returns the current view, taking a new one from the source when
 // the last is older than MinInterval, with rates from the one before.
-func (h *Handler) snapshot() View {
+func (h *Handler) snapshot() snap {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.opts.Now()
 	if !h.taken.IsZero() && now.Sub(h.taken) < h.opts.MinInterval {
-		return h.view
+		return h.snap
 	}
 	v := h.source()
 	cur := counters{time: now, value: map[string]uint64{}}
@@ -155,8 +163,35 @@ func (h *Handler) snapshot() View {
 			v.Drops[i].Rate = rate("d\x00"+v.Drops[i].Reason, v.Drops[i].Packets)
 		}
 	}
-	h.prev, h.view, h.taken = cur, v, now
-	return v
+	sn := snap{view: v, groups: make([]groupOut, len(v.Groups))}
+	for i, g := range v.Groups {
+		o := groupOut{Group: g, Total: len(g.Members)}
+		for mi := range g.Members {
+			switch g.Members[mi].State {
+			case "up":
+				o.Up++
+			case "down":
+				o.Down++
+			case "draining":
+				o.Draining++
+			default:
+				o.Unknown++
+			}
+		}
+		sm := &sn.summary
+		sm.Groups++
+		sm.Members += o.Total
+		sm.Up += o.Up
+		sm.Down += o.Down
+		sm.Draining += o.Draining
+		sm.Unknown += o.Unknown
+		if g.Panic {
+			sm.Panic++
+		}
+		sn.groups[i] = o
+	}
+	h.prev, h.snap, h.taken = cur, sn, now
+	return sn
 }
 
 // groupOut is a group as the JSON answer carries it: members only when
@@ -222,37 +257,19 @@ func (h *Handler) serveJSON(w http.ResponseWriter, r *http.Request) {
 	if len(filter) > 200 {
 		filter = filter[:200]
 	}
-	a := Answer{View: h.snapshot(), Query: filter, PerPage: perPage}
-	var matched []groupOut
-	for _, g := range a.View.Groups {
-		o := groupOut{Group: g, Total: len(g.Members)}
-		hit := filter == "" || strings.Contains(strings.ToLower(g.Name), filter)
-		for _, m := range g.Members {
-			switch m.State {
-			case "up":
-				o.Up++
-			case "down":
-				o.Down++
-			case "draining":
-				o.Draining++
-			default:
-				o.Unknown++
+	sn := h.snapshot()
+	a := Answer{View: sn.view, Query: filter, PerPage: perPage, Summary: sn.summary}
+	matched := sn.groups
+	if filter != "" {
+		matched = nil
+		for _, o := range sn.groups {
+			hit := strings.Contains(strings.ToLower(o.Name), filter)
+			for mi := 0; !hit && mi < len(o.Members); mi++ {
+				hit = strings.Contains(strings.ToLower(o.Members[mi].Address), filter)
 			}
-			if !hit && strings.Contains(strings.ToLower(m.Address), filter) {
-				hit = true
+			if hit {
+				matched = append(matched, o)
 			}
-		}
-		a.Summary.Groups++
-		a.Summary.Members += o.Total
-		a.Summary.Up += o.Up
-		a.Summary.Down += o.Down
-		a.Summary.Draining += o.Draining
-		a.Summary.Unknown += o.Unknown
-		if g.Panic {
-			a.Summary.Panic++
-		}
-		if hit {
-			matched = append(matched, o)
 		}
 	}
 	a.Matched = len(matched)
@@ -260,7 +277,7 @@ func (h *Handler) serveJSON(w http.ResponseWriter, r *http.Request) {
 	a.Page = min(page, a.Pages)
 	start := (a.Page - 1) * perPage
 	end := min(start+perPage, len(matched))
-	a.Groups = matched[start:end]
+	a.Groups = append([]groupOut(nil), matched[start:end]...) // the snapshot's stay whole
 	for i := range a.Groups {
 		g := &a.Groups[i]
 		g.Open = len(matched) <= AutoOpen || slices.Contains(open, g.Name)

@@ -190,7 +190,25 @@ func BenchmarkStatusJSON(b *testing.B) {
 	v := bigView(0)
 	h := New(func() View { return v }, Options{MinInterval: time.Hour})
 	open := v.Groups[3].Name
+	var n int
 	for b.Loop() {
-		get(b, h, "/status.json?open="+open)
+		w, _ := get(b, h, "/status.json?open="+open)
+		n = w.Body.Len()
 	}
+	b.ReportMetric(float64(n), "bytes")
+}
+
+// BenchmarkWholeViewJSON is the reference for BenchmarkStatusJSON: encoding
+// every VIP with every backend, what a page without paging would fetch.
+func BenchmarkWholeViewJSON(b *testing.B) {
+	v := bigView(0)
+	var n int
+	for b.Loop() {
+		out, err := json.Marshal(v.Groups)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(out)
+	}
+	b.ReportMetric(float64(n), "bytes")
 }

@@ -184,6 +184,14 @@ func (rt *route) attempt(w http.ResponseWriter, e *exchange, r *http.Request, ct
 		}
 		lat := e.respondedAt.Sub(sent)
 		b.metrics.inFlight.Dec()
+		if e.clientFault {
+			// The client's body broke the exchange: it says nothing about
+			// the backend (no latency, no outcome), but a breaker's probe
+			// slot is given back.
+			b.Abandon()
+			pl.settle(a, res, lat, time.Now())
+			return
+		}
 		b.metrics.duration.Observe(lat.Seconds())
 		failed := e.failed
 		b.Release(lat, failed)

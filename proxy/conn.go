@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 // trackedConn wraps every accepted client connection. It lets the proxy
@@ -36,6 +38,9 @@ type trackedConn struct {
 	// the write deadline was last set (UnixNano).
 	writeTimeout time.Duration
 	armed        atomic.Int64
+
+	// body is the listener's request body limits (read-only, shared).
+	body *config.BodyLimits
 
 	// Header sniffing (plain HTTP/1 listeners only); touched only by the
 	// connection's reading goroutine, except smuggled.
@@ -179,6 +184,7 @@ type trackingListener struct {
 	reg          *connRegistry
 	sniff        bool
 	writeTimeout time.Duration
+	body         *config.BodyLimits
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
@@ -186,7 +192,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, reg: l.reg, sniff: l.sniff, writeTimeout: l.writeTimeout}
+	tc := &trackedConn{Conn: c, reg: l.reg, sniff: l.sniff, writeTimeout: l.writeTimeout, body: l.body}
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		if a, ok := netip.AddrFromSlice(ta.IP); ok {
 			tc.peer = a.Unmap()

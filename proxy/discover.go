@@ -105,10 +105,14 @@ func (p *Proxy) updateMembers(poolName string, ts []discovery.Target) {
 		return
 	}
 	alg, _ := balance.ParseAlgorithm(pl.cfg.Algorithm)
-	m, err := p.buildMembers(pl, alg, ts, len(pl.members.Load().backends) > 0)
+	var pending []func()
+	m, err := p.buildMembers(pl, alg, ts, len(pl.members.Load().backends) > 0, &pending)
 	if err != nil {
 		p.log.Error("apply discovered backends", "pool", poolName, "err", err)
 		return
+	}
+	for _, f := range pending {
+		f()
 	}
 	// The new backends' health is already defined (unknown or healthy), so
 	// they may be published before their checks are registered.

@@ -104,7 +104,9 @@ func classify(err error, ctx, tctx context.Context) attemptResult {
 	switch {
 	case err == nil:
 		return attemptResult{kind: resultOK}
-	case errors.Is(ctx.Err(), context.Canceled):
+	case errors.Is(ctx.Err(), context.Canceled), errors.Is(err, upstream.ErrRequestBody):
+		// Before the timeout case: a client's body too slow is a timeout
+		// of the client's.
 		return attemptResult{kind: resultClient}
 	case tctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err):
 		return attemptResult{kind: resultTimeout}

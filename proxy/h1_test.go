@@ -402,3 +402,98 @@ func TestH1PanicClosesConnection(t *testing.T) {
 		t.Error("connection stayed open after a cut response")
 	}
 }
+
+// TestH1IdleConnectionParks: a connection idle for a sweeper interval
+// gives its buffers back (parks), serves its next request as before, and
+// is still closed at idle_timeout while parked.
+func TestH1IdleConnectionParks(t *testing.T) {
+	_, be := echoBackend(t, "a")
+	cfg := strings.Replace(oneBackendConfig(be, ""), `address: "127.0.0.1:0"}`, `address: "127.0.0.1:0", idle_timeout: 4s}`, 1)
+	p, base := startProxy(t, cfg, Options{})
+	h := h1Of(t, p)
+	rc := dialRaw(t, base)
+	for i := range 2 {
+		rc.send(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: a\r\n\r\n", i))
+		if resp, body := rc.read("GET"); resp.StatusCode != 200 || !strings.Contains(body, fmt.Sprintf(`"/%d"`, i)) {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+		waitFor(t, "the idle connection to park", func() bool { return h.Parked() == 1 })
+	}
+	// Pipelined requests after parking, the head split across reads.
+	rc.send("GET /x HTTP/1.1\r\nHo")
+	rc.consumed()
+	rc.send("st: a\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\n\r\n")
+	for _, want := range []string{"/x", "/y"} {
+		if resp, body := rc.read("GET"); resp.StatusCode != 200 || !strings.Contains(body, `"`+want+`"`) {
+			t.Fatalf("after parking, %s: %d %s", want, resp.StatusCode, body)
+		}
+	}
+	if h.Parked() != 0 {
+		t.Errorf("%d connections parked while one is busy", h.Parked())
+	}
+	waitFor(t, "the idle connection to park again", func() bool { return h.Parked() == 1 })
+	if !rc.closed() {
+		t.Error("parked connection not closed at idle_timeout")
+	}
+	waitFor(t, "the closed connection to leave", func() bool { return h.Parked() == 0 })
+}
+
+// TestH1ParkedConnectionsConcurrently: many connections park, wake at once
+// with requests, park again, and are closed at once when their listener is
+// replaced (as at shutdown).
+func TestH1ParkedConnectionsConcurrently(t *testing.T) {
+	const n = 20
+	_, be := echoBackend(t, "a")
+	p, base := startProxy(t, oneBackendConfig(be, ""), Options{})
+	h := h1Of(t, p)
+	conns := make([]*rawConn, n)
+	for i := range conns {
+		conns[i] = dialRaw(t, base)
+		conns[i].send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if resp, _ := conns[i].read("GET"); resp.StatusCode != 200 {
+			t.Fatalf("conn %d: %d", i, resp.StatusCode)
+		}
+	}
+	waitFor(t, "every connection to park", func() bool { return h.Parked() == n })
+	errs := make(chan error, n)
+	for i, rc := range conns {
+		go func() {
+			if _, err := io.WriteString(rc.c, fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: a\r\n\r\n", i)); err != nil {
+				errs <- err
+				return
+			}
+			_ = rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || !strings.Contains(string(b), fmt.Sprintf(`"/%d"`, i)) {
+					err = fmt.Errorf("conn %d: %d %s", i, resp.StatusCode, b)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every connection to park again", func() bool { return h.Parked() == n })
+
+	// A changed listener setting replaces the listener: its idle
+	// connections, parked ones included, are closed at once.
+	c, err := config.Parse([]byte(strings.Replace(oneBackendConfig(be, ""), `address: "127.0.0.1:0"}`, `address: "127.0.0.1:0", idle_timeout: 61s}`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(c); err != nil {
+		t.Fatal(err)
+	}
+	for i, rc := range conns {
+		_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := rc.br.ReadByte(); err != io.EOF {
+			t.Fatalf("parked conn %d after its listener was replaced: %v, want EOF", i, err)
+		}
+	}
+	waitFor(t, "no connection left parked", func() bool { return h.Parked() == 0 })
+}

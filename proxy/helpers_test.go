@@ -25,6 +25,7 @@ type echo struct {
 	Method  string      `json:"method"`
 	Host    string      `json:"host"`
 	Path    string      `json:"path"`
+	URI     string      `json:"uri"` // the request target as received
 	Query   string      `json:"query"`
 	Proto   string      `json:"proto"`
 	Header  http.Header `json:"header"`
@@ -40,7 +41,7 @@ func echoBackend(t testing.TB, name string) (*httptest.Server, string) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Backend", name)
-		_ = json.NewEncoder(w).Encode(echo{Name: name, Method: r.Method, Host: r.Host, Path: r.URL.Path,
+		_ = json.NewEncoder(w).Encode(echo{Name: name, Method: r.Method, Host: r.Host, Path: r.URL.Path, URI: r.RequestURI,
 			Query: r.URL.RawQuery, Proto: r.Proto, Header: r.Header, BodyLen: int(n), TE: r.TransferEncoding})
 	}))
 	t.Cleanup(srv.Close)

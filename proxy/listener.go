@@ -109,7 +109,8 @@ func (p *Proxy) startListener(lc config.ListenerConfig) (*listener, error) {
 	}
 	var protos http.Protocols
 	protos.SetHTTP1(true)
-	tl := &trackingListener{Listener: ln, reg: p.conns, sniff: lc.TLS == nil, writeTimeout: lc.WriteTimeout.D()}
+	body := lc.BodyLimits
+	tl := &trackingListener{Listener: ln, reg: p.conns, sniff: lc.TLS == nil, writeTimeout: lc.WriteTimeout.D(), body: &body}
 	if lc.TLS != nil {
 		cs, err := newCertStore(lc.TLS.CertFile, lc.TLS.KeyFile, lc.TLS.ReloadInterval.D(), p.log)
 		if err != nil {

@@ -137,8 +137,9 @@ func (p *pool) report(b *backend, failed bool) {
 // buildPool compiles pc. targets are the backends to use (from pc.Backends
 // or discovery). Backends that already exist in reg (same pool, address and
 // weight) are reused so their accounting, drain flag and health carry over.
-// old is the pool of the same name in the running state, or nil.
-func (p *Proxy) buildPool(pc *config.PoolConfig, targets []discovery.Target, old *pool) (*pool, error) {
+// old is the pool of the same name in the running state, or nil. Changes to
+// shared objects go to pending (see buildMembers).
+func (p *Proxy) buildPool(pc *config.PoolConfig, targets []discovery.Target, old *pool, pending *[]func()) (*pool, error) {
 	alg, err := balance.ParseAlgorithm(pc.Algorithm)
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
@@ -169,7 +170,7 @@ func (p *Proxy) buildPool(pc *config.PoolConfig, targets []discovery.Target, old
 		}
 		pl.sticky = &stickyPolicy{codec: codec, cookie: pc.Sticky.Cookie()}
 	}
-	m, err := p.buildMembers(pl, alg, targets, old != nil)
+	m, err := p.buildMembers(pl, alg, targets, old != nil, pending)
 	if err != nil {
 		return nil, err
 	}
@@ -177,9 +178,13 @@ func (p *Proxy) buildPool(pc *config.PoolConfig, targets []discovery.Target, old
 	return pl, nil
 }
 
-// buildMembers makes the members of pl from targets; ramp says the pool was
-// running, so that a backend new to it starts its slow start.
-func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discovery.Target, ramp bool) (*members, error) {
+// buildMembers compiles the membership of pl from targets; ramp says the pool
+// was running, so that a backend new to it starts its slow start. What it
+// would change on backends and detectors the running state shares (check
+// specs, breakers, outlier membership, metric series) it appends to pending
+// instead, to be run when the result is installed: a config that fails later
+// changes nothing.
+func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discovery.Target, ramp bool, pending *[]func()) (*members, error) {
 	pc := &pl.cfg
 	m := &members{
 		pool:  pl,
@@ -221,15 +226,19 @@ func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discover
 			}
 			b = nb
 		}
-		b.spec.Store(spec)
-		b.breaker.Store(p.backendBreaker(pl, b, prev))
-		b.breakerCfg.Store(pl.guard.beCfg)
-		if prev == nil && ramp {
-			b.StartRamp(time.Now(), pl.guard.slow)
-		}
-		if b.metrics == nil {
-			b.metrics = p.metrics.backend(pc.Name, t.Addr)
-		}
+		bb, poolName, addr := b, pc.Name, t.Addr
+		br, brCfg, rampNew := p.backendBreaker(pl, b, prev), pl.guard.beCfg, prev == nil && ramp
+		*pending = append(*pending, func() {
+			bb.spec.Store(spec)
+			bb.breaker.Store(br)
+			bb.breakerCfg.Store(brCfg)
+			if rampNew {
+				bb.StartRamp(time.Now(), pl.guard.slow)
+			}
+			if bb.metrics == nil {
+				bb.metrics = p.metrics.backend(poolName, addr)
+			}
+		})
 		m.backends = append(m.backends, b)
 		m.byBal[b.Backend] = b
 		m.byID[b.ID] = b
@@ -241,8 +250,8 @@ func (p *Proxy) buildMembers(pl *pool, alg balance.Algorithm, targets []discover
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 	}
-	if pl.detector != nil {
-		pl.detector.SetBackends(ids)
+	if d := pl.detector; d != nil {
+		*pending = append(*pending, func() { d.SetBackends(ids) })
 	}
 	return m, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/xlb-project/xlb/proxy/admin"
 	"github.com/xlb-project/xlb/proxy/config"
 	"github.com/xlb-project/xlb/proxy/discovery"
+	"github.com/xlb-project/xlb/proxy/internal/pathnorm"
 	"github.com/xlb-project/xlb/proxy/internal/upstream"
 	"github.com/xlb-project/xlb/proxy/middleware"
 )
@@ -79,12 +80,16 @@ type state struct {
 	pools       map[string]*pool
 	trusted     []netip.Prefix
 	reqIDHeader string
+	paths       pathnorm.Options
 	accessLog   *accessLog
 	rp          *httputil.ReverseProxy
 	transport   *http.Transport  // upgrades (WebSocket)
 	client      *upstream.Client // plain requests
 	metrics     *metrics
 	log         *slog.Logger
+	// pending are the changes to objects the running state shares, made
+	// when st is installed (see buildMembers).
+	pending []func()
 }
 
 // New builds a proxy from cfg (already validated by Parse or Load). Nothing
@@ -131,8 +136,12 @@ func (p *Proxy) compile(cfg *config.Config, old *state) (*state, error) {
 		cfg:         cfg,
 		pools:       map[string]*pool{},
 		reqIDHeader: cfg.RequestIDHeader,
-		metrics:     p.metrics,
-		log:         p.log,
+		paths: pathnorm.Options{
+			MergeSlashes:       cfg.PathNormalization.MergeSlashes == nil || *cfg.PathNormalization.MergeSlashes,
+			KeepEncodedSlashes: cfg.PathNormalization.EncodedSlashes == "keep",
+		},
+		metrics: p.metrics,
+		log:     p.log,
 	}
 	for _, s := range cfg.TrustedProxies {
 		pfx, err := config.ParsePrefix(s)
@@ -151,7 +160,7 @@ func (p *Proxy) compile(cfg *config.Config, old *state) (*state, error) {
 		if pc.Discovery != nil {
 			targets = p.discovered[pc.Name] // the last answer; empty until the first
 		}
-		pl, err := p.buildPool(pc, targets, oldPool)
+		pl, err := p.buildPool(pc, targets, oldPool, &st.pending)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", config.ErrConfig, err)
 		}
@@ -166,7 +175,7 @@ func (p *Proxy) compile(cfg *config.Config, old *state) (*state, error) {
 		if err := rt.compileResilience(rc, st.pools, old.route(rc.Name)); err != nil {
 			return nil, fmt.Errorf("%w: route %s: %w", config.ErrConfig, rc.Name, err)
 		}
-		rt.metrics = p.metrics.route(rt.name)
+		st.pending = append(st.pending, func() { rt.metrics = p.metrics.route(rt.name) })
 		var mws []middleware.Middleware
 		for j := range rc.Middleware {
 			mc := &rc.Middleware[j]
@@ -241,10 +250,22 @@ func newTransport(t config.TimeoutConfig) *http.Transport {
 	}
 }
 
+// abandon releases what compile opened for st that the running state old
+// does not share, when st is not installed.
+func (st *state) abandon(old *state) {
+	if st.accessLog != nil && (old == nil || st.accessLog != old.accessLog) {
+		st.accessLog.close()
+	}
+}
+
 // install publishes st and updates the backend registry, the health checks
 // and the metrics of removed backends and routes. Called with p.mu held (or
 // before the proxy is shared).
 func (p *Proxy) install(cfg *config.Config, st *state) {
+	for _, f := range st.pending {
+		f()
+	}
+	st.pending = nil
 	old := p.state.Load()
 	p.syncBackends(st, func() { p.state.Store(st) })
 	if old != nil {
@@ -352,19 +373,35 @@ func (p *Proxy) Reload() error {
 // Apply switches to cfg (validated by Parse or Load) without dropping
 // in-flight requests or open connections: requests already routed finish
 // on the old state, listeners whose settings are unchanged keep running,
-// and backends that stay keep their drain flag, health and counters.
+// and backends that stay keep their drain flag, health and counters. A
+// changed admin socket or metrics address is opened before anything
+// changes. A config that fails (an error naming the key) leaves the
+// running proxy exactly as it was.
 func (p *Proxy) Apply(cfg *config.Config) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st, err := p.compile(cfg, p.state.Load())
-	if err == nil && p.running {
+	// Everything that can fail comes before anything running changes.
+	var err error
+	if p.running {
 		err = p.checkListeners(cfg)
+	}
+	old := p.state.Load()
+	var st *state
+	if err == nil {
+		st, err = p.compile(cfg, old)
+	}
+	commitAdmin := func() {}
+	if err == nil && p.running && p.admin != nil {
+		if commitAdmin, _, err = p.admin.Update(cfg.Admin); err != nil {
+			st.abandon(old)
+		}
 	}
 	if err != nil {
 		p.metrics.reloads.WithLabelValues("error").Inc()
 		return fmt.Errorf("reload: %w", err)
 	}
 	p.install(cfg, st)
+	commitAdmin()
 	if p.running {
 		if err := p.syncListeners(); err != nil {
 			// The config is applied; only these listeners are missing.

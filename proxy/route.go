@@ -27,9 +27,10 @@ type route struct {
 	rewrite  *rewrite
 	reqOps   headerOps
 	respOps  headerOps
-	timeout  int64          // nanoseconds; 0 none
-	retry    *routeRetry    // nil: no retries
-	fallback *routeFallback // nil: 503 when the pool has no usable backend
+	timeout  int64             // nanoseconds; 0 none
+	retry    *routeRetry       // nil: no retries
+	fallback *routeFallback    // nil: 503 when the pool has no usable backend
+	body     config.BodyLimits // the route's own; the listener's apply where unset
 
 	// handler is the route's chain: the middleware around the final
 	// handler that forwards, redirects or responds.
@@ -66,10 +67,13 @@ type valueMatch struct {
 	re      *regexp.Regexp
 }
 
+// rewrite works on the escaped path, so that encodings it does not touch
+// (an encoded "/" in particular) reach the backend as the client sent them.
 type rewrite struct {
-	strip, replace string
-	re             *regexp.Regexp
-	repl           string
+	strip      string // decoded, as configured
+	replaceEsc string // the replacement prefix, escaped
+	re         *regexp.Regexp
+	repl       string
 }
 
 type headerOps struct {
@@ -87,6 +91,7 @@ func compileRoute(rc *config.RouteConfig, pools map[string]*pool) (*route, error
 		redirect: rc.Redirect,
 		respond:  rc.Respond,
 		timeout:  int64(rc.Timeout),
+		body:     rc.BodyLimits,
 		reqOps:   compileOps(rc.RequestHeaders, true),
 		respOps:  compileOps(rc.ResponseHeaders, false),
 	}
@@ -121,7 +126,7 @@ func compileRoute(rc *config.RouteConfig, pools map[string]*pool) (*route, error
 		r.query = append(r.query, compileValue(q, false))
 	}
 	if rw := rc.Rewrite; rw != nil {
-		r.rewrite = &rewrite{strip: rw.StripPrefix, replace: rw.ReplacePrefix, repl: rw.Replacement}
+		r.rewrite = &rewrite{strip: rw.StripPrefix, replaceEsc: (&url.URL{Path: rw.ReplacePrefix}).EscapedPath(), repl: rw.Replacement}
 		if rw.Regex != "" {
 			r.rewrite.re = regexp.MustCompile(rw.Regex) // validated
 		}
@@ -316,12 +321,15 @@ func (q *queryCache) get(r *http.Request) url.Values {
 	return q.vals
 }
 
-// apply rewrites the request path in place.
+// apply rewrites the request path in place. The prefix is stripped from
+// the escaped path (however the client encoded the characters of the
+// prefix) and the regex runs on the escaped path.
 func (rw *rewrite) apply(u *url.URL) {
-	p := u.Path
+	orig := u.EscapedPath()
+	p := orig
 	if rw.strip != "" {
-		if rest, ok := strings.CutPrefix(p, rw.strip); ok {
-			p = rw.replace + rest
+		if rest, ok := cutDecodedPrefix(p, rw.strip); ok {
+			p = rw.replaceEsc + rest
 			if p == "" || p[0] != '/' {
 				p = "/" + p
 			}
@@ -333,9 +341,44 @@ func (rw *rewrite) apply(u *url.URL) {
 			p = "/" + p
 		}
 	}
-	if p != u.Path {
-		u.Path = p
-		u.RawPath = ""
+	if p != orig {
+		setEscapedPath(u, p)
+	}
+}
+
+// cutDecodedPrefix cuts from the escaped path esc the characters that
+// decode to prefix.
+func cutDecodedPrefix(esc, prefix string) (rest string, ok bool) {
+	i := 0
+	for j := 0; j < len(prefix); j++ {
+		if i >= len(esc) {
+			return "", false
+		}
+		c, n := esc[i], 1
+		if c == '%' && i+2 < len(esc) {
+			if v, err := strconv.ParseUint(esc[i+1:i+3], 16, 8); err == nil {
+				c, n = byte(v), 3
+			}
+		}
+		if c != prefix[j] {
+			return "", false
+		}
+		i += n
+	}
+	return esc[i:], true
+}
+
+// setEscapedPath makes p the path of u; a p that is not a valid escaped
+// path is taken as a decoded one.
+func setEscapedPath(u *url.URL, p string) {
+	dec, err := url.PathUnescape(p)
+	if err != nil {
+		u.Path, u.RawPath = p, ""
+		return
+	}
+	u.Path, u.RawPath = dec, ""
+	if dec != p {
+		u.RawPath = p // EscapedPath checks it still encodes Path
 	}
 }
 

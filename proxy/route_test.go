@@ -215,3 +215,79 @@ func TestPathMatchUnit(t *testing.T) {
 		t.Errorf("strip whole path: %q", u.Path)
 	}
 }
+
+// TestPathNormalizedBeforeRouting: a rule on /admin cannot be passed by
+// spelling the path another way, and the backend gets the normalised path.
+func TestPathNormalizedBeforeRouting(t *testing.T) {
+	_, be := echoBackend(t, "a")
+	_, base := startProxy(t, fmt.Sprintf(`
+listeners: [{name: web, address: "127.0.0.1:0"}]
+pools: [{name: app, backends: [{address: %q}]}]
+routes:
+  - {name: admin, match: {path: {prefix: /admin}}, respond: {status: 403, body: no}}
+  - {name: all, pool: app}
+`, be), Options{})
+	tests := []struct {
+		target  string
+		status  int
+		backend string // the target the backend must see
+	}{
+		{"/x/../admin", 403, ""},
+		{"//admin", 403, ""},
+		{"/public/%2e%2e/admin", 403, ""},
+		{"/public/.%2E/admin/x", 403, ""},
+		{"/%61dmin", 403, ""},
+		{"/./admin", 403, ""},
+		{"/../../admin", 403, ""},
+		{"/public/../x?q=/../admin", 200, "/x?q=/../admin"},
+		{"/public//a/./b%7e%20c", 200, "/public/a/b~%20c"},
+		{"/administrator", 200, "/administrator"},
+		{"/a%2Fb", 400, ""},
+		{"/a%5cb", 400, ""},
+	}
+	for _, tt := range tests {
+		resps := rawExchange(t, base, "GET "+tt.target+" HTTP/1.1\r\nHost: a\r\n\r\n")
+		if len(resps) == 0 || resps[0].StatusCode != tt.status {
+			t.Errorf("%s: responses %v, want %d", tt.target, statuses(resps), tt.status)
+			continue
+		}
+		if tt.backend != "" {
+			if e := decodeEcho(t, resps[0]); e.URI != tt.backend {
+				t.Errorf("%s: backend got %q, want %q", tt.target, e.URI, tt.backend)
+			}
+		}
+	}
+}
+
+// TestRewriteKeepsEncodings: strip_prefix works on the escaped path, so an
+// encoded "/" (allowed here) and other encodings reach the backend as sent.
+func TestRewriteKeepsEncodings(t *testing.T) {
+	_, be := echoBackend(t, "a")
+	_, base := startProxy(t, fmt.Sprintf(`
+listeners: [{name: web, address: "127.0.0.1:0"}]
+path_normalization: {encoded_slashes: keep, merge_slashes: false}
+pools: [{name: app, backends: [{address: %q}]}]
+routes:
+  - {name: files, match: {path: {prefix: /files}}, pool: app, rewrite: {strip_prefix: /files}}
+  - {name: v1, match: {path: {prefix: /v1}}, pool: app, rewrite: {strip_prefix: /v1, replace_prefix: "/new api"}}
+  - {name: all, pool: app}
+`, be), Options{})
+	for target, want := range map[string]string{
+		"/files/a%2Fb":        "/a%2Fb",
+		"/files/x%3Fy%23z":    "/x%3Fy%23z",
+		"/fil%65s/a%2Fb":      "/a%2Fb",
+		"/files//c":           "//c",
+		"/v1/a%2Fb?q=1":       "/new%20api/a%2Fb?q=1",
+		"/other/a%2Fb%5Cc":    "/other/a%2Fb%5Cc",
+		"/files/./a%2F..%2Fb": "/a%2F..%2Fb",
+	} {
+		resps := rawExchange(t, base, "GET "+target+" HTTP/1.1\r\nHost: a\r\n\r\n")
+		if len(resps) == 0 || resps[0].StatusCode != 200 {
+			t.Errorf("%s: responses %v, want 200", target, statuses(resps))
+			continue
+		}
+		if e := decodeEcho(t, resps[0]); e.URI != want {
+			t.Errorf("%s: backend got %q, want %q", target, e.URI, want)
+		}
+	}
+}

@@ -5,12 +5,14 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/xlb-project/xlb/proxy/config"
@@ -62,8 +64,14 @@ type Controller interface {
 // Errors are JSON {"error": "..."} with 400 (bad input, invalid config),
 // 404 (no such backend) or 405.
 type Server struct {
-	srvs []*http.Server
-	path string
+	ctl     Controller
+	metrics http.Handler
+	status  http.Handler // on the metrics address; nil: none
+
+	mu   sync.Mutex
+	cfg  config.AdminConfig // what sock and met serve
+	sock *endpoint
+	met  *endpoint
 }
 
 func newMux(p Controller, metrics http.Handler) *http.ServeMux {
@@ -124,46 +132,134 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // read-only status page (any path but /metrics; nil: none) on
 // cfg.MetricsAddress; either address may be empty.
 func Start(cfg config.AdminConfig, p Controller, metrics, status http.Handler) (*Server, error) {
-	a := &Server{}
-	if cfg.Socket != "" {
-		_ = os.Remove(cfg.Socket) // a stale socket of an earlier run
-		ln, err := net.Listen("unix", cfg.Socket)
-		if err != nil {
-			return nil, fmt.Errorf("listen on admin socket %s: %w", cfg.Socket, err)
-		}
-		if err := os.Chmod(cfg.Socket, 0o660); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("chmod admin socket %s: %w", cfg.Socket, err)
-		}
-		a.path = cfg.Socket
-		srv := &http.Server{Handler: newMux(p, metrics), ReadHeaderTimeout: 5 * time.Second}
-		a.srvs = append(a.srvs, srv)
-		go func() { _ = srv.Serve(ln) }()
+	a := &Server{ctl: p, metrics: metrics, status: status}
+	commit, _, err := a.Update(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.MetricsAddress != "" {
-		ln, err := net.Listen("tcp", cfg.MetricsAddress)
-		if err != nil {
-			a.Close()
-			return nil, fmt.Errorf("listen on metrics address %s: %w", cfg.MetricsAddress, err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", metrics)
-		if status != nil {
-			mux.Handle("/", status)
-		}
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		a.srvs = append(a.srvs, srv)
-		go func() { _ = srv.Serve(ln) }()
-	}
+	commit()
 	return a, nil
 }
 
+// Update prepares a switch to cfg: a socket or metrics address that
+// changed is listened on now, and an error (naming the key) leaves
+// everything as it was. commit puts the new ones in place and closes the
+// ones they replace, gracefully (an answer in progress, such as the one to
+// the reload that asked for the change, is still sent); cancel closes the
+// new ones instead. One of them must be called.
+func (a *Server) Update(cfg config.AdminConfig) (commit, cancel func(), err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var sock, met *endpoint
+	if cfg.Socket != a.cfg.Socket && cfg.Socket != "" {
+		if sock, err = a.listenSocket(cfg.Socket); err != nil {
+			return nil, nil, fmt.Errorf("admin.socket %q: %w", cfg.Socket, err)
+		}
+	}
+	if cfg.MetricsAddress != a.cfg.MetricsAddress && cfg.MetricsAddress != "" {
+		if met, err = a.listenMetrics(cfg.MetricsAddress); err != nil {
+			sock.close()
+			return nil, nil, fmt.Errorf("admin.metrics_address %q: %w", cfg.MetricsAddress, err)
+		}
+	}
+	commit = func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if cfg.Socket != a.cfg.Socket {
+			a.sock.shutdown()
+			a.sock = sock
+		}
+		if cfg.MetricsAddress != a.cfg.MetricsAddress {
+			a.met.shutdown()
+			a.met = met
+		}
+		a.cfg = cfg
+	}
+	cancel = func() {
+		sock.close()
+		met.close()
+	}
+	return commit, cancel, nil
+}
+
+// endpoint is one server of the admin API: the socket or the metrics.
+type endpoint struct {
+	srv  *http.Server
+	path string // the socket's, removed when closed
+}
+
+func (a *Server) listenSocket(path string) (*endpoint, error) {
+	_ = os.Remove(path) // a stale socket of an earlier run
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	// The path is removed by close: closing the listener must not remove
+	// a socket that a later listener made at the same path.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("chmod: %w", err)
+	}
+	srv := &http.Server{Handler: newMux(a.ctl, a.metrics), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return &endpoint{srv: srv, path: path}, nil
+}
+
+func (a *Server) listenMetrics(addr string) (*endpoint, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.metrics)
+	if a.status != nil {
+		mux.Handle("/", a.status)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return &endpoint{srv: srv}, nil
+}
+
+// close stops serving at once; nil does nothing.
+func (e *endpoint) close() {
+	if e == nil {
+		return
+	}
+	if e.path != "" {
+		_ = os.Remove(e.path)
+	}
+	_ = e.srv.Close()
+}
+
+// shutdown stops taking connections at once and closes the open ones when
+// their answers are sent (within shutdownGrace); nil does nothing.
+func (e *endpoint) shutdown() {
+	if e == nil {
+		return
+	}
+	if e.path != "" {
+		_ = os.Remove(e.path)
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if e.srv.Shutdown(ctx) != nil {
+			_ = e.srv.Close()
+		}
+	}()
+}
+
+// shutdownGrace bounds how long a replaced endpoint finishes its answers.
+const shutdownGrace = 5 * time.Second
+
 // Close stops serving and removes the socket.
 func (a *Server) Close() {
-	for _, s := range a.srvs {
-		_ = s.Close()
-	}
-	if a.path != "" {
-		_ = os.Remove(a.path)
-	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.sock.close()
+	a.met.close()
+	a.sock, a.met = nil, nil
+	a.cfg = config.AdminConfig{}
 }

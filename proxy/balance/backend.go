@@ -80,6 +80,13 @@ func (b *Backend) Release(latency time.Duration, failed bool) {
 	}
 }
 
+// Abandon ends a request started with Acquire that says nothing about the
+// backend (the client broke it off or sent a malformed body): it is no
+// longer in flight, and neither its latency nor its outcome is recorded.
+func (b *Backend) Abandon() {
+	b.inflight.Add(-1)
+}
+
 // InFlight returns the number of requests started and not yet released.
 func (b *Backend) InFlight() int64 {
 	return b.inflight.Load()

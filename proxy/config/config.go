@@ -55,6 +55,24 @@ type Config struct {
 	Admin AdminConfig `yaml:"admin"`
 	// AccessLog configures the JSON access log.
 	AccessLog AccessLogConfig `yaml:"access_log"`
+	// PathNormalization says how request paths are normalised before
+	// routing; the normalised path is the one forwarded.
+	PathNormalization PathNormalizationConfig `yaml:"path_normalization"`
+}
+
+// PathNormalizationConfig: every request path is normalised before it is
+// matched against the routes (RFC 3986: percent-encoded unreserved
+// characters decoded, dot segments removed) and forwarded in that form, so
+// that /x/../admin or /%61dmin cannot pass a rule on /admin.
+type PathNormalizationConfig struct {
+	// MergeSlashes turns runs of "/" into one (//admin is /admin).
+	// Default true.
+	MergeSlashes *bool `yaml:"merge_slashes"`
+	// EncodedSlashes is what to do with %2F, %5C or a raw "" inside a
+	// path segment, which backends may or may not treat as a separator:
+	// "reject" (400, the default) or "keep" (forwarded as they are; route
+	// matching sees them decoded).
+	EncodedSlashes string `yaml:"encoded_slashes"`
 }
 
 // ListenerConfig is one address the proxy accepts clients on.
@@ -79,6 +97,42 @@ type ListenerConfig struct {
 	WriteTimeout Duration `yaml:"write_timeout"`
 	// MaxHeaderBytes limits the request line plus headers. Default 16384.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// BodyLimits bound the request bodies read on this listener; a route
+	// may set its own. body_read_timeout defaults to 60s here, the others
+	// to no limit.
+	BodyLimits `yaml:",inline"`
+}
+
+// BodyLimits bound a request body as the proxy reads it from the client
+// (and streams it to the backend). A client that breaks one gets 408 or
+// 413 and its connection is closed; the backend is not blamed for it.
+type BodyLimits struct {
+	// BodyReadTimeout is the longest wait for the next bytes of a request
+	// body (408 Request Timeout after it). Listener default 60s; from 100ms
+	// to 1h.
+	BodyReadTimeout Duration `yaml:"body_read_timeout"`
+	// BodyMinRate is the slowest average a request body may arrive at, in
+	// bytes per second, counted from the start of the body once
+	// body_read_timeout has passed (408 below it). Default 0: no minimum.
+	BodyMinRate int64 `yaml:"body_min_rate"`
+	// MaxBodyBytes is the largest request body accepted (413 Content Too
+	// Large above it, at once when Content-Length says so). Default 0: no
+	// limit.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// Merge returns b with the fields that o sets replaced by o's.
+func (b BodyLimits) Merge(o BodyLimits) BodyLimits {
+	if o.BodyReadTimeout != 0 {
+		b.BodyReadTimeout = o.BodyReadTimeout
+	}
+	if o.BodyMinRate != 0 {
+		b.BodyMinRate = o.BodyMinRate
+	}
+	if o.MaxBodyBytes != 0 {
+		b.MaxBodyBytes = o.MaxBodyBytes
+	}
+	return b
 }
 
 // TLSConfig names the certificate files of a TLS listener. The files are
@@ -229,6 +283,9 @@ type RouteConfig struct {
 	Retry *RetryConfig `yaml:"retry"`
 	// Fallback, when set, answers when the pool has no usable backend.
 	Fallback *FallbackConfig `yaml:"fallback"`
+	// BodyLimits override the listener's for this route's requests; unset
+	// (0) fields keep the listener's.
+	BodyLimits `yaml:",inline"`
 	// Middleware is the route's chain of request handlers, outermost first
 	// (see proxy/middleware). Each kind must be registered in the proxy's
 	// Options.Middleware.

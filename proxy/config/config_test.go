@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestInvalidConfigs parses every file in testdata/proxy/invalid; the first
@@ -44,5 +45,29 @@ func TestLoadNamesFile(t *testing.T) {
 	_, err := Load("../../testdata/proxy/invalid/no-routes.yaml")
 	if err == nil || !strings.Contains(err.Error(), "no-routes.yaml") {
 		t.Fatalf("error %v does not name the file", err)
+	}
+}
+
+// TestBodyAndPathDefaults: the listener gets body_read_timeout 60s and no
+// other body limit; a route inherits (zero); paths are merged and encoded
+// slashes refused unless said otherwise.
+func TestBodyAndPathDefaults(t *testing.T) {
+	c, err := Parse([]byte(`
+listeners: [{address: ":8080"}]
+pools: [{name: app, backends: [{address: "127.0.0.1:9000"}]}]
+routes: [{name: all, pool: app, max_body_bytes: 10}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.Listeners[0].BodyLimits
+	if l != (BodyLimits{BodyReadTimeout: Duration(60 * time.Second)}) {
+		t.Errorf("listener body limits %+v, want only body_read_timeout 60s", l)
+	}
+	if got := l.Merge(c.Routes[0].BodyLimits); got.MaxBodyBytes != 10 || got.BodyReadTimeout != l.BodyReadTimeout {
+		t.Errorf("route limits merged: %+v", got)
+	}
+	if pn := c.PathNormalization; pn.MergeSlashes == nil || !*pn.MergeSlashes || pn.EncodedSlashes != "reject" {
+		t.Errorf("path normalisation defaults: %+v", pn)
 	}
 }

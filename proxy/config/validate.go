@@ -82,6 +82,10 @@ func (c *Config) validate() error {
 		if l.MaxHeaderBytes < 1024 || l.MaxHeaderBytes > 1<<20 {
 			return bad(f+".max_header_bytes", l.MaxHeaderBytes, "must be from 1024 to 1048576")
 		}
+		defDur(&l.BodyReadTimeout, 60*time.Second)
+		if err := l.BodyLimits.validate(f); err != nil {
+			return err
+		}
 	}
 	for i, p := range c.TrustedProxies {
 		if _, err := ParsePrefix(p); err != nil {
@@ -100,6 +104,18 @@ func (c *Config) validate() error {
 	defDur(&c.Timeouts.Idle, 90*time.Second)
 	defDur(&c.DrainTimeout, 30*time.Second)
 	defDur(&c.ShutdownTimeout, 30*time.Second)
+	pn := &c.PathNormalization
+	if pn.MergeSlashes == nil {
+		merge := true
+		pn.MergeSlashes = &merge
+	}
+	switch pn.EncodedSlashes {
+	case "":
+		pn.EncodedSlashes = "reject"
+	case "reject", "keep":
+	default:
+		return bad("path_normalization.encoded_slashes", pn.EncodedSlashes, "allowed: reject, keep")
+	}
 	if c.Admin.MetricsAddress != "" {
 		if _, _, err := net.SplitHostPort(c.Admin.MetricsAddress); err != nil {
 			return bad("admin.metrics_address", c.Admin.MetricsAddress, "must be host:port, e.g. 127.0.0.1:9180")
@@ -320,6 +336,9 @@ func (r *RouteConfig) validate(f string, seen, pools map[string]bool) error {
 			}
 		}
 	}
+	if err := r.BodyLimits.validate(f); err != nil {
+		return err
+	}
 	if err := r.RequestHeaders.validate(f + ".request_headers"); err != nil {
 		return err
 	}
@@ -486,4 +505,18 @@ func ParsePattern(p string) ([]PatternSegment, error) {
 		}
 		rest = tail
 	}
+}
+
+// validate checks the limits of a listener or route named f; 0 means unset.
+func (b *BodyLimits) validate(f string) error {
+	if t := b.BodyReadTimeout; t != 0 && (t < Duration(100*time.Millisecond) || t > Duration(time.Hour)) {
+		return bad(f+".body_read_timeout", t.D(), "must be from 100ms to 1h")
+	}
+	if b.BodyMinRate < 0 {
+		return bad(f+".body_min_rate", b.BodyMinRate, "must be a number of bytes per second, 0 or more")
+	}
+	if b.MaxBodyBytes < 0 {
+		return bad(f+".max_body_bytes", b.MaxBodyBytes, "must be a number of bytes, 0 (no limit) or more")
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -37,8 +38,14 @@ type conn struct {
 	vals []string
 	w    writer
 
-	idle    atomic.Bool  // waiting for a request with nothing buffered
-	started atomic.Int64 // the sweeper's epoch when the request in flight began; 0: none
+	// state is connBusy, or connIdle while waiting for a request with
+	// nothing buffered (see idle.go for the others); idleSince is the
+	// sweeper's epoch when that wait began.
+	state     atomic.Int32
+	idleSince atomic.Int64
+	wakeMu    sync.Mutex // orders the sweeper's wake-up with leaving idle
+	readyFn   func(uintptr) bool
+	started   atomic.Int64 // the sweeper's epoch when the request in flight began; 0: none
 	// limit is when the wait for the next request ends (zero: never);
 	// deadline the read deadline set on nc.
 	limit    time.Time
@@ -46,9 +53,7 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), hdr: make(http.Header, 16)}
-	c.br = bufio.NewReaderSize(nc, bufSize)
-	c.bw = bufio.NewWriterSize(nc, bufSize)
+	c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String()}
 	ctx := s.base
 	if s.srv.ConnContext != nil {
 		ctx = s.srv.ConnContext(ctx, nc)
@@ -57,8 +62,10 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	c.base = *(&http.Request{}).WithContext(c.ctx)
 	c.w.c = c
-	c.w.header = make(http.Header, 16)
-	c.w.pend = make([]byte, 0, pendSize)
+	c.acquireBuffers()
+	if c.rc != nil {
+		c.readyFn = c.ready
+	}
 	return c
 }
 
@@ -86,35 +93,49 @@ func rawConn(nc net.Conn) syscall.RawConn {
 var errHandoff = errors.New("request for net/http")
 
 func (c *conn) serve() {
-	handed := false
-	defer func() {
-		c.s.remove(c)
-		c.cancel()
-		if !handed {
-			_ = c.nc.Close()
-		}
-	}()
 	if c.s.header > 0 {
 		c.limit = time.Now().Add(c.s.header)
 	}
+	c.run()
+}
+
+// run serves requests until the connection ends, is handed off, or parks
+// (then a new goroutine, with a small stack, waits for it: see idle.go).
+func (c *conn) run() {
 	for {
 		head, err := c.readHead()
+		if err == errParked {
+			go c.resume()
+			return
+		}
 		if err == nil && !c.parse(head) {
 			err = errHandoff
 		}
 		if err == errHandoff {
-			handed = true
 			c.handOff()
+			c.end(true)
 			return
 		}
 		if err != nil {
+			c.end(false)
 			return
 		}
 		_, _ = c.br.Discard(len(head))
 		if !c.serveRequest() {
+			c.end(false)
 			return
 		}
 	}
+}
+
+// end forgets the connection, closing it unless it was handed off.
+func (c *conn) end(handed bool) {
+	c.s.remove(c)
+	c.cancel()
+	if !handed {
+		_ = c.nc.Close()
+	}
+	c.releaseBuffers(true)
 }
 
 // readHead waits for a complete request head in the read buffer and
@@ -123,14 +144,19 @@ func (c *conn) serve() {
 // timeout. A head that does not fit the buffer is handed off.
 func (c *conn) readHead() ([]byte, error) {
 	if c.br.Buffered() == 0 {
-		c.idle.Store(true)
+		c.idleSince.Store(c.s.epoch.Load())
+		c.state.Store(connIdle)
 		if c.s.closing.Load() {
 			return nil, http.ErrServerClosed
 		}
-		if err := c.fill(1); err != nil {
+		err := c.fill(1)
+		if err == errParked {
 			return nil, err
 		}
-		c.idle.Store(false)
+		c.leaveIdle()
+		if err != nil {
+			return nil, err
+		}
 	}
 	for first := true; ; first = false {
 		b, _ := c.br.Peek(c.br.Buffered())
@@ -163,6 +189,11 @@ func (c *conn) fill(n int) error {
 		_, err := c.br.Peek(n)
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && n == 1 && c.state.Load() == connWaking {
+			// The sweeper: idle long enough to give the buffers back.
+			c.park()
+			return errParked
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && !c.limit.IsZero() && time.Now().Before(c.limit) {
 			// A deadline set for an earlier wait.

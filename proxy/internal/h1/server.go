@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -70,6 +71,11 @@ type Server struct {
 	// connections given to net/http.
 	served    atomic.Uint64
 	handedOff atomic.Uint64
+	parked    atomic.Int64 // connections parked now (idle.go)
+	// parkedSince counts connections woken to park since memory was last
+	// returned, at returnedAt (sweeper only).
+	parkedSince int
+	returnedAt  time.Time
 	// epoch counts the sweeper's ticks (from 1): requests note it when they
 	// begin, instead of reading the clock.
 	epoch atomic.Int64
@@ -189,7 +195,7 @@ func (s *Server) closeIdle() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if c.idle.Load() {
+		if c.state.Load() != connBusy {
 			_ = c.nc.Close()
 		}
 	}
@@ -215,14 +221,15 @@ func (s *Server) remove(c *conn) {
 	s.wg.Done()
 }
 
-// sweep looks every livenessInterval whether the clients of requests in flight
-// for longer than that are still there (net/http's background read does
-// that per request): a client that closed its connection cancels the
-// request's context, so a slow backend exchange is given up.
+// sweep looks every livenessInterval whether the clients of requests in
+// flight for longer than that are still there (net/http's background read
+// does that per request): a client that closed its connection cancels the
+// request's context, so a slow backend exchange is given up. Connections
+// idle for as long are woken to park (idle.go).
 func (s *Server) sweep() {
 	t := time.NewTicker(livenessInterval)
 	defer t.Stop()
-	var list []*conn
+	var list, idle []*conn
 	for {
 		select {
 		case <-s.done:
@@ -231,11 +238,16 @@ func (s *Server) sweep() {
 		}
 		epoch := s.epoch.Add(1)
 		list = list[:0]
+		idle = idle[:0]
 		s.mu.Lock()
 		for c := range s.conns {
 			// Begun before the previous tick: in flight for a whole interval.
 			if st := c.started.Load(); st != 0 && st <= epoch-2 {
 				list = append(list, c)
+			}
+			// Idle since before the previous tick: give its buffers back.
+			if c.readyFn != nil && c.state.Load() == connIdle && c.idleSince.Load() <= epoch-2 {
+				idle = append(idle, c)
 			}
 		}
 		s.mu.Unlock()
@@ -244,11 +256,39 @@ func (s *Server) sweep() {
 				c.cancel()
 			}
 		}
+		for _, c := range idle {
+			c.wake()
+		}
+		s.returnMemory(len(idle))
 	}
 }
 
+// returnMemory gives the memory of parked connections' buffers back to the
+// system once enough of them parked since the last time (the runtime would
+// keep it until a collection runs, and an idle proxy allocates nothing to
+// start one): at most every returnInterval, when at least returnAfter
+// connections parked.
+func (s *Server) returnMemory(woken int) {
+	s.parkedSince += woken
+	if s.parkedSince < returnAfter || time.Since(s.returnedAt) < returnInterval {
+		return
+	}
+	s.parkedSince = 0
+	s.returnedAt = time.Now()
+	// The connections woken now park in their own goroutines meanwhile.
+	time.AfterFunc(livenessInterval/2, debug.FreeOSMemory)
+}
+
+const (
+	returnAfter    = 1000 // connections, about 11 MiB of buffers
+	returnInterval = 10 * time.Second
+)
+
 // Served is the number of requests served on the lean path.
 func (s *Server) Served() uint64 { return s.served.Load() }
+
+// Parked is the number of idle connections without buffers now.
+func (s *Server) Parked() int64 { return s.parked.Load() }
 
 // HandedOff is the number of connections handed to net/http.
 func (s *Server) HandedOff() uint64 { return s.handedOff.Load() }

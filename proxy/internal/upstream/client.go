@@ -263,8 +263,8 @@ type Response struct {
 	reuse    bool // the connection may be pooled once the body is read
 }
 
-// Errors of a backend exchange; all of them become 502 (or 504 when they
-// are timeouts, which these are not).
+// Errors of a backend exchange; all of them but ErrRequestBody become 502
+// (or 504 when they are timeouts, which these are not).
 var (
 	errMalformed    = errors.New("malformed response from backend")
 	errHeadTooLarge = errors.New("response head from backend too large")
@@ -273,12 +273,15 @@ var (
 	// errNoResponse: the connection ended (EOF or reset) before the first
 	// byte of a response.
 	errNoResponse = errors.New("backend closed the connection before a response")
+	// ErrRequestBody: reading the request body from the client failed
+	// (malformed framing, too short, too slow, too large): the client's
+	// fault, not the backend's. The error wraps the reader's.
+	ErrRequestBody = errors.New("read request body from client")
 )
 
 // Do sends r to the backend at addr, with host as its Host and h as its
-// header, and reads the response head, forwarding 1xx
-// responses to w; now is the current time. The caller must call Release
-// on the result.
+// header, and reads the response head, forwarding 1xx responses to w; now
+// is the current time. The caller must call Release on the result.
 func (c *Client) Do(ctx context.Context, w http.ResponseWriter, addr string, r *http.Request, host string, h http.Header, now time.Time) (*Response, error) {
 	p := c.pool(addr)
 	replay := replayable(r)

@@ -107,11 +107,11 @@ func writeBody(bw *bufio.Writer, body io.Reader, chunked bool, r *http.Request) 
 			break
 		}
 		if rerr != nil {
-			return fmt.Errorf("read request body: %w", rerr)
+			return fmt.Errorf("%w: %w", ErrRequestBody, rerr)
 		}
 	}
 	if !chunked && total != r.ContentLength {
-		return fmt.Errorf("request body has %d bytes, Content-Length said %d", total, r.ContentLength)
+		return fmt.Errorf("%w: %d bytes, Content-Length said %d", ErrRequestBody, total, r.ContentLength)
 	}
 	if chunked {
 		bw.WriteString("0\r\n")

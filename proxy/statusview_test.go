@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -16,17 +15,6 @@ import (
 	"github.com/xlb-project/xlb/internal/statuspage"
 	"github.com/xlb-project/xlb/internal/testutil"
 )
-
-// freeAddr returns a loopback address nothing listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // TestStatusPage: the proxy serves its status page next to /metrics on
 // admin.metrics_address: pools and routes, a drained backend "draining", a

@@ -90,7 +90,7 @@ func (rt *route) forwardPlain(w http.ResponseWriter, e *exchange, r *http.Reques
 			buf, rest, err := retry.Buffer(r.Body, r.ContentLength, pol.BodyLimit)
 			if err != nil {
 				// The client's body: never the backend's fault.
-				http.Error(w, "could not read the request body", http.StatusBadRequest)
+				failClient(w, e, err)
 				return
 			}
 			if buf != nil {

@@ -257,11 +257,6 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 	if rt.reqOps.host != "" {
 		r.Host = rt.reqOps.host
 	}
-	if _, upgrade := r.Header["Upgrade"]; !upgrade {
-		rt.forwardPlain(w, e, r)
-		return
-	}
-	p := rt.pool
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		lim := rt.body
 		tc := e.conn
@@ -280,6 +275,11 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 			r.Body = newLimitedBody(r.Body, e.w, lim)
 		}
 	}
+	if _, upgrade := r.Header["Upgrade"]; !upgrade {
+		rt.forwardPlain(w, e, r)
+		return
+	}
+	p := rt.pool
 	b := p.pick(w, r, e)
 	if b == nil {
 		e.st.metrics.noBackend.WithLabelValues(p.name).Inc()

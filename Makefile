@@ -6,7 +6,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 # Privileged tests run when root; CI also sets XLB_REQUIRE_PRIVILEGED=1.
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: help deps build generate check-generated lint test bench demo clean
+.PHONY: help deps build deb generate check-generated lint test bench demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -16,6 +16,9 @@ deps: ## install missing Debian packages (clang, llvm, libbpf-dev, iproute2, ...
 
 build: ## build bin/xlb (needs no clang: the BPF objects are committed)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/xlb
+
+deb: ## build the Debian package bin/xlb_VERSION_ARCH.deb (nfpm, pinned in go.mod): /usr/bin/xlb, systemd units, /etc/xlb
+	@scripts/deb.sh
 
 generate: deps ## rebuild the BPF objects and Go bindings in loader/ with clang
 	$(GO) generate ./loader/...

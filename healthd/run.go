@@ -21,6 +21,7 @@ import (
 	"github.com/xlb-project/xlb/healthd/bgp"
 	"github.com/xlb-project/xlb/healthd/check"
 	"github.com/xlb-project/xlb/internal/hostnet"
+	"github.com/xlb-project/xlb/internal/statuspage"
 	"github.com/xlb-project/xlb/loader"
 )
 
@@ -195,13 +196,17 @@ func Run(ctx context.Context, o RunOptions) error {
 		if err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
+		// /metrics for Prometheus, the fleet report for fleet-check, and
+		// everything else the read-only status page (/ and /status), which
+		// refuses any method but GET and HEAD.
 		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry(), promhttp.HandlerOpts{}))
 		mux.HandleFunc("GET "+api.PathFleetHTTP, func(w http.ResponseWriter, _ *http.Request) { reply(w, d.FleetReport()) })
-		mux.Handle("/", promhttp.HandlerFor(d.Registry(), promhttp.HandlerOpts{}))
+		mux.Handle("/", statuspage.New(d.StatusView, statuspage.Options{}))
 		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = ms.Serve(ml) }()
 		defer ms.Close()
-		log.Info("metrics", "addr", ml.Addr().String())
+		log.Info("metrics and status page", "addr", ml.Addr().String(), "status", "http://"+ml.Addr().String()+"/status")
 	}
 	log.Info("api", "socket", set.Socket)
 

@@ -49,6 +49,10 @@ var ExitReasons = []string{
 	"icmp_limited", // drop: too big; the ICMP rate limit was reached
 }
 
+// PassingExits is how many of ExitReasons, from the first, pass the packet
+// to the kernel; the others drop it.
+const PassingExits = 6
+
 func familyOf(a netip.Addr) uint8 {
 	if a.Is4() {
 		return familyV4

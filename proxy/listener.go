@@ -217,7 +217,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.mu.Unlock()
 		return fmt.Errorf("run proxy: %w", err)
 	}
-	adm, err := admin.Start(p.cfg.Admin, p, p.Metrics())
+	adm, err := admin.Start(p.cfg.Admin, p, p.Metrics(), p.StatusPage())
 	if err != nil {
 		p.mu.Unlock()
 		return fmt.Errorf("run proxy: %w", err)

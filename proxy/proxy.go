@@ -135,6 +135,10 @@ func (p *Proxy) Metrics() http.Handler {
 	return promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{})
 }
 
+// Registry returns the registry behind Metrics, whose Describe lists every
+// metric the proxy can export (deploy/ checks its dashboard against it).
+func (p *Proxy) Registry() *prometheus.Registry { return p.metrics.reg }
+
 // compile builds a state from cfg without changing anything running. old
 // is the running state (nil on the first load).
 func (p *Proxy) compile(cfg *config.Config, old *state) (*state, error) {

@@ -2,12 +2,15 @@
 # Installs the Debian packages xlb needs to build and test, when missing.
 # Usage: scripts/deps.sh [build|bench]   (build is the default)
 #   build: clang, llvm, libbpf headers, the network tools the tests use,
-#          redis-server (the shared rate-limit tests start their own) and
-#          frr (the router of the fleet tests, whose daemons the tests run)
+#          redis-server (the shared rate-limit tests start their own), frr
+#          (the router of the fleet tests, whose daemons the tests run) and
+#          what the packaging, rules and status-page tests run: systemd
+#          (systemd-analyze), prometheus (promtool), chromium (headless),
+#          zsh and fish (shell completion)
 #   bench: additionally the L7 peers and load generator (nginx, haproxy, caddy, wrk)
 set -euo pipefail
 
-want=(clang llvm libbpf-dev iproute2 ethtool iputils-ping util-linux redis-server frr)
+want=(clang llvm libbpf-dev iproute2 ethtool iputils-ping util-linux redis-server frr systemd prometheus chromium zsh fish)
 if [ "${1:-build}" = bench ]; then
 	want+=(nginx haproxy caddy wrk)
 fi
@@ -25,9 +28,9 @@ fi
 echo "installing: ${missing[*]}"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts nginx, haproxy, redis and frr on install; the tests and
-# benchmarks run their own.
-for s in nginx haproxy caddy redis-server frr; do
+# Debian starts nginx, haproxy, redis, frr and prometheus on install; the
+# tests and benchmarks run their own (of prometheus, only promtool).
+for s in nginx haproxy caddy redis-server frr prometheus; do
 	if [[ " ${missing[*]} " == *" $s "* ]]; then
 		systemctl disable --now "$s" >/dev/null 2>&1 || service "$s" stop >/dev/null 2>&1 || true
 	fi

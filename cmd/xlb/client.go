@@ -15,7 +15,7 @@ type socketFlag struct {
 }
 
 func (s *socketFlag) register(fs *pflag.FlagSet) {
-	fs.StringVar(&s.path, "socket", api.DefaultSocket, "the daemon's API socket")
+	fs.StringVar(&s.path, "socket", defaultSocket(), "the daemon's API socket (default from $"+socketEnv+" when set)")
 }
 
 func (s *socketFlag) client() *api.Client { return api.NewClient(s.path) }

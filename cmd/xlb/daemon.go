@@ -15,20 +15,21 @@ import (
 
 func daemonCommand() *command {
 	var (
-		o                    healthd.RunOptions
-		metrics, logLevel    string
-		checkConfig, cleanup bool
-		changed              func(string) bool
+		o                 healthd.RunOptions
+		metrics, logLevel string
+		cleanup           bool
+		checkConfig       checkConfigFlag
+		changed           func(string) bool
 	)
 	return &command{
 		name:    "daemon",
 		summary: "run the L4 balancer: datapath, health checks, API and metrics",
 		usage: "[--iface IFACE] [--config FILE] [--state-dir DIR] [--socket PATH] [--bpffs DIR] [--metrics-addr ADDR]\n" +
-			"  xlb daemon --check-config --config FILE\n" +
+			"  xlb daemon --check-config FILE\n" +
 			"  xlb daemon --cleanup [--bpffs DIR] [--iface IFACE]",
 		examples: "  xlb daemon --config /etc/xlb/xlb.yaml\n" +
 			"  xlb daemon --iface eth0 --metrics-addr 127.0.0.1:9437\n" +
-			"  xlb daemon --check-config --config /etc/xlb/xlb.yaml\n" +
+			"  xlb daemon --check-config /etc/xlb/xlb.yaml\n" +
 			"  xlb daemon --cleanup --bpffs /sys/fs/bpf/xlb\n" +
 			"  kill -HUP $(pidof xlb)    # reload the config; a bad one is refused",
 		flags: func(fs *pflag.FlagSet) {
@@ -38,7 +39,7 @@ func daemonCommand() *command {
 			fs.StringVar(&o.Socket, "socket", "", "API socket (default "+api.DefaultSocket+")")
 			fs.StringVar(&o.BPFFS, "bpffs", "", "bpffs directory for pins, mounted if missing (default "+healthd.DefaultBPFFS+")")
 			fs.StringVar(&metrics, "metrics-addr", "", "Prometheus metrics address (default "+healthd.DefaultMetricsAddr+"; \"\" with the flag given disables)")
-			fs.BoolVar(&checkConfig, "check-config", false, "validate the configuration and exit; touches nothing")
+			checkConfig.register(fs)
 			fs.BoolVar(&cleanup, "cleanup", false, "remove everything the daemon pinned and attached, and exit")
 			fs.BoolVar(&o.Generic, "generic", false, "attach in generic (skb) XDP mode")
 			fs.BoolVar(&o.Verbose, "verbose", false, "print the verifier log when the kernel refuses the program")
@@ -46,6 +47,17 @@ func daemonCommand() *command {
 			changed = fs.Changed
 		},
 		run: func(io *stdio, args []string) error {
+			if checkConfig.set && cleanup {
+				return usageErrorf("--check-config and --cleanup exclude each other")
+			}
+			if checkConfig.set {
+				path, err := checkConfig.file(args, o.ConfigPath)
+				if err != nil {
+					return err
+				}
+				o.ConfigPath = path
+				args = nil
+			}
 			if err := noArgs(args); err != nil {
 				return err
 			}
@@ -57,12 +69,7 @@ func daemonCommand() *command {
 				o.MetricsAddr = &metrics
 			}
 			switch {
-			case checkConfig && cleanup:
-				return usageErrorf("--check-config and --cleanup exclude each other")
-			case checkConfig:
-				if o.ConfigPath == "" {
-					return usageErrorf("--check-config needs --config FILE")
-				}
+			case checkConfig.set:
 				cfg, set, err := o.Resolve()
 				if err != nil {
 					return err

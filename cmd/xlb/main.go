@@ -24,6 +24,10 @@ type command struct {
 	sub      []*command
 	// flags registers the command's flags; nil means none beyond --help.
 	flags func(fs *pflag.FlagSet)
+	// hidden keeps the command out of the help (but not out of dispatch).
+	hidden bool
+	// raw hands every argument to run, flags included (no flag parsing).
+	raw bool
 	// run executes the command with the positional arguments left after
 	// flag parsing.
 	run func(io *stdio, args []string) error
@@ -62,6 +66,8 @@ func root() *command {
 			backendHostCommand(),
 			vethPeerCommand(),
 			labCommand(),
+			completionCommand(),
+			completeCommand(),
 		},
 	}
 }
@@ -73,7 +79,7 @@ func main() {
 // run executes the command line and returns the process exit code: 0 on
 // success, 1 when the command failed, 2 for a malformed command line.
 func run(args []string, io *stdio) int {
-	err := dispatch(root(), nil, args, io)
+	err := dispatch(root(), nil, nil, args, io)
 	switch {
 	case err == nil:
 		return 0
@@ -83,14 +89,21 @@ func run(args []string, io *stdio) int {
 		fmt.Fprintf(io.err, "xlb: %s\n", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
 		return 2
 	default:
-		fmt.Fprintf(io.err, "xlb: %s\n", err)
+		fmt.Fprintf(io.err, "xlb: %s\n", withFix(err))
 		return 1
 	}
 }
 
-func dispatch(c *command, path []string, args []string, io *stdio) error {
+// dispatch walks down the command tree; globals are the global flags met
+// before the command, handed to the command that runs.
+func dispatch(c *command, path, globals, args []string, io *stdio) error {
 	path = append(path, c.name)
 	if len(c.sub) > 0 {
+		g, rest, err := takeGlobals(args)
+		if err != nil {
+			return err
+		}
+		globals, args = append(globals, g...), rest
 		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 			printHelp(io.out, c, path, nil)
 			if len(args) == 0 {
@@ -100,12 +113,15 @@ func dispatch(c *command, path []string, args []string, io *stdio) error {
 		}
 		for _, s := range c.sub {
 			if s.name == args[0] {
-				return dispatch(s, path, args[1:], io)
+				return dispatch(s, path, globals, args[1:], io)
 			}
 		}
 		return usageErrorf("unknown command %q for %q (run '%s --help')", args[0], strings.Join(path, " "), strings.Join(path, " "))
 	}
 
+	if c.raw {
+		return c.run(io, args)
+	}
 	fs := pflag.NewFlagSet(strings.Join(path, " "), pflag.ContinueOnError)
 	fs.SetOutput(io.err)
 	fs.SortFlags = false
@@ -113,7 +129,10 @@ func dispatch(c *command, path []string, args []string, io *stdio) error {
 		c.flags(fs)
 	}
 	fs.Usage = func() { printHelp(io.out, c, path, fs) }
-	if err := fs.Parse(args); err != nil {
+	if err := checkGlobals(globals, fs, strings.Join(path, " ")); err != nil {
+		return err
+	}
+	if err := fs.Parse(append(args, globals...)); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return err
 		}
@@ -128,7 +147,9 @@ func printHelp(w io.Writer, c *command, path []string, fs *pflag.FlagSet) {
 	if len(c.sub) > 0 {
 		fmt.Fprintf(w, "  %s COMMAND [flags]\n\nCommands:\n", name)
 		for _, s := range c.sub {
-			fmt.Fprintf(w, "  %-14s %s\n", s.name, s.summary)
+			if !s.hidden {
+				fmt.Fprintf(w, "  %-14s %s\n", s.name, s.summary)
+			}
 		}
 		fmt.Fprintf(w, "\nRun '%s COMMAND --help' for more about a command.\n", name)
 		return

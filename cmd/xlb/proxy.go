@@ -38,19 +38,20 @@ func proxyCommand() *command {
 		cfgPath  string
 		socket   string
 		logLevel string
-		checkCfg bool
+		checkCfg checkConfigFlag
 		out      output
 		changed  func(string) bool
 	)
 	return &command{
 		name:    "proxy",
 		summary: "run the L7 proxy, or drain, undrain, list its backends and reload it",
-		usage: "--config FILE [--check-config] [--log-level debug|info|warn|error]\n" +
+		usage: "--config FILE [--log-level debug|info|warn|error]\n" +
+			"  xlb proxy --check-config FILE\n" +
 			"  xlb proxy backend list [--socket PATH | --config FILE] [-o table|json]\n" +
 			"  xlb proxy backend drain|undrain POOL ADDR [--socket PATH | --config FILE]\n" +
 			"  xlb proxy reload [--socket PATH | --config FILE]",
 		examples: "  xlb proxy --config testdata/proxy/example.yaml\n" +
-			"  xlb proxy --config testdata/proxy/example.yaml --check-config\n" +
+			"  xlb proxy --check-config testdata/proxy/example.yaml\n" +
 			"  xlb proxy backend list --socket /run/xlb-proxy.sock\n" +
 			"  xlb proxy backend drain app 127.0.0.1:9001\n" +
 			"  xlb proxy backend undrain app 127.0.0.1:9001\n" +
@@ -59,27 +60,33 @@ func proxyCommand() *command {
 			fs.StringVar(&cfgPath, "config", "", "proxy config file (YAML); for the client verbs, where to read admin.socket")
 			fs.StringVar(&socket, "socket", defaultProxySocket, "admin socket of a running proxy")
 			fs.StringVar(&logLevel, "log-level", "info", "log level when running: debug, info, warn, error")
-			fs.BoolVar(&checkCfg, "check-config", false, "only load and check --config, print the result and exit")
+			checkCfg.register(fs)
 			out.register(fs)
 			changed = fs.Changed
 		},
 		run: func(io *stdio, args []string) error {
+			if checkCfg.set {
+				path, err := checkCfg.file(args, cfgPath)
+				if err != nil {
+					return err
+				}
+				cfg, err := proxyconfig.Load(path)
+				if err != nil {
+					return err
+				}
+				// With the middlewares a running proxy registers, so that
+				// their config is checked too.
+				opts, closeOpts := proxyOptions(nil, "")
+				defer closeOpts()
+				if _, err := proxy.New(cfg, opts); err != nil {
+					return err
+				}
+				fmt.Fprintf(io.out, "%s: ok (%d listeners, %d pools, %d routes)\n", path, len(cfg.Listeners), len(cfg.Pools), len(cfg.Routes))
+				return nil
+			}
 			if len(args) == 0 {
 				if cfgPath == "" {
 					return usageErrorf("proxy: --config FILE is required to run the proxy (or give a verb: backend, reload)")
-				}
-				if checkCfg {
-					cfg, err := proxyconfig.Load(cfgPath)
-					if err != nil {
-						return err
-					}
-					opts, closeOpts := proxyOptions(nil, "")
-					defer closeOpts()
-					if _, err := proxy.New(cfg, opts); err != nil {
-						return err
-					}
-					fmt.Fprintf(io.out, "%s: ok (%d listeners, %d pools, %d routes)\n", cfgPath, len(cfg.Listeners), len(cfg.Pools), len(cfg.Routes))
-					return nil
 				}
 				return runProxy(io, cfgPath, logLevel)
 			}

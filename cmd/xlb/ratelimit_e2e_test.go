@@ -20,16 +20,6 @@ import (
 	proxyconfig "github.com/xlb-project/xlb/proxy/config"
 )
 
-// buildXLB builds the xlb binary into the test's temporary directory.
-func buildXLB(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "xlb")
-	if out, err := exec.Command("go", "build", "-o", path, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build xlb: %v\n%s", err, out)
-	}
-	return path
-}
-
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -228,7 +228,7 @@ func TestBadInput(t *testing.T) {
 		{"backend list unknown vip", append([]string{"backend", "list", "203.0.113.99:80/tcp"}, sock...), 1, "unknown VIP"},
 		{"stats bad interval", []string{"stats", "--interval", "0s"}, 2, "--interval 0s"},
 		{"daemon not running", append([]string{"status"}, missing...), 1, "daemon not running"},
-		{"daemon check-config without config", []string{"daemon", "--check-config"}, 2, "--check-config needs --config FILE"},
+		{"daemon check-config without config", []string{"daemon", "--check-config"}, 2, "--check-config needs the configuration: --check-config FILE"},
 		{"daemon bad config", []string{"daemon", "--check-config", "--config", "../../testdata/config/bad-table-size.yaml"}, 1, "line 4: vips[0].table_size: 1000 is not a prime"},
 		{"daemon missing interface", []string{"daemon", "--check-config", "--config", "../../testdata/config/no-interface.yaml"}, 1, "interface: missing: give --iface"},
 		{"daemon bad log level", []string{"daemon", "--log-level", "loud"}, 2, "--log-level"},

@@ -38,6 +38,9 @@ type DaemonConfig struct {
 	GracefulShutdownWait, LeaveWait time.Duration
 	// MinHealthy of every VIP; default the daemon's (1).
 	MinHealthy int
+	// MetricsAddr is where the daemon serves /metrics and the status page,
+	// inside the balancer's namespace; default none.
+	MetricsAddr string
 }
 
 // VIPs returns the VIP keys the daemon serves, as ADDR:PORT/PROTO: the TCP
@@ -97,8 +100,8 @@ func (l *Lab) daemonYAML(lb Host, p DaemonPaths, c DaemonConfig) string {
 	}
 	timeout := c.CheckInterval / 2
 	var b strings.Builder
-	metrics := ""
-	if l.Router != nil {
+	metrics := c.MetricsAddr
+	if metrics == "" && l.Router != nil {
 		// Reachable from the client through the router: fleet-check by URL.
 		metrics = netip.AddrPortFrom(lb.IPv4, MetricsPort).String()
 	}

@@ -66,6 +66,7 @@ type Controller interface {
 type Server struct {
 	ctl     Controller
 	metrics http.Handler
+	status  http.Handler // on the metrics address; nil: none
 
 	mu   sync.Mutex
 	cfg  config.AdminConfig // what sock and met serve
@@ -127,10 +128,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Start serves the admin API of p on cfg.Socket and metrics on
-// cfg.MetricsAddress; either may be empty.
-func Start(cfg config.AdminConfig, p Controller, metrics http.Handler) (*Server, error) {
-	a := &Server{ctl: p, metrics: metrics}
+// Start serves the admin API of p on cfg.Socket, and metrics and the
+// read-only status page (any path but /metrics; nil: none) on
+// cfg.MetricsAddress; either address may be empty.
+func Start(cfg config.AdminConfig, p Controller, metrics, status http.Handler) (*Server, error) {
+	a := &Server{ctl: p, metrics: metrics, status: status}
 	commit, _, err := a.Update(cfg)
 	if err != nil {
 		return nil, err
@@ -212,6 +214,9 @@ func (a *Server) listenMetrics(addr string) (*endpoint, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.metrics)
+	if a.status != nil {
+		mux.Handle("/", a.status)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return &endpoint{srv: srv}, nil

@@ -439,7 +439,7 @@ func Parse(data []byte) (*Config, error) {
 		return nil, fmt.Errorf("%w: %s", ErrConfig, msg)
 	}
 	if err := c.validate(); err != nil {
-		return nil, err
+		return nil, withLine(data, err)
 	}
 	return &c, nil
 }

@@ -112,8 +112,8 @@ a_ok=$(grep -c '^200' <<<"$a" || true)
 a_limited=$(grep -c '^429' <<<"$a" || true)
 a_proxies=$(awk '$1 == 200 {print $2}' <<<"$a" | sort | uniq -c | awk '{printf "%s:%s ", $2, $1}')
 b_ok=$(grep -c '^200' <<<"$b" || true)
-echo "client 198.51.100.201, 30 requests in a row:$a_ok answered 200 (by proxies $a_proxies), $a_limited limited with 429"
-echo "client 198.51.100.202, 3 requests:                 $b_ok answered 200"
+echo "client 198.51.100.201, 30 requests in a row: $a_ok answered 200 (by proxies $a_proxies), $a_limited limited with 429"
+echo "client 198.51.100.202, 3 requests:          $b_ok answered 200"
 if [ "$a_limited" -eq 0 ] || [ "$b_ok" -ne 3 ]; then
 	echo "demo: expected client .201 limited and client .202 served" >&2
 	exit 1

@@ -91,11 +91,11 @@ type Lab struct {
 // record is what the state directory remembers of a lab, so that "lab down"
 // in another process finds what "lab up" made.
 type record struct {
-	Prefix    string `json:"prefix"`
-	Balancers int    `json:"balancers"`
-	Backends  int    `json:"backends"`
-	Binary    string `json:"binary"`
-	NoDecap   bool   `json:"no_decap"`
+	Prefix    string    `json:"prefix"`
+	Balancers int       `json:"balancers"`
+	Backends  int       `json:"backends"`
+	Binary    string    `json:"binary"`
+	NoDecap   bool      `json:"no_decap"`
 	Routed    bool      `json:"routed,omitempty"`
 	L7        *L7Config `json:"l7,omitempty"`
 }

@@ -102,8 +102,11 @@ func labUpCommand() *command {
 				if cfg.Routed {
 					return usageErrorf("--l7: not supported with --routed")
 				}
-				if l7cfg.Rate < 1 || l7cfg.Burst < 1 {
-					return usageErrorf("--l7-rate %d, --l7-burst %d: allowed are 1 or more", l7cfg.Rate, l7cfg.Burst)
+				if l7cfg.Rate < 1 || l7cfg.Rate > lab.MaxL7Rate {
+					return usageErrorf("--l7-rate %d: allowed are 1 to %d", l7cfg.Rate, lab.MaxL7Rate)
+				}
+				if l7cfg.Burst < 1 || l7cfg.Burst > lab.MaxL7Burst {
+					return usageErrorf("--l7-burst %d: allowed are 1 to %d", l7cfg.Burst, lab.MaxL7Burst)
 				}
 				cfg.L7 = &l7cfg
 			} else if l7cfg.Redis {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -43,6 +44,11 @@ const (
 	// StickyCookie is the name of the proxies' sticky cookie.
 	StickyCookie = "xlb_sticky"
 
+	// MaxL7Rate and MaxL7Burst bound L7Config.Rate and Burst (the
+	// proxy's own bound on burst).
+	MaxL7Rate  = 1000000
+	MaxL7Burst = 1000000
+
 	defaultL7Rate  = 20
 	defaultL7Burst = 10
 	redisName      = "redis"
@@ -69,8 +75,16 @@ func (c *L7Config) setDefaults() error {
 	if c.Burst == 0 {
 		c.Burst = defaultL7Burst
 	}
-	if c.Rate < 1 || c.Burst < 1 {
-		return fmt.Errorf("l7 rate %d, burst %d: both must be at least 1", c.Rate, c.Burst)
+	if c.Rate < 1 || c.Rate > MaxL7Rate {
+		return fmt.Errorf("l7 rate %d: allowed are 1 to %d", c.Rate, MaxL7Rate)
+	}
+	if c.Burst < 1 || c.Burst > MaxL7Burst {
+		return fmt.Errorf("l7 burst %d: allowed are 1 to %d", c.Burst, MaxL7Burst)
+	}
+	if c.Redis {
+		if _, err := exec.LookPath("redis-server"); err != nil {
+			return fmt.Errorf("l7 redis: redis-server not found (scripts/deps.sh installs it): %w", err)
+		}
 	}
 	if c.StickyKey == "" {
 		b := make([]byte, 32)

@@ -7,6 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -262,4 +265,40 @@ func TestL4InFrontOfL7(t *testing.T) {
 		sort.Strings(names)
 		t.Logf("drained %s (%s): its keep-alive connection served 5 more requests; new connections went to %v", held, heldAddr, names)
 	})
+}
+
+// The proxy config the lab writes for a backend host is one "xlb proxy
+// --check-config" accepts, with and without Redis, and names every app
+// server, the shared sticky key and the limit.
+func TestProxyConfigChecks(t *testing.T) {
+	topo, err := plan("xlbt-cfg-", 1, 3, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := buildXLB(t)
+	for _, redis := range []bool{false, true} {
+		c := &L7Config{Rate: 7, Burst: 3}
+		if err := c.setDefaults(); err != nil {
+			t.Fatal(err)
+		}
+		c.Redis = redis // after setDefaults: no redis-server needed to check
+		l := &Lab{Topology: topo, cfg: Config{StateDir: t.TempDir(), L7: c}}
+		y := l.proxyYAML(topo.Backends[1])
+		path := filepath.Join(t.TempDir(), "proxy.yaml")
+		if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(bin, "proxy", "--check-config", path).CombinedOutput(); err != nil {
+			t.Fatalf("redis %v: xlb proxy --check-config: %v: %s\n%s", redis, err, out, y)
+		}
+		for _, want := range []string{"198.51.100.11:80", "198.51.100.12:80", "198.51.100.13:80", c.StickyKey, "rate: 7", "burst: 3",
+			ProxyVIP().String(), "X-Proxy: be2"} {
+			if !strings.Contains(y, want) {
+				t.Errorf("redis %v: config lacks %q:\n%s", redis, want, y)
+			}
+		}
+		if got := strings.Contains(y, l.RedisAddr().String()); got != redis {
+			t.Errorf("redis %v: config names redis %s: %v:\n%s", redis, l.RedisAddr(), got, y)
+		}
+	}
 }

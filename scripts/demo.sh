@@ -110,7 +110,7 @@ a=$(get 198.51.100.201 30)
 b=$(get 198.51.100.202 3)
 a_ok=$(grep -c '^200' <<<"$a" || true)
 a_limited=$(grep -c '^429' <<<"$a" || true)
-a_proxies=$(awk '$1 == 200 {print $2}' <<<"$a" | sort | uniq -c | awk '{printf "%s:%s ", $2, $1}')
+a_proxies=$(awk '$1 == 200 {print $2}' <<<"$a" | sort | uniq -c | awk '{printf "%s%s:%s", (NR > 1 ? " " : ""), $2, $1}')
 b_ok=$(grep -c '^200' <<<"$b" || true)
 echo "client 198.51.100.201, 30 requests in a row: $a_ok answered 200 (by proxies $a_proxies), $a_limited limited with 429"
 echo "client 198.51.100.202, 3 requests:          $b_ok answered 200"

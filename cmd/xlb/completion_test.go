@@ -28,7 +28,7 @@ func TestCompleteFromDaemon(t *testing.T) {
 		words []string
 		want  []string
 	}{
-		{[]string{""}, []string{"backend", "backend-host", "completion", "daemon", "lab", "proxy", "stats", "status", "version", "veth-peer", "vip"}},
+		{[]string{""}, []string{"backend", "backend-host", "completion", "daemon", "drain-self", "fleet-check", "lab", "proxy", "stats", "status", "undrain-self", "version", "veth-peer", "vip"}},
 		{[]string{"ba"}, []string{"backend", "backend-host"}},
 		{[]string{"backend", "d"}, []string{"drain"}},
 		{[]string{"--socket", sock, "backend", "un"}, []string{"undrain"}},

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/xlb-project/xlb/proxy/config"
 )
 
 // ErrConfig is wrapped by every error about a limit's configuration.
@@ -117,25 +119,9 @@ type RedisConfig struct {
 	Batch int64 `yaml:"batch"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("1.5s").
-type Duration time.Duration
-
-// UnmarshalYAML parses a duration string.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	var s string
-	if err := n.Decode(&s); err != nil {
-		return err
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil || v < 0 {
-		return fmt.Errorf("line %d: duration %q: want a non-negative Go duration such as 500ms, 10s or 1m", n.Line, s)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
+// Duration is the proxy config's duration ("1.5s"), so that a limit's
+// durations read like every other in the proxy's YAML.
+type Duration = config.Duration
 
 // ParseConfig decodes a limit's YAML strictly (unknown fields are errors,
 // with their line), fills in defaults and validates it.

@@ -4,7 +4,10 @@
 # connections a second to the VIP and shows live how they spread; then
 # drains one backend (its share drops to zero while a connection opened
 # before keeps answering), stops the server of another (health checks take
-# it out), restores both and tears everything down. About a minute.
+# it out), restores both; then the L7 act: "xlb proxy" runs on every backend
+# behind the VIP's port 8080 with a per-client limit shared through Redis,
+# and one client is limited with 429 while another is served. Then it tears
+# everything down. About a minute and a half.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,8 +51,8 @@ wait_healthy() {
 }
 
 "$XLB" lab down >/dev/null 2>&1 || true # leftovers of an interrupted run
-echo "== xlb lab up: client, balancer lb1 (xlb daemon), backends be1..be3"
-"$XLB" lab up --backends 3 --check-interval 500ms
+echo "== xlb lab up: client, balancer lb1 (xlb daemon), backends be1..be3 (each with xlb proxy on 203.0.113.10:8080)"
+"$XLB" lab up --backends 3 --check-interval 500ms --l7 --l7-redis --l7-rate 5 --l7-burst 5
 wait_healthy 3
 
 echo
@@ -88,3 +91,30 @@ if [ "$status" -ne 0 ]; then
 fi
 echo
 echo "== the long-lived connection to $held answered throughout"
+
+echo
+echo "== L7 act: xlb proxy on each backend behind 203.0.113.10:8080, per-client limit 5/s (burst 5) shared through Redis"
+echo "   direct server return shows the proxies each client's own address: no X-Forwarded-For, no PROXY protocol"
+ip -n xlb-client addr add 198.51.100.201/24 dev eth0
+ip -n xlb-client addr add 198.51.100.202/24 dev eth0
+# get SOURCE N: N requests from SOURCE on new connections; prints the statuses
+# and the proxies that answered.
+get() {
+	local src=$1 n=$2 i
+	for i in $(seq 1 "$n"); do
+		nsenter --net=/run/netns/xlb-client curl -s -o /dev/null --interface "$src" \
+			-w '%{http_code} %header{x-proxy}\n' http://203.0.113.10:8080/limited
+	done
+}
+a=$(get 198.51.100.201 30)
+b=$(get 198.51.100.202 3)
+a_ok=$(grep -c '^200' <<<"$a" || true)
+a_limited=$(grep -c '^429' <<<"$a" || true)
+a_proxies=$(awk '$1 == 200 {print $2}' <<<"$a" | sort | uniq -c | awk '{printf "%s%s:%s", (NR > 1 ? " " : ""), $2, $1}')
+b_ok=$(grep -c '^200' <<<"$b" || true)
+echo "client 198.51.100.201, 30 requests in a row: $a_ok answered 200 (by proxies $a_proxies), $a_limited limited with 429"
+echo "client 198.51.100.202, 3 requests:          $b_ok answered 200"
+if [ "$a_limited" -eq 0 ] || [ "$b_ok" -ne 3 ]; then
+	echo "demo: expected client .201 limited and client .202 served" >&2
+	exit 1
+fi

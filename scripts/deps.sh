@@ -10,7 +10,7 @@
 #   bench: additionally the L7 peers and load generator (nginx, haproxy, caddy, wrk)
 set -euo pipefail
 
-want=(clang llvm libbpf-dev iproute2 ethtool iputils-ping util-linux redis-server frr systemd prometheus chromium zsh fish)
+want=(clang llvm libbpf-dev iproute2 ethtool iputils-ping util-linux curl redis-server frr systemd prometheus chromium zsh fish)
 if [ "${1:-build}" = bench ]; then
 	want+=(nginx haproxy caddy wrk)
 fi

@@ -56,6 +56,8 @@ func labUpCommand() *command {
 		mode       string
 		noDaemon   bool
 		checkEvery time.Duration
+		l7         bool
+		l7cfg      lab.L7Config
 	)
 	return &command{
 		name:    "up",
@@ -64,7 +66,8 @@ func labUpCommand() *command {
 		examples: `  xlb lab up
   xlb lab up --backends 5 --ipv6
   xlb lab up --mode l2dsr
-  xlb lab up --balancers 3 --routed    # a fleet: FRR router, ECMP, VIPs announced over BGP`,
+  xlb lab up --balancers 3 --routed    # a fleet: FRR router, ECMP, VIPs announced over BGP
+  xlb lab up --l7 --l7-redis           # xlb proxy on every backend behind 203.0.113.10:8080, limits shared in Redis`,
 		flags: func(fs *pflag.FlagSet) {
 			fs.IntVar(&cfg.Backends, "backends", lab.DefaultBackends, fmt.Sprintf("number of backend hosts (1 to %d)", lab.MaxBackends))
 			fs.IntVar(&cfg.Balancers, "balancers", 1, fmt.Sprintf("number of balancer hosts (1 to %d)", lab.MaxBalancers))
@@ -73,6 +76,10 @@ func labUpCommand() *command {
 			fs.BoolVar(&noDaemon, "no-daemon", false, "build the lab without starting the balancer daemon")
 			fs.BoolVar(&cfg.Routed, "routed", false, "put an FRR router (ECMP) between the client and the balancers, which announce the VIPs to it over BGP")
 			fs.DurationVar(&checkEvery, "check-interval", time.Second, "health check interval of the lab's VIPs")
+			fs.BoolVar(&l7, "l7", false, fmt.Sprintf("run xlb proxy on every backend, listening on %s behind the VIP", lab.ProxyVIP()))
+			fs.IntVar(&l7cfg.Rate, "l7-rate", 20, "with --l7: requests per second per client on "+lab.LimitedPath)
+			fs.IntVar(&l7cfg.Burst, "l7-burst", 10, "with --l7: burst of the per-client limit")
+			fs.BoolVar(&l7cfg.Redis, "l7-redis", false, "with --l7: share the limit between the proxies through a redis-server in the first balancer")
 			f.register(fs)
 		},
 		run: func(io *stdio, args []string) error {
@@ -90,6 +97,20 @@ func labUpCommand() *command {
 			}
 			if checkEvery < 100*time.Millisecond {
 				return usageErrorf("--check-interval %s: allowed is 100ms or more", checkEvery)
+			}
+			if l7 {
+				if cfg.Routed {
+					return usageErrorf("--l7: not supported with --routed")
+				}
+				if l7cfg.Rate < 1 || l7cfg.Rate > lab.MaxL7Rate {
+					return usageErrorf("--l7-rate %d: allowed are 1 to %d", l7cfg.Rate, lab.MaxL7Rate)
+				}
+				if l7cfg.Burst < 1 || l7cfg.Burst > lab.MaxL7Burst {
+					return usageErrorf("--l7-burst %d: allowed are 1 to %d", l7cfg.Burst, lab.MaxL7Burst)
+				}
+				cfg.L7 = &l7cfg
+			} else if l7cfg.Redis {
+				return usageErrorf("--l7-redis: needs --l7")
 			}
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("lab up: needs root (it creates network namespaces and attaches XDP programs)")
@@ -133,6 +154,11 @@ func printLab(io *stdio, l *lab.Lab) {
 	fmt.Fprintf(io.out, "\nVIPs %s and %s (TCP/UDP echo on port %d, HTTP on %d); state in %s\n",
 		lab.VIP4, lab.VIP6, lab.EchoPort, lab.HTTPPort, l.StateDir())
 	fmt.Fprintf(io.out, "try: nsenter --net=%s curl -s http://%s/\n", l.Client.Netns.Path(), lab.VIP4)
+	if c := l.Config().L7; c != nil {
+		fmt.Fprintf(io.out, "L7: xlb proxy on every backend at %s (%s limited to %d/s, burst %d, per client; shared in Redis: %v)\n",
+			lab.ProxyVIP(), lab.LimitedPath, c.Rate, c.Burst, c.Redis)
+		fmt.Fprintf(io.out, "try: nsenter --net=%s curl -si http://%s%s\n", l.Client.Netns.Path(), lab.ProxyVIP(), lab.LimitedPath)
+	}
 }
 
 func labDownCommand() *command {

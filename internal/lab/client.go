@@ -22,6 +22,9 @@ import (
 type Client struct {
 	Netns   hostnet.Netns
 	Timeout time.Duration // per operation; default 2s
+	// Source, when valid, is the local address sockets are bound to (an
+	// address of the namespace, e.g. from Lab.AddClientSources).
+	Source netip.Addr
 }
 
 func (c Client) timeout() time.Duration {
@@ -43,8 +46,15 @@ func (c Client) dialFrom(network string, addr netip.AddrPort, localPort uint16) 
 		// An IP literal makes the dialer create the socket on this
 		// goroutine, which is locked to the switched thread.
 		d := net.Dialer{Timeout: c.timeout()}
-		if localPort != 0 {
-			d.LocalAddr = &net.TCPAddr{Port: int(localPort)}
+		if localPort != 0 || c.Source.IsValid() {
+			local := &net.TCPAddr{Port: int(localPort)}
+			if c.Source.IsValid() {
+				local.IP = c.Source.AsSlice()
+			}
+			d.LocalAddr = local
+			if network == "udp" {
+				d.LocalAddr = &net.UDPAddr{IP: local.IP, Port: local.Port}
+			}
 		}
 		var err error
 		conn, err = d.Dial(network, addr.String())

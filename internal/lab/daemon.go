@@ -41,6 +41,9 @@ type DaemonConfig struct {
 	// MetricsAddr is where the daemon serves /metrics and the status page,
 	// inside the balancer's namespace; default none.
 	MetricsAddr string
+	// L7 adds VIP4:ProxyPort/tcp, the proxies' port; StartDaemon sets it
+	// in a lab with Config.L7.
+	L7 bool
 }
 
 // VIPs returns the VIP keys the daemon serves, as ADDR:PORT/PROTO: the TCP
@@ -58,6 +61,9 @@ func (c DaemonConfig) VIPs() []string {
 		}{{EchoPort, "tcp"}, {EchoPort, "udp"}, {HTTPPort, "tcp"}} {
 			out = append(out, netip.AddrPortFrom(a, pp.port).String()+"/"+pp.proto)
 		}
+	}
+	if c.L7 {
+		out = append(out, ProxyVIP().String()+"/tcp")
 	}
 	return out
 }
@@ -151,6 +157,9 @@ func (l *Lab) StartDaemon(ctx context.Context, balancer string, c DaemonConfig) 
 	}
 	if c.BGP && l.Router == nil {
 		return fmt.Errorf("start daemon in %s: bgp needs a routed lab (Config.Routed)", balancer)
+	}
+	if l.cfg.L7 != nil {
+		c.L7 = true
 	}
 	if err := os.WriteFile(p.Config, []byte(l.daemonYAML(h, p, c)), 0o644); err != nil {
 		return fmt.Errorf("start daemon in %s: %w", balancer, err)

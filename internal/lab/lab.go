@@ -45,6 +45,9 @@ type Config struct {
 	// Routed puts a router namespace between the client and the
 	// balancers (router.go); StartRouter runs FRR in it.
 	Routed bool
+	// L7, when set, runs "xlb proxy" on every backend host behind the VIP
+	// (l7.go): the L4 tier in front of the L7 tier.
+	L7 *L7Config
 	// Log receives progress; nil discards.
 	Log *slog.Logger
 }
@@ -70,6 +73,11 @@ func (c *Config) setDefaults() error {
 		return err
 	}
 	c.Binary = bin
+	if c.L7 != nil {
+		if err := c.L7.setDefaults(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -83,18 +91,20 @@ type Lab struct {
 // record is what the state directory remembers of a lab, so that "lab down"
 // in another process finds what "lab up" made.
 type record struct {
-	Prefix    string `json:"prefix"`
-	Balancers int    `json:"balancers"`
-	Backends  int    `json:"backends"`
-	Binary    string `json:"binary"`
-	NoDecap   bool   `json:"no_decap"`
-	Routed    bool   `json:"routed,omitempty"`
+	Prefix    string    `json:"prefix"`
+	Balancers int       `json:"balancers"`
+	Backends  int       `json:"backends"`
+	Binary    string    `json:"binary"`
+	NoDecap   bool      `json:"no_decap"`
+	Routed    bool      `json:"routed,omitempty"`
+	L7        *L7Config `json:"l7,omitempty"`
 }
 
 const recordFile = "lab.json"
 
 // Up builds a lab: namespaces and links, backend hosts set up with "xlb
-// backend-host setup" for both VIPs, and an echo server in every backend.
+// backend-host setup" for both VIPs, an echo server in every backend, and
+// with Config.L7 a proxy in every backend (and redis-server when asked).
 // Daemons are started separately (StartDaemon). On failure everything made
 // so far is removed.
 func Up(ctx context.Context, cfg Config) (*Lab, error) {
@@ -109,7 +119,7 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		return nil, err
 	}
 	l := &Lab{Topology: topo, cfg: cfg}
-	rec := record{Prefix: cfg.Prefix, Balancers: cfg.Balancers, Backends: cfg.Backends, Binary: cfg.Binary, NoDecap: cfg.NoDecap, Routed: cfg.Routed}
+	rec := record{Prefix: cfg.Prefix, Balancers: cfg.Balancers, Backends: cfg.Backends, Binary: cfg.Binary, NoDecap: cfg.NoDecap, Routed: cfg.Routed, L7: cfg.L7}
 	if err := writeJSON(filepath.Join(cfg.StateDir, recordFile), rec); err != nil {
 		_ = l.Down()
 		return nil, err
@@ -117,6 +127,12 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	if err := l.setupBackends(ctx); err != nil {
 		_ = l.Down()
 		return nil, err
+	}
+	if cfg.L7 != nil {
+		if err := l.startL7(ctx); err != nil {
+			_ = l.Down()
+			return nil, err
+		}
 	}
 	cfg.Log.Info("lab up", "prefix", cfg.Prefix, "balancers", cfg.Balancers, "backends", cfg.Backends, "state_dir", cfg.StateDir)
 	return l, nil
@@ -140,7 +156,7 @@ func Open(stateDir string, log *slog.Logger) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := Config{Prefix: rec.Prefix, Balancers: rec.Balancers, Backends: rec.Backends, StateDir: stateDir, Binary: rec.Binary, NoDecap: rec.NoDecap, Routed: rec.Routed, Log: log}
+	cfg := Config{Prefix: rec.Prefix, Balancers: rec.Balancers, Backends: rec.Backends, StateDir: stateDir, Binary: rec.Binary, NoDecap: rec.NoDecap, Routed: rec.Routed, L7: rec.L7, Log: log}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}

@@ -88,7 +88,7 @@ func signalProcess(dir, name string, sig syscall.Signal, wait bool) error {
 }
 
 // ownProcess guards against a recycled pid: the lab only ever starts xlb
-// and FRR's daemons (directly or through nsenter).
+// FRR's daemons and redis-server (directly or through nsenter).
 func ownProcess(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
@@ -97,7 +97,7 @@ func ownProcess(pid int) bool {
 	argv0, _, _ := bytes.Cut(b, []byte{0})
 	base := filepath.Base(string(argv0))
 	return strings.Contains(base, "xlb") || base == "nsenter" || strings.HasSuffix(base, ".test") ||
-		base == "zebra" || base == "bgpd"
+		base == "zebra" || base == "bgpd" || base == "redis-server"
 }
 
 func processAlive(pid int) bool {

@@ -148,6 +148,27 @@ func (rt *route) forwardPlain(w http.ResponseWriter, e *exchange, r *http.Reques
 	}
 }
 
+// release ends b's part in exchange e, begun at sent: the in-flight gauge
+// and, unless the client's body broke the exchange (which says nothing about
+// the backend: no latency sample, no outcome), the latency, the balancer's
+// release and the outcome report (bad: a failure or a 5xx). It returns the
+// latency.
+func (pl *pool) release(e *exchange, b *backend, sent time.Time, bad bool) time.Duration {
+	if e.respondedAt.IsZero() {
+		e.respondedAt = time.Now()
+	}
+	lat := e.respondedAt.Sub(sent)
+	b.metrics.inFlight.Dec()
+	if e.clientFault {
+		b.Abandon()
+		return lat
+	}
+	b.metrics.duration.Observe(lat.Seconds())
+	b.Release(lat, e.failed)
+	pl.report(b, bad)
+	return lat
+}
+
 // readCloser reads from one reader and closes another.
 type readCloser struct {
 	io.Reader
@@ -179,23 +200,9 @@ func (rt *route) attempt(w http.ResponseWriter, e *exchange, r *http.Request, ct
 	// Deferred: a response cut by the backend aborts the handler with a
 	// panic (http.ErrAbortHandler), and the accounting must still happen.
 	defer func() {
-		if e.respondedAt.IsZero() {
-			e.respondedAt = time.Now()
-		}
-		lat := e.respondedAt.Sub(sent)
-		b.metrics.inFlight.Dec()
-		if e.clientFault {
-			// The client's body broke the exchange: it says nothing about
-			// the backend (no latency, no outcome), but a breaker's probe
-			// slot is given back.
-			b.Abandon()
-			pl.settle(a, res, lat, time.Now())
-			return
-		}
-		b.metrics.duration.Observe(lat.Seconds())
 		failed := e.failed
-		b.Release(lat, failed)
-		pl.report(b, failed || (res.kind == resultOK && res.status >= 500))
+		lat := pl.release(e, b, sent, failed || (res.kind == resultOK && res.status >= 500))
+		// Also after a client fault: a breaker's probe slot is given back.
 		pl.settle(a, res, lat, time.Now())
 		if again {
 			// finish counts only the last attempt.

@@ -316,21 +316,7 @@ func (rt *route) forward(w http.ResponseWriter, e *exchange, r *http.Request) {
 	sent := time.Now()
 	e.sent = sent
 	// Deferred: the accounting must happen however the handler ends.
-	defer func() {
-		if e.respondedAt.IsZero() {
-			e.respondedAt = time.Now()
-		}
-		lat := e.respondedAt.Sub(sent)
-		b.metrics.inFlight.Dec()
-		if e.clientFault {
-			// Says nothing about the backend: no latency, no outcome.
-			b.Abandon()
-			return
-		}
-		b.metrics.duration.Observe(lat.Seconds())
-		b.Release(lat, e.failed)
-		p.report(b, e.failed || e.status >= 500)
-	}()
+	defer func() { p.release(e, b, sent, e.failed || e.status >= 500) }()
 	e.st.rp.ServeHTTP(w, r.WithContext(ctx))
 	if !e.wroteHeader && !e.failed {
 		// net/http/httputil wrote the 101 on the hijacked connection.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -138,6 +139,19 @@ func ParseConfig(n *yaml.Node) (*Config, error) {
 	return c, nil
 }
 
+// oneOf checks that *v is one of allowed, and sets it to the first, the
+// default, when empty.
+func oneOf(field string, v *string, allowed ...string) error {
+	if *v == "" {
+		*v = allowed[0]
+		return nil
+	}
+	if slices.Contains(allowed, *v) {
+		return nil
+	}
+	return bad(field, *v, strings.Join(allowed[:len(allowed)-1], ", ")+" or "+allowed[len(allowed)-1])
+}
+
 func bad(field string, value any, allowed string) error {
 	if s, ok := value.(string); ok {
 		value = strconv.Quote(s)
@@ -224,26 +238,14 @@ func (c *Config) setDefaults() error {
 			return err
 		}
 	}
-	switch c.Unknown {
-	case "":
-		c.Unknown = "limit"
-	case "limit", "deny":
-	default:
-		return bad("unknown", c.Unknown, "limit or deny")
+	if err := oneOf("unknown", &c.Unknown, "limit", "deny"); err != nil {
+		return err
 	}
-	switch c.Missing {
-	case "":
-		c.Missing = "limit"
-	case "limit", "deny":
-	default:
-		return bad("missing", c.Missing, "limit or deny")
+	if err := oneOf("missing", &c.Missing, "limit", "deny"); err != nil {
+		return err
 	}
-	switch c.Headers {
-	case "":
-		c.Headers = "all"
-	case "all", "limited", "none":
-	default:
-		return bad("headers", c.Headers, "all, limited or none")
+	if err := oneOf("headers", &c.Headers, "all", "limited", "none"); err != nil {
+		return err
 	}
 	if c.MaxKeys == 0 {
 		c.MaxKeys = 1_000_000
@@ -300,12 +302,8 @@ func (r *RedisConfig) setDefaults(c *Config) error {
 	if r.Backoff == 0 {
 		r.Backoff = Duration(time.Second)
 	}
-	switch r.OnError {
-	case "":
-		r.OnError = "fail_open"
-	case "fail_open", "fail_closed", "local":
-	default:
-		return bad("redis.on_error", r.OnError, "fail_open, fail_closed or local")
+	if err := oneOf("redis.on_error", &r.OnError, "fail_open", "fail_closed", "local"); err != nil {
+		return err
 	}
 	if r.Batch == 0 {
 		r.Batch = max(1, c.Burst/10)

@@ -18,8 +18,8 @@ type DaemonConfig struct {
 	IPv6 bool
 	// Mode is ipip (default) or l2dsr.
 	Mode string
-	// CheckInterval of the TCP health checks on EchoPort; default 1s.
-	// Rise is 2 and fall 2.
+	// CheckInterval of the health checks (TCP on EchoPort; HTTP GET
+	// ProxyHealthPath on ProxyPort for the L7 VIP); default 1s.
 	CheckInterval time.Duration
 	// Rise and Fall of the health checks; default 2 each.
 	Rise, Fall int
@@ -125,8 +125,15 @@ func (l *Lab) daemonYAML(lb Host, p DaemonPaths, c DaemonConfig) string {
 		if c.MinHealthy != 0 {
 			fmt.Fprintf(&b, "    min_healthy: %d\n", c.MinHealthy)
 		}
-		fmt.Fprintf(&b, "    check: { kind: tcp, port: %d, interval: %s, timeout: %s, rise: %d, fall: %d }\n    backends:\n",
-			EchoPort, c.CheckInterval, timeout, c.Rise, c.Fall)
+		// The L7 VIP's backends are the proxies: check the proxy (its own
+		// health route, on the socket that serves the VIP), not the app
+		// server next to it, or a host whose proxy died keeps its share.
+		probe := fmt.Sprintf("kind: tcp, port: %d", EchoPort)
+		if v == ProxyVIP().String()+"/tcp" {
+			probe = fmt.Sprintf("kind: http, port: %d, path: %s", ProxyPort, ProxyHealthPath)
+		}
+		fmt.Fprintf(&b, "    check: { %s, interval: %s, timeout: %s, rise: %d, fall: %d }\n    backends:\n",
+			probe, c.CheckInterval, timeout, c.Rise, c.Fall)
 		is6 := strings.HasPrefix(v, "[")
 		for _, be := range l.Backends {
 			addr := be.IPv4

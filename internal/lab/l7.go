@@ -20,16 +20,23 @@ import (
 )
 
 // The L7 tier of the lab (Config.L7): "xlb proxy" on every backend host,
-// listening on the VIP, as the L4 tier's backend pool. Every proxy balances
+// listening on the VIP's port, as the L4 tier's backend pool. Every proxy balances
 // over the echo servers of all backend hosts (their own addresses, port
 // HTTPPort), with sticky cookies signed by one key the lab generates, so a
 // client stays on its app server whichever proxy its connection lands on.
 // Requests under LimitedPath are rate limited per client address, which
 // the proxies see because the L4 tier forwards with direct server return.
 const (
-	// ProxyPort is the port the proxies listen on at the VIP; the echo
-	// servers keep HTTPPort.
+	// ProxyPort is the port the proxies listen on, on every address of
+	// their host: the VIP for clients and the host's own address for the
+	// balancer's health checks, one socket for both. The echo servers keep
+	// HTTPPort.
 	ProxyPort = 8080
+	// ProxyHealthPath is answered 200 by each proxy itself (a respond
+	// route, no app server involved); the balancers' daemons check the L7
+	// VIP's backends with it, so a host whose proxy is down or hung leaves
+	// the VIP even while its app server is fine.
+	ProxyHealthPath = "/xlb-health"
 	// ProxyMetricsPort serves each proxy's /metrics on its backend's own
 	// address.
 	ProxyMetricsPort = 9180
@@ -126,7 +133,9 @@ func (l *Lab) proxyYAML(be Host) string {
 	c := l.cfg.L7
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by the xlb lab: the L7 tier on %s.\n", be.Name)
-	fmt.Fprintf(&b, "listeners: [{name: vip, address: \"%s\"}]\n", ProxyVIP())
+	// The wildcard address serves the VIP and the host's own address,
+	// where the L4 tier's health checks connect.
+	fmt.Fprintf(&b, "listeners: [{name: vip, address: \"%s\"}]\n", netip.AddrPortFrom(netip.IPv4Unspecified(), ProxyPort))
 	fmt.Fprintf(&b, "admin: {socket: \"%s\", metrics_address: \"%s\"}\n", l.ProxyPaths(be.Name).Socket, ProxyMetrics(be))
 	b.WriteString("pools:\n  - name: app\n    algorithm: round_robin\n    backends:\n")
 	for _, app := range l.Backends {
@@ -135,6 +144,7 @@ func (l *Lab) proxyYAML(be Host) string {
 	b.WriteString("    health_check: {kind: http, path: /healthz, interval: 1s, timeout: 500ms, rise: 1, fall: 2, start_healthy: true}\n")
 	fmt.Fprintf(&b, "    sticky: {keys: [\"%s\"], name: %s}\n", c.StickyKey, StickyCookie)
 	b.WriteString("routes:\n")
+	fmt.Fprintf(&b, "  - name: health\n    match: {path: {exact: %s}}\n    respond: {status: 200, body: \"ok\\n\"}\n", ProxyHealthPath)
 	fmt.Fprintf(&b, "  - name: limited\n    match: {path: {prefix: %s}}\n    pool: app\n    response_headers: {set: {%s: %s}}\n", LimitedPath, ProxyHeader, be.Name)
 	fmt.Fprintf(&b, "    middleware:\n      - kind: ratelimit\n        config:\n          name: per-client\n          rate: %d\n          burst: %d\n          key: {client: true}\n", c.Rate, c.Burst)
 	if c.Redis {

@@ -2,6 +2,8 @@ package lab
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -212,6 +214,56 @@ func TestL4InFrontOfL7(t *testing.T) {
 		}
 	})
 
+	t.Run("a stopped proxy leaves the VIP and comes back", func(t *testing.T) {
+		victim := l.Backends[1]
+		if err := l.StopProxy(victim.Name); err != nil {
+			t.Fatal(err)
+		}
+		restarted := false
+		defer func() {
+			if !restarted {
+				_ = l.StartProxy(victim.Name) // for the subtests after this one
+			}
+		}()
+		// The app server on the victim still answers: only a check of the
+		// proxy itself sees it gone.
+		testutil.Eventually(t, 15*time.Second, "lb1 to mark "+victim.Name+" unhealthy in "+proxyVIPKey, func() bool {
+			return proxyBackendHealth(l, victim) == "unhealthy"
+		})
+		served := map[string]int{}
+		for round := range 8 {
+			for i := range srcs {
+				ans, err := l7Get(client(i), "/", "")
+				if err != nil || ans.status != 200 {
+					t.Fatalf("round %d, client %s, with %s's proxy stopped: status %d, err %v; want 200 from another proxy",
+						round, srcs[i], victim.Name, ans.status, err)
+				}
+				served[ans.proxy]++
+			}
+		}
+		if served[victim.Name] != 0 || len(served) < 2 {
+			t.Errorf("new connections went to %v: want the remaining proxies only, and several", served)
+		}
+		if err := l.StartProxy(victim.Name); err != nil {
+			t.Fatal(err)
+		}
+		restarted = true
+		testutil.Eventually(t, 15*time.Second, "lb1 to mark "+victim.Name+" healthy again", func() bool {
+			return proxyBackendHealth(l, victim) == "healthy"
+		})
+		back := 0
+		testutil.Eventually(t, 10*time.Second, "new connections to reach "+victim.Name+"'s proxy again", func() bool {
+			for i := range srcs {
+				if ans, err := l7Get(client(i), "/", ""); err == nil && ans.status == 200 && ans.proxy == victim.Name {
+					back++
+				}
+			}
+			return back > 0
+		})
+		t.Logf("%s's proxy stopped: marked down, %d new connections from %d clients served by %v; restarted: marked healthy, serving again",
+			victim.Name, 8*len(srcs), len(srcs), served)
+	})
+
 	t.Run("drain a proxy host keeps its connections", func(t *testing.T) {
 		conn, err := d.Dial("tcp", ProxyVIP())
 		if err != nil {
@@ -267,6 +319,27 @@ func TestL4InFrontOfL7(t *testing.T) {
 	})
 }
 
+var proxyVIPKey = ProxyVIP().String() + "/tcp"
+
+// proxyBackendHealth is be's health in the L7 VIP as lb1's daemon reports
+// it ("xlb backend list -o json"), "" when it cannot be read.
+func proxyBackendHealth(l *Lab, be Host) string {
+	out, err := l.CLI(context.Background(), "lb1", "backend", "list", "-o", "json")
+	if err != nil {
+		return ""
+	}
+	var bs []backendJSON
+	if err := json.Unmarshal([]byte(out), &bs); err != nil {
+		return ""
+	}
+	for _, b := range bs {
+		if b.VIP == proxyVIPKey && b.Address == be.IPv4.String() {
+			return b.Health
+		}
+	}
+	return ""
+}
+
 // The proxy config the lab writes for a backend host is one "xlb proxy
 // --check-config" accepts, with and without Redis, and names every app
 // server, the shared sticky key and the limit.
@@ -292,7 +365,7 @@ func TestProxyConfigChecks(t *testing.T) {
 			t.Fatalf("redis %v: xlb proxy --check-config: %v: %s\n%s", redis, err, out, y)
 		}
 		for _, want := range []string{"198.51.100.11:80", "198.51.100.12:80", "198.51.100.13:80", c.StickyKey, "rate: 7", "burst: 3",
-			ProxyVIP().String(), "X-Proxy: be2"} {
+			"0.0.0.0:8080", "exact: " + ProxyHealthPath, "X-Proxy: be2"} {
 			if !strings.Contains(y, want) {
 				t.Errorf("redis %v: config lacks %q:\n%s", redis, want, y)
 			}

@@ -221,8 +221,10 @@ func TestL4InFrontOfL7(t *testing.T) {
 		}
 		restarted := false
 		defer func() {
-			if !restarted {
-				_ = l.StartProxy(victim.Name) // for the subtests after this one
+			if !restarted { // for the subtests after this one
+				if err := l.StartProxy(victim.Name); err == nil {
+					_ = l.waitTCP(context.Background(), victim.Netns, ProxyVIP(), proxyName(victim.Name))
+				}
 			}
 		}()
 		// The app server on the victim still answers: only a check of the

@@ -250,8 +250,8 @@ func (c *Config) setDefaults() error {
 	if c.MaxKeys == 0 {
 		c.MaxKeys = 1_000_000
 	}
-	if c.MaxKeys < shards || c.MaxKeys > 100_000_000 {
-		return bad("max_keys", c.MaxKeys, fmt.Sprintf("%d to 100000000", shards))
+	if c.MaxKeys < minShards || c.MaxKeys > 100_000_000 {
+		return bad("max_keys", c.MaxKeys, fmt.Sprintf("%d to 100000000", minShards))
 	}
 	if r := c.Redis; r != nil {
 		if err := r.setDefaults(c); err != nil {

@@ -1,6 +1,9 @@
 package ratelimit
 
 import (
+	"iter"
+	"maps"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -8,13 +11,23 @@ import (
 
 // Memory bound of a table: each key is a 64-bit hash of its parts (never the
 // parts themselves, so a huge header costs no more than a short one) mapped
-// to one int64, in Go maps of at most maxKeys/shards entries each. A Go map
+// to one int64, in Go maps of at most maxShardKeys entries each. A Go map
 // of 16-byte slots holds at most bytesPerKey bytes per entry once grown
 // (slots plus control bytes at the lowest load factor after a doubling);
 // TestTableMillionKeys measures it.
+//
+// Pauses: no lock is held while more than sweepStep keys are looked at, or
+// more than maxShardKeys/4 copied (a shard's compaction), and a shard's map
+// never holds more than maxShardKeys, so its growth (Go maps grow one table
+// of at most 1024 slots at a time) copies at most that many.
+// BenchmarkMillionKeys measures the longest wait of a request meanwhile.
 const (
-	shards      = 256
-	bytesPerKey = 48
+	minShards    = 256
+	maxShardKeys = 4096
+	bytesPerKey  = 48
+	// sweepStep is how many keys a sweep looks at per hold of a shard's
+	// lock; it then lets the requests waiting for the shard in.
+	sweepStep = 256
 	// evictSample is how many entries a full shard looks at to choose the
 	// one to drop: the one closest to expiry among them (an expired one at
 	// once). Dropping a live key forgets its debt, so it is counted.
@@ -26,13 +39,17 @@ const (
 // local limiter, a lease for the Redis one); expiry reads it through
 // expired.
 type table struct {
-	shards   [shards]shard
+	shards   []shard // a power of two of them
+	mask     uint64
 	perShard int
 	// expired reports that a value at now no longer carries state.
 	expired func(v, now int64) bool
 
 	evictions   atomic.Uint64
-	longestHold atomic.Int64 // ns, longest a sweep held one shard's lock
+	longestHold atomic.Int64 // ns, longest a sweep held a shard's lock
+	// betweenSteps, when set (tests), runs after each step of a sweep,
+	// with no lock held; held is how long the step held the lock.
+	betweenSteps func(s *shard, held time.Duration)
 }
 
 type shard struct {
@@ -42,19 +59,30 @@ type shard struct {
 	_    [40]byte // keep shards on separate cache lines
 }
 
+// shardsFor is the number of shards for maxKeys: at least minShards, and
+// enough that none holds more than maxShardKeys.
+func shardsFor(maxKeys int) int {
+	n := minShards
+	for n*maxShardKeys < maxKeys {
+		n *= 2
+	}
+	return n
+}
+
 func newTable(maxKeys int, expired func(v, now int64) bool) *table {
-	t := &table{perShard: max(1, maxKeys/shards), expired: expired}
+	n := shardsFor(maxKeys)
+	t := &table{shards: make([]shard, n), mask: uint64(n - 1), perShard: max(1, maxKeys/n), expired: expired}
 	for i := range t.shards {
 		t.shards[i].m = make(map[uint64]int64)
 	}
 	return t
 }
 
-func (t *table) shard(h uint64) *shard { return &t.shards[h%shards] }
+func (t *table) shard(h uint64) *shard { return &t.shards[h&t.mask] }
 
 // update runs f on the value of key h (0 and false when absent) under the
 // shard's lock and stores what it returns; keep false deletes the key.
-// f must be short: it runs under a lock shared by 1/256 of the keys.
+// f must be short: it runs under a lock shared by 1/len(shards) of the keys.
 func (t *table) update(h uint64, now int64, f func(v int64, found bool) (nv int64, keep bool)) {
 	s := t.shard(h)
 	s.mu.Lock()
@@ -104,35 +132,63 @@ func (t *table) evict(s *shard, now int64) {
 	}
 }
 
-// sweep deletes expired entries, one shard at a time, so that no lock is
-// held for more than one shard's entries (at most maxKeys/256). A shard that
-// fell below a quarter of its peak is copied into a smaller map, because Go
-// maps never give memory back on delete.
+// sweep deletes the entries expired at now, shard by shard.
 func (t *table) sweep(now int64) {
 	for i := range t.shards {
-		start := time.Now()
-		t.sweepShard(i, now)
-		if d := int64(time.Since(start)); d > t.longestHold.Load() {
-			t.longestHold.Store(d)
-		}
+		t.sweepShard(&t.shards[i], now)
 	}
 }
 
-func (t *table) sweepShard(i int, now int64) {
-	s := &t.shards[i]
+// sweepShard walks one shard in steps of sweepStep keys, releasing the
+// lock between steps: one iterator over the map (iter.Pull) survives the
+// inserts and deletes other goroutines make in between, and Go's iteration
+// rules say every key present for the whole walk is seen once. A shard
+// that fell below a quarter of its peak is then copied into a smaller map,
+// because Go maps never give memory back on delete.
+func (t *table) sweepShard(s *shard, now int64) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k, v := range s.m {
-		if t.expired(v, now) {
-			delete(s.m, k)
+	next, stop := iter.Pull2(maps.All(s.m))
+	for {
+		start := time.Now()
+		done := true
+		for range sweepStep {
+			k, v, ok := next()
+			if !ok {
+				break
+			}
+			if t.expired(v, now) {
+				delete(s.m, k)
+			}
+			done = false
 		}
+		if done {
+			break
+		}
+		held := time.Since(start)
+		t.noteHold(held)
+		s.mu.Unlock()
+		if t.betweenSteps != nil {
+			t.betweenSteps(s, held)
+		}
+		runtime.Gosched() // a request woken by the unlock gets the shard first
+		s.mu.Lock()
 	}
+	stop()
 	if s.peak > 1024 && len(s.m) < s.peak/4 {
+		start := time.Now()
 		m := make(map[uint64]int64, len(s.m))
 		for k, v := range s.m {
 			m[k] = v
 		}
 		s.m, s.peak = m, len(m)
+		t.noteHold(time.Since(start))
+	}
+	s.mu.Unlock()
+}
+
+func (t *table) noteHold(d time.Duration) {
+	if int64(d) > t.longestHold.Load() {
+		t.longestHold.Store(int64(d))
 	}
 }
 

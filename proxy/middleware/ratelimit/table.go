@@ -147,6 +147,10 @@ func (t *table) sweep(now int64) {
 // because Go maps never give memory back on delete.
 func (t *table) sweepShard(s *shard, now int64) {
 	s.mu.Lock()
+	if len(s.m) == 0 && s.peak <= 1024 {
+		s.mu.Unlock()
+		return
+	}
 	next, stop := iter.Pull2(maps.All(s.m))
 	for {
 		start := time.Now()

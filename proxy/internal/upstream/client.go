@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -475,6 +476,9 @@ func (c *Client) exchange1(ctx context.Context, w http.ResponseWriter, bc *bconn
 				}
 				bodyDone = true
 			}
+		}
+		if bc.br.Buffered() == 0 {
+			runtime.Gosched()
 		}
 		resp, err := readHead(bc, r.Method)
 		if err != nil {

@@ -7,12 +7,13 @@
 #          what the packaging, rules and status-page tests run: systemd
 #          (systemd-analyze), prometheus (promtool), chromium (headless),
 #          zsh and fish (shell completion)
-#   bench: additionally the L7 peers and load generator (nginx, haproxy, caddy, wrk)
+#   bench: additionally the L7 peers and load generator (nginx, haproxy, caddy,
+#          wrk) and perf (system calls per request)
 set -euo pipefail
 
 want=(clang llvm libbpf-dev iproute2 ethtool iputils-ping util-linux curl redis-server frr systemd prometheus chromium zsh fish)
 if [ "${1:-build}" = bench ]; then
-	want+=(nginx haproxy caddy wrk)
+	want+=(nginx haproxy caddy wrk linux-perf)
 fi
 
 missing=()

@@ -6,7 +6,9 @@
 # L7_PROXY_CPU (Go programs with GOMAXPROCS=1); wrk, the open-loop generator
 # and the backends share CPU L7_LOAD_CPU. For every proxy: a warm-up, then
 # L7_RUNS closed-loop wrk runs (medians of requests/s, p50, p99, and the
-# proxy's CPU time per request = utime+stime from /proc ÷ requests), then
+# proxy's CPU time per request = utime+stime from /proc ÷ requests, and its
+# system calls per request counted by perf, which machine noise does not
+# change: most of a proxy's CPU time here is in the kernel), then
 # open-loop runs at 50% and 80% of its own maximum for tail latency. The xlb
 # proxy runs twice: the same job, and with features on (sticky cookies when
 # the config supports them, header rewriting, JSON access log to a file),
@@ -110,6 +112,20 @@ cpu_ticks() {
 	echo "$total"
 }
 
+# procs PID: the process and its children (nginx's workers), comma-separated.
+procs() {
+	local list=$1 p
+	for p in $(pgrep -P "$1" || true); do list+=",$p"; done
+	echo "$list"
+}
+
+have_perf=0
+if perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
+	have_perf=1
+else
+	echo "60-l7: perf cannot count system calls here; that column stays empty" >&2
+fi
+
 to_us() { # wrk latency like 812.00us, 1.53ms, 2.01s -> microseconds
 	awk -v v="$1" 'BEGIN {
 		n = v + 0
@@ -168,12 +184,19 @@ row() {
 		return 1
 	fi
 	taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://$LISTEN/" >/dev/null # warm-up
-	local rps=() p50=() p99=() cpu=() out c0 c1 n i
+	local rps=() p50=() p99=() cpu=() sys=() out c0 c1 n i counter
 	for i in $(seq "$RUNS"); do
+		counter=()
+		if [ "$have_perf" = 1 ]; then
+			counter=(perf stat -x, -o "$tmp/syscalls" -e raw_syscalls:sys_enter -p "$(procs "$pid")" --)
+		fi
 		c0=$(cpu_ticks "$pid")
-		out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://$LISTEN/")
+		out=$("${counter[@]}" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://$LISTEN/")
 		c1=$(cpu_ticks "$pid")
 		n=$(awk '/requests in/ {print $1}' <<<"$out")
+		if [ "$have_perf" = 1 ]; then
+			sys+=("$(awk -F, -v n="$n" '/raw_syscalls/ {printf "%.2f", $1 / n}' "$tmp/syscalls")")
+		fi
 		if grep -q 'Non-2xx' <<<"$out"; then
 			echo "60-l7: $name run $i: $(grep 'Non-2xx' <<<"$out")" >&2
 		fi
@@ -182,7 +205,8 @@ row() {
 		p99+=("$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")")
 		cpu+=("$(awk -v t=$((c1 - c0)) -v clk="$clk" -v n="$n" 'BEGIN {printf "%.1f", t / clk * 1e6 / n}')")
 	done
-	local mrps mp50 mp99 mcpu half high o50 o80
+	local mrps mp50 mp99 mcpu msys="–" half high o50 o80
+	if [ ${#sys[@]} -gt 0 ]; then msys=$(median "${sys[@]}"); fi
 	mrps=$(median "${rps[@]}")
 	mp50=$(median "${p50[@]}")
 	mp99=$(median "${p99[@]}")
@@ -199,8 +223,8 @@ row() {
 	local err50 err80
 	err50=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$o50")
 	err80=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$o80")
-	echo "  $name: rps ${rps[*]} | cpu_us ${cpu[*]} | open 50%: $o50 | open 80%: $o80"
-	rows+=("$name|$mrps|$mp50|$mp99|$mcpu|$r50/$half|$op50_50|$op99_50|$r80/$high|$op50_80|$op99_80|$((err50 + err80))")
+	echo "  $name: rps ${rps[*]} | cpu_us ${cpu[*]} | syscalls/req ${sys[*]} | open 50%: $o50 | open 80%: $o80"
+	rows+=("$name|$mrps|$mp50|$mp99|$mcpu|$msys|$r50/$half|$op50_50|$op99_50|$r80/$high|$op50_80|$op99_80|$((err50 + err80))")
 }
 
 echo "proxy on CPU $PROXY_CPU; wrk, load generator and backends on CPU $LOAD_CPU; $RUNS runs of ${DUR}s, $CONNS connections"
@@ -233,10 +257,10 @@ echo
 echo "Closed loop (wrk, $CONNS connections): medians of $RUNS runs. Open loop (bench/l7/loadgen): sent at 50% and 80% of"
 echo "the proxy's own closed-loop req/s; 'achieved/target' below the target means the generator or its CPU was the limit."
 echo
-echo "| proxy | req/s | p50 µs | p99 µs | CPU µs/req | CPU × nginx | open 50%: achieved/target req/s, p50 / p99 µs | open 80%: achieved/target req/s, p50 / p99 µs | open-loop errors |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| proxy | req/s | p50 µs | p99 µs | CPU µs/req | CPU × nginx | system calls/req | open 50%: achieved/target req/s, p50 / p99 µs | open 80%: achieved/target req/s, p50 / p99 µs | open-loop errors |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for r in "${rows[@]}"; do
-	IFS='|' read -r name rps p50 p99 cpu t50 a50 b50 t80 a80 b80 errs <<<"$r"
+	IFS='|' read -r name rps p50 p99 cpu sys t50 a50 b50 t80 a80 b80 errs <<<"$r"
 	ratio="–"
 	if [ -n "$nginx_cpu" ]; then ratio=$(awk -v a="$cpu" -v b="$nginx_cpu" 'BEGIN {printf "%.2f", a / b}'); fi
 	# An open-loop run that fell 5% or more short of its target measured the
@@ -245,8 +269,8 @@ for r in "${rows[@]}"; do
 	o80="$a80 / $b80"
 	if awk -v t="$t50" 'BEGIN {split(t, x, "/"); exit !(x[1] < 0.95 * x[2])}'; then o50="(generator-bound)"; fi
 	if awk -v t="$t80" 'BEGIN {split(t, x, "/"); exit !(x[1] < 0.95 * x[2])}'; then o80="(generator-bound)"; fi
-	printf '| %s | %.0f | %.0f | %.0f | %s | %s | %s, %s | %s, %s | %s |\n' \
-		"$name" "$rps" "$p50" "$p99" "$cpu" "$ratio" "$t50" "$o50" "$t80" "$o80" "$errs"
+	printf '| %s | %.0f | %.0f | %.0f | %s | %s | %s | %s, %s | %s, %s | %s |\n' \
+		"$name" "$rps" "$p50" "$p99" "$cpu" "$ratio" "$sys" "$t50" "$o50" "$t80" "$o80" "$errs"
 done
 if [ -n "$xlb_cpu" ]; then
 	echo

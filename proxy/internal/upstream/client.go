@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -475,6 +476,13 @@ func (c *Client) exchange1(ctx context.Context, w http.ResponseWriter, bc *bconn
 				}
 				bodyDone = true
 			}
+		}
+		if bc.br.Buffered() == 0 {
+			// The answer is rarely there the moment the request is
+			// sent; a read now would find nothing and cost a system
+			// call before parking. Letting the other ready requests
+			// run first gives the backend that time.
+			runtime.Gosched()
 		}
 		resp, err := readHead(bc, r.Method)
 		if err != nil {

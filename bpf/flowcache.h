@@ -86,7 +86,6 @@ struct choice {
 	__u32 hash;		/* the flow's 5-tuple hash */
 	__u8 mode;
 	__u8 pending;		/* from a pending slot: not in the flow table */
-	__u32 vip_id;		/* set by cache_get only */
 };
 
 /* cache_get fills c from slot s, its backend with the slot's copy, and
@@ -107,7 +106,6 @@ static __always_inline int cache_get(const struct flow_cache_slot *s,
 	c->hash = s->hash;
 	c->mode = s->mode;
 	c->pending = s->flags & SLOT_F_PENDING;
-	c->vip_id = s->vip_id;
 	*last_seen = s->last_seen;
 	c->copy = s->backend;
 	c->be = &c->copy;
@@ -197,20 +195,27 @@ static __always_inline int cache_pending(const struct flow_cache_slot *s,
 	return READ_ONCE_U32(s->seq) == seq;
 }
 
-/* cache_commit clears the pending mark of slot s if it still holds key,
- * once the flow is in the flow table. When another CPU holds the slot the
- * mark stays, and a later packet inserts the same entry again. */
+/* cache_commit inserts key's flow, pending in slot s, into the flow table
+ * and clears the mark. When another CPU holds the slot nothing happens: the
+ * mark stays, and a later packet of the flow inserts it. */
 static __always_inline void cache_commit(struct flow_cache_slot *s,
 					 const struct flow_key *key)
 {
+	struct flow f = {};
 	__u32 seq = READ_ONCE_U32(s->seq);
 
 	if (seq & 1)
 		return;
 	if (__sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
 		return;
-	if (same_key(&s->key, key))
-		s->flags &= ~SLOT_F_PENDING;
+	if ((s->flags & SLOT_F_PENDING) && same_key(&s->key, key)) {
+		f.backend_id = s->backend_id;
+		f.hash = s->hash;
+		f.vip_id = s->vip_id;
+		f.mode = s->mode;
+		if (!bpf_map_update_elem(&flows, key, &f, BPF_ANY))
+			s->flags &= ~SLOT_F_PENDING;
+	}
 	__sync_fetch_and_add(&s->seq, 1);
 }
 

@@ -83,7 +83,7 @@ int xdp_lb(struct xdp_md *ctx)
 	struct vip_meta *vip;
 	struct config *cfg;
 	struct flow_cache_slot *slot = 0;
-	struct flow *f, pf;
+	struct flow *f, *e, pf;
 	__u32 zero = 0, gen;
 	int ret;
 
@@ -105,7 +105,7 @@ int xdp_lb(struct xdp_md *ctx)
 		slot = cache_slot(&p.key);
 		if (slot && cache_established(&p, slot, cfg, gen, &c)) {
 			if (c.pending && !(p.flags & PKT_PTB))
-				commit_pending(&p, slot, &c);
+				cache_commit(slot, &p.key);
 			goto send;
 		}
 	}
@@ -114,18 +114,16 @@ int xdp_lb(struct xdp_md *ctx)
 	/* Then the flow table. */
 	if (!(p.flags & (PKT_SYN | PKT_IP_OPTIONS))) {
 		f = bpf_map_lookup_elem(&flows, &p.key);
-		if (f && established_backend(&p, f, cfg, &c)) {
-			if (slot && !(p.flags & PKT_PTB))
-				cache_put(slot, &p.key, f, c.be, gen, 0);
-			goto send;
-		}
-		/* A SYN's pending choice read at an older generation: its
+		e = f;
+		/* Or a SYN's pending choice read at an older generation: its
 		 * backend may keep the flow as a flow table entry would. */
-		if (!f && slot && cache_pending(slot, &p.key, &pf) &&
-		    established_backend(&p, &pf, cfg, &c)) {
-			if (!(p.flags & PKT_PTB)) {
-				bpf_map_update_elem(&flows, &p.key, &pf, BPF_ANY);
-				cache_put(slot, &p.key, &pf, c.be, gen, 0);
+		if (!f && slot && cache_pending(slot, &p.key, &pf))
+			e = &pf;
+		if (e && established_backend(&p, e, cfg, &c)) {
+			if (slot && !(p.flags & PKT_PTB)) {
+				if (!f)
+					bpf_map_update_elem(&flows, &p.key, e, BPF_ANY);
+				cache_put(slot, &p.key, e, c.be, gen, 0);
 			}
 			goto send;
 		}

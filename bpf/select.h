@@ -124,22 +124,6 @@ static __always_inline int cache_established(const struct packet *p,
 	return 1;
 }
 
-/* commit_pending inserts the flow of p, served from its pending slot s
- * (choice c), into the flow table and clears the slot's mark. */
-static __always_inline void commit_pending(const struct packet *p,
-					   struct flow_cache_slot *s,
-					   const struct choice *c)
-{
-	struct flow nf = {};
-
-	nf.backend_id = c->backend_id;
-	nf.hash = c->hash;
-	nf.vip_id = c->vip_id;
-	nf.mode = c->mode;
-	if (!bpf_map_update_elem(&flows, &p->key, &nf, BPF_ANY))
-		cache_commit(s, &p->key);
-}
-
 /* select_new picks a backend from the VIP's table and records it: in the
  * flow table and the flow cache, or for a TCP SYN in the flow cache only,
  * pending (flowcache.h); ICMP errors only follow a flow and record nothing.

@@ -237,6 +237,8 @@ func TestDecapRoundTrip(t *testing.T) {
 // XDP_ABORTED; a packet that is not for a VIP is passed untouched.
 func FuzzXDPLB(f *testing.F) {
 	f.Add(tcpTo(vip4, client4, 80, testutil.TCPSyn).Bytes())
+	// The SYN's ACK: a pending choice put into the flow table.
+	f.Add(tcpTo(vip4, client4, 80, testutil.TCPAck).Bytes())
 	f.Add(tcpTo(vip6, client6, 80, testutil.TCPSyn).Bytes())
 	f.Add(udpTo(vip4DSR, client4, 53).Bytes())
 	f.Add(ptb4(tcpTo(vip4, client4, 80, 0)).Bytes())

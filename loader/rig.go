@@ -206,15 +206,8 @@ func (r *Rig) Run(frame []byte, load RigLoad, frames uint32) (RigResult, error) 
 	if len(frame) < rigHeaderLen {
 		return RigResult{}, fmt.Errorf("%w: rig frame of %d bytes: want at least %d", ErrInvalid, len(frame), rigHeaderLen)
 	}
-	var tmpl struct {
-		Bytes    [rigHeaderLen]byte
-		Flows    uint32
-		NewEvery uint32
-	}
-	copy(tmpl.Bytes[:], frame)
-	tmpl.Flows, tmpl.NewEvery = load.Flows, load.NewEvery
-	if err := r.gen.RigTemplate.Put(uint32(0), &tmpl); err != nil {
-		return RigResult{}, fmt.Errorf("rig template: %w", err)
+	if err := putRigTemplate(r.gen.RigTemplate, frame, load); err != nil {
+		return RigResult{}, err
 	}
 	before, err := r.returned()
 	if err != nil {
@@ -240,6 +233,22 @@ func (r *Rig) Run(frame []byte, load RigLoad, frames uint32) (RigResult, error) 
 		return RigResult{}, err
 	}
 	return RigResult{Sent: uint64(frames), Returned: after - before, Elapsed: elapsed}, nil
+}
+
+// putRigTemplate writes frame and load into xdp_rig_gen's template map m
+// (struct rig_template).
+func putRigTemplate(m *ebpf.Map, frame []byte, load RigLoad) error {
+	var tmpl struct {
+		Bytes    [rigHeaderLen]byte
+		Flows    uint32
+		NewEvery uint32
+	}
+	copy(tmpl.Bytes[:], frame)
+	tmpl.Flows, tmpl.NewEvery = load.Flows, load.NewEvery
+	if err := m.Put(uint32(0), &tmpl); err != nil {
+		return fmt.Errorf("rig template: %w", err)
+	}
+	return nil
 }
 
 // rigSocketBatch is how many frames RunSocket hands the kernel per

@@ -21,7 +21,19 @@
  * generation before reading a backend. The loader also bumps it when it
  * deletes a VIP's flows (the VIP removed, or its ID or mode changed): a hit
  * is forwarded before the VIP filter is read, and a flow the flow table
- * has evicted may still have a slot. */
+ * has evicted may still have a slot.
+ *
+ * A TCP SYN records its choice here only, marked pending, and not in the
+ * flow table: a SYN flood (spoofed sources that never answer) then churns
+ * this cache, which only holds copies, and never evicts established flows
+ * from the flow table. The flow's first packet after the SYN (the
+ * handshake's ACK) finds the pending slot, inserts the flow into the flow
+ * table and clears the mark: the insert moves from the SYN to that packet.
+ * A pending slot whose generation is stale still names the flow's backend
+ * (cache_pending), so a backend that starts draining between SYN and ACK
+ * keeps the handshake, as the flow table would. A pending slot another flow
+ * took before the ACK came is lost: the ACK selects again through the
+ * Maglev table, which names the same backend unless the table changed. */
 #ifndef XLB_FLOWCACHE_H
 #define XLB_FLOWCACHE_H
 
@@ -73,6 +85,7 @@ struct choice {
 	__u32 backend_id;
 	__u32 hash;		/* the flow's 5-tuple hash */
 	__u8 mode;
+	__u8 pending;		/* from a pending slot: not in the flow table */
 };
 
 /* cache_get fills c from slot s, its backend with the slot's copy, and
@@ -92,6 +105,7 @@ static __always_inline int cache_get(const struct flow_cache_slot *s,
 	c->backend_id = s->backend_id;
 	c->hash = s->hash;
 	c->mode = s->mode;
+	c->pending = s->flags & SLOT_F_PENDING;
 	*last_seen = s->last_seen;
 	c->copy = s->backend;
 	c->be = &c->copy;
@@ -100,12 +114,15 @@ static __always_inline int cache_get(const struct flow_cache_slot *s,
 }
 
 /* write_back gives a UDP flow pushed out of the cache its last-seen time
- * in the flow table, which the cache kept newer. */
+ * in the flow table, which the cache kept newer. A slot no packet hit since
+ * it was filled holds the flow table's own time: a new UDP flow replacing
+ * another new one (each DNS query from its own port) then costs no flow
+ * table lookup. */
 static __always_inline void write_back(const struct flow_cache_slot *s)
 {
 	struct flow *f;
 
-	if (s->key.proto != IPPROTO_UDP)
+	if (s->key.proto != IPPROTO_UDP || !s->hits)
 		return;
 	f = bpf_map_lookup_elem(&flows, &s->key);
 	if (f && f->backend_id == s->backend_id && f->last_seen < s->last_seen)
@@ -127,11 +144,13 @@ static __always_inline void cache_touch(struct flow_cache_slot *s,
 }
 
 /* cache_put stores f and its backend be, read at generation gen, as the
- * cached entry of key, unless another CPU is writing the slot. */
+ * cached entry of key with flags (SLOT_F_*), unless another CPU is writing
+ * the slot. */
 static __always_inline void cache_put(struct flow_cache_slot *s,
 				      const struct flow_key *key,
 				      const struct flow *f,
-				      const struct backend *be, __u32 gen)
+				      const struct backend *be, __u32 gen,
+				      __u8 flags)
 {
 	__u32 seq = READ_ONCE_U32(s->seq);
 
@@ -146,9 +165,57 @@ static __always_inline void cache_put(struct flow_cache_slot *s,
 	s->hash = f->hash;
 	s->vip_id = f->vip_id;
 	s->mode = f->mode;
+	s->flags = flags;
+	s->hits = 0;
 	s->last_seen = f->last_seen;
 	s->backend = *be;
 	s->gen = gen;
+	__sync_fetch_and_add(&s->seq, 1);
+}
+
+/* cache_pending fills f from slot s if s holds key's pending SYN choice,
+ * whatever its generation (the caller looks the backend up again). */
+static __always_inline int cache_pending(const struct flow_cache_slot *s,
+					 const struct flow_key *key,
+					 struct flow *f)
+{
+	__u32 seq = READ_ONCE_U32(s->seq);
+
+	if (seq & 1)
+		return 0;
+	barrier();
+	if (!(s->flags & SLOT_F_PENDING) || !same_key(&s->key, key))
+		return 0;
+	f->backend_id = s->backend_id;
+	f->hash = s->hash;
+	f->vip_id = s->vip_id;
+	f->mode = s->mode;
+	f->last_seen = 0;
+	barrier();
+	return READ_ONCE_U32(s->seq) == seq;
+}
+
+/* cache_commit inserts key's flow, pending in slot s, into the flow table
+ * and clears the mark. When another CPU holds the slot nothing happens: the
+ * mark stays, and a later packet of the flow inserts it. */
+static __always_inline void cache_commit(struct flow_cache_slot *s,
+					 const struct flow_key *key)
+{
+	struct flow f = {};
+	__u32 seq = READ_ONCE_U32(s->seq);
+
+	if (seq & 1)
+		return;
+	if (__sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
+		return;
+	if ((s->flags & SLOT_F_PENDING) && same_key(&s->key, key)) {
+		f.backend_id = s->backend_id;
+		f.hash = s->hash;
+		f.vip_id = s->vip_id;
+		f.mode = s->mode;
+		if (!bpf_map_update_elem(&flows, key, &f, BPF_ANY))
+			s->flags &= ~SLOT_F_PENDING;
+	}
 	__sync_fetch_and_add(&s->seq, 1);
 }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* xdp_lb: the balancer. Parse; an established flow in the flow cache is
- * forwarded at once; otherwise leave when no VIP has the destination address
+ * forwarded at once (the first packet after a SYN also puts the flow into
+ * the flow table); otherwise leave when no VIP has the destination address
  * (VIP filter); an established flow goes where the flow table says; anything
  * else looks the VIP up and picks a backend in its Maglev table. Forward with
  * IPIP or L2 DSR, out of the same interface (XDP_TX) or an egress one
@@ -82,7 +83,7 @@ int xdp_lb(struct xdp_md *ctx)
 	struct vip_meta *vip;
 	struct config *cfg;
 	struct flow_cache_slot *slot = 0;
-	struct flow *f;
+	struct flow *f, *e, pf;
 	__u32 zero = 0, gen;
 	int ret;
 
@@ -102,17 +103,28 @@ int xdp_lb(struct xdp_md *ctx)
 	f = 0;
 	if (!(p.flags & (PKT_SYN | PKT_IP_OPTIONS))) {
 		slot = cache_slot(&p.key);
-		if (slot && cache_established(&p, slot, cfg, gen, &c))
+		if (slot && cache_established(&p, slot, cfg, gen, &c)) {
+			if (c.pending && !(p.flags & PKT_PTB))
+				cache_commit(slot, &p.key);
 			goto send;
+		}
 	}
 	if (!maybe_vip(&p))
 		return count_exit(EXIT_NO_VIP, XDP_PASS);
 	/* Then the flow table. */
 	if (!(p.flags & (PKT_SYN | PKT_IP_OPTIONS))) {
 		f = bpf_map_lookup_elem(&flows, &p.key);
-		if (f && established_backend(&p, f, cfg, &c)) {
-			if (slot && !(p.flags & PKT_PTB))
-				cache_put(slot, &p.key, f, c.be, gen);
+		e = f;
+		/* Or a SYN's pending choice read at an older generation: its
+		 * backend may keep the flow as a flow table entry would. */
+		if (!f && slot && cache_pending(slot, &p.key, &pf))
+			e = &pf;
+		if (e && established_backend(&p, e, cfg, &c)) {
+			if (slot && !(p.flags & PKT_PTB)) {
+				if (!f)
+					bpf_map_update_elem(&flows, &p.key, e, BPF_ANY);
+				cache_put(slot, &p.key, e, c.be, gen, 0);
+			}
 			goto send;
 		}
 	}

@@ -2,7 +2,9 @@
 /* VIP lookup and backend selection. A packet of an established flow finds
  * its backend (and VIP) in the flow table; a new flow, a TCP SYN, or a flow
  * whose backend is no longer usable for established flows selects through
- * the VIP's Maglev table. */
+ * the VIP's Maglev table. A SYN's choice goes to the flow cache only, marked
+ * pending; the flow's next packet puts it into the flow table
+ * (flowcache.h). */
 #ifndef XLB_SELECT_H
 #define XLB_SELECT_H
 
@@ -122,17 +124,20 @@ static __always_inline int cache_established(const struct packet *p,
 	return 1;
 }
 
-/* select_new picks a backend from the VIP's table and records it in the
- * flow table (except for ICMP errors, which only follow a flow). f is the
- * flow's current entry, if any. */
+/* select_new picks a backend from the VIP's table and records it: in the
+ * flow table and the flow cache, or for a TCP SYN in the flow cache only,
+ * pending (flowcache.h); ICMP errors only follow a flow and record nothing.
+ * f is the flow's current entry, if any. */
 static __always_inline int select_new(const struct packet *p,
 				      const struct vip_meta *vip,
 				      const struct config *cfg, __u32 gen,
 				      struct flow *f, struct choice *c)
 {
+	struct flow_cache_slot *s;
 	struct flow nf = {};
 	struct backend *be;
 	__u32 slot_hash;
+	__u8 flags = 0;
 
 	c->hash = flow_hash(&p->key, cfg->hash_seed, 0);
 	slot_hash = c->hash;
@@ -152,16 +157,15 @@ static __always_inline int select_new(const struct packet *p,
 	nf.mode = c->mode;
 	if (p->key.proto == IPPROTO_UDP)
 		nf.last_seen = bpf_ktime_get_ns();
-	if (f)
+	if (p->flags & PKT_SYN)
+		flags = SLOT_F_PENDING;
+	else if (f)
 		*f = nf;
 	else
 		bpf_map_update_elem(&flows, &p->key, &nf, BPF_ANY);
-	{
-		struct flow_cache_slot *s = cache_slot(&p->key);
-
-		if (s)
-			cache_put(s, &p->key, &nf, be, gen);
-	}
+	s = cache_slot(&p->key);
+	if (s)
+		cache_put(s, &p->key, &nf, be, gen, flags);
 	return 1;
 }
 

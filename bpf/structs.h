@@ -73,16 +73,20 @@ struct flow {
  * a flow's entry and of its backend, so that a packet served from the cache
  * reads no backends entry. The copy is valid while gen equals the config's
  * gen, which the loader bumps after any backend change. */
+/* A TCP SYN's choice, not yet in the flow table: the first packet of the
+ * flow after the SYN puts it there (flowcache.h). */
+#define SLOT_F_PENDING 0x1
+
 struct flow_cache_slot {
 	struct flow_key key;
 	__u32 seq;		/* odd while a CPU writes the slot */
 	__u32 gen;		/* config gen when the backend was copied */
 	__u32 backend_id;
 	__u32 hash;
-	__u16 vip_id;		/* the flow's, for readers of the map (xdp_lb does not) */
+	__u16 vip_id;		/* the flow's VIP */
 	__u8 mode;
-	__u8 pad;
-	__u32 hits;		/* cache hits, spacing flow table touches */
+	__u8 flags;		/* SLOT_F_* */
+	__u32 hits;		/* cache hits since the slot was filled */
 	__u64 last_seen;	/* UDP: newer than the flow table's copy */
 	struct backend backend;	/* the backend's copy (flags unused) */
 };

@@ -22,9 +22,15 @@ type benchPath struct {
 	pkt  []byte
 	want Action
 	// vary, if set, changes pkt before call i.
-	vary   func(pkt []byte, i int)
-	rounds []time.Duration // mean ns/packet of each round
+	vary func(pkt []byte, i int)
+	// perFigure is how many calls one figure covers (default 1): a TCP
+	// handshake's SYN and ACK are reported together.
+	perFigure int
+	rounds    []time.Duration // mean ns per figure of each round
 }
+
+// tcpFlagsOff is where the TCP flags sit in an untagged IPv4 frame.
+const tcpFlagsOff = 14 + 20 + 13
 
 // setClient writes a distinct client address and port for i into an IPv4
 // TCP or UDP frame: each i is another flow.
@@ -42,8 +48,9 @@ func setClient(pkt []byte, i int) {
 // XLB_BENCH_CALLS sets the calls per path (default 200000). Run with
 // -benchtime=1x.
 func BenchmarkXDPCost(b *testing.B) {
-	// The default flow table: the new flows fill a fifth of it, so the
-	// new-flow figure is an insert without eviction.
+	// The default flow table: the flows the new-flow rows insert (UDP,
+	// handshakes) fill under a third of it, so their figures are inserts
+	// without eviction. A SYN inserts nothing (bpf/flowcache.h).
 	flowTableSizeForTests = DefaultFlowTableSize
 	d := newTestDatapath(b)
 	flowTableSizeForTests = 1 << 16
@@ -66,6 +73,14 @@ func BenchmarkXDPCost(b *testing.B) {
 	many.Src = client4.Next()
 	newFlows := syn4
 	newFlows.Src = client4.Next().Next()
+	newUDP := udp4
+	newUDP.Src = newFlows.Src.Next()
+	handshake := syn4
+	handshake.Src = newUDP.Src.Next()
+	mixed := est4
+	mixed.Src = handshake.Src.Next()
+	const mixedFlows = 1024
+	mixedNew := 0
 	paths := []*benchPath{
 		{name: "xdp_swap (reference)", prog: swap, pkt: est4.Bytes(), want: ActionTX},
 		{name: "non-VIP pass", prog: d.Program(), pkt: miss.Bytes(), want: ActionPass},
@@ -75,14 +90,41 @@ func BenchmarkXDPCost(b *testing.B) {
 		{name: "ICMP frag needed", prog: d.Program(), pkt: ptb.Bytes(), want: ActionTX},
 		{name: "TCP SYN (selection)", prog: d.Program(), pkt: syn4.Bytes(), want: ActionTX},
 		{name: "new TCP flow per call", prog: d.Program(), pkt: newFlows.Bytes(), want: ActionTX, vary: setClient},
+		{name: "new UDP flow per call", prog: d.Program(), pkt: newUDP.Bytes(), want: ActionTX, vary: setClient},
+		// A new connection's SYN and the ACK that puts it into the flow
+		// table, one figure for the pair.
+		{name: "TCP handshake (SYN+ACK)", prog: d.Program(), pkt: handshake.Bytes(), want: ActionTX, perFigure: 2,
+			vary: func(pkt []byte, i int) {
+				setClient(pkt, i/2)
+				pkt[tcpFlagsOff] = byte(testutil.TCPSyn)
+				if i%2 == 1 {
+					pkt[tcpFlagsOff] = byte(testutil.TCPAck)
+				}
+			}},
+		// 9 packets in 10 of 1,024 established flows, the tenth a new
+		// flow's SYN.
+		{name: "mixed 90% est, 10% new", prog: d.Program(), pkt: mixed.Bytes(), want: ActionTX,
+			vary: func(pkt []byte, i int) {
+				pkt[tcpFlagsOff] = byte(testutil.TCPAck)
+				if i%10 != 9 {
+					setClient(pkt, i*7919%mixedFlows)
+					return
+				}
+				mixedNew++
+				setClient(pkt, mixedFlows+mixedNew)
+				pkt[tcpFlagsOff] = byte(testutil.TCPSyn)
+			}},
 		{name: "established, 64k flows", prog: d.Program(), pkt: many.Bytes(), want: ActionTX,
 			vary: func(pkt []byte, i int) { setClient(pkt, i%manyFlows) }},
 	}
 	// Establish the flows the "established" paths hit.
 	for _, p := range paths {
 		n := 1
-		if p.name == "established, 64k flows" {
+		switch p.name {
+		case "established, 64k flows":
 			n = manyFlows
+		case "mixed 90% est, 10% new":
+			n = 10 * mixedFlows // 9 in 10 calls: every established flow
 		}
 		for i := range n {
 			if p.vary != nil {
@@ -115,7 +157,7 @@ func BenchmarkXDPCost(b *testing.B) {
 					}
 					total += dur
 				}
-				p.rounds = append(p.rounds, total/time.Duration(perRound))
+				p.rounds = append(p.rounds, total*time.Duration(max(p.perFigure, 1))/time.Duration(perRound))
 			}
 		}
 	}
@@ -135,7 +177,7 @@ func BenchmarkXDPCost(b *testing.B) {
 	}
 	ref := median(paths[0])
 	fmt.Printf("%d calls per path, median of %d rounds, flow table %d, per-CPU LRU %v\n", calls, rounds, DefaultFlowTableSize, perCPULRUForTests)
-	fmt.Printf("%-26s %10s %8s\n", "path", "ns/packet", "ratio")
+	fmt.Printf("%-26s %10s %8s\n", "path", "ns", "ratio")
 	for _, p := range paths {
 		ns := median(p)
 		fmt.Printf("%-26s %10.0f %7.2fx\n", p.name, ns, ns/ref)

@@ -40,8 +40,10 @@
 // The datapath writes the flow table (5-tuple → backend, VIP ID and mode;
 // an LRU hash, global by default), the flow cache (a direct-mapped copy of
 // flow entries and of their backends' address and MAC, read first, valid
-// while their generation is current: PutBackend and RemoveBackend bump it)
-// and the per-CPU counters, per backend (BackendCounters) and per drop
+// while their generation is current: PutBackend and RemoveBackend bump it;
+// a TCP SYN's choice waits there, marked pending, until the flow's next
+// packet puts it into the flow table, so a SYN flood evicts no flow) and
+// the per-CPU counters, per backend (BackendCounters) and per drop
 // reason (Drops). A VIP's traffic is its backends' counters plus what its
 // removed backends left (RetireBackend, RetiredCounters). RemoveVIP, and
 // PutVIP changing a VIP's ID or mode, delete that VIP's flows and bump the
@@ -134,8 +136,9 @@ type Options struct {
 	// PerCPULRU gives the flow table one LRU list per CPU
 	// (BPF_F_NO_COMMON_LRU): still one table that every CPU finds a flow
 	// in, but an insert takes no global lock and evicts from its own CPU's
-	// list. Default off (one common LRU list). Changing it for an existing
-	// pin gives ErrIncompatiblePin.
+	// list. Default off (one common LRU list): measured no faster, and the
+	// kernel gives each CPU only its share of the table's free entries.
+	// Changing it for an existing pin gives ErrIncompatiblePin.
 	PerCPULRU bool
 	// MaxBackends is the number of backend IDs (the size of the maps a
 	// backend ID indexes): IDs 1..MaxBackends-1 are usable. Default

@@ -28,6 +28,20 @@ func backendOf(t *testing.T, d *Datapath, pkt testutil.Packet) uint32 {
 	return uint32(binary.BigEndian.Uint16(out[4:6]))
 }
 
+// connect sends syn and then its ACK through d, checks that both went to
+// the same backend and returns it: the ACK puts the flow into the flow
+// table.
+func connect(t *testing.T, d *Datapath, syn testutil.Packet) uint32 {
+	t.Helper()
+	got := backendOf(t, d, syn)
+	ack := syn
+	ack.TCPFlags = testutil.TCPAck
+	if b := backendOf(t, d, ack); b != got {
+		t.Fatalf("the ACK went to backend %d, its SYN to %d", b, got)
+	}
+	return got
+}
+
 // tableWithout returns a table of the given size where the flow's slot
 // holds id and every other slot other.
 func tableFor(f Flow, id, other uint32) []uint32 {
@@ -223,6 +237,8 @@ func TestDecapRoundTrip(t *testing.T) {
 // XDP_ABORTED; a packet that is not for a VIP is passed untouched.
 func FuzzXDPLB(f *testing.F) {
 	f.Add(tcpTo(vip4, client4, 80, testutil.TCPSyn).Bytes())
+	// The SYN's ACK: a pending choice put into the flow table.
+	f.Add(tcpTo(vip4, client4, 80, testutil.TCPAck).Bytes())
 	f.Add(tcpTo(vip6, client6, 80, testutil.TCPSyn).Bytes())
 	f.Add(udpTo(vip4DSR, client4, 53).Bytes())
 	f.Add(ptb4(tcpTo(vip4, client4, 80, 0)).Bytes())
@@ -440,12 +456,13 @@ func TestFlowCacheCollision(t *testing.T) {
 	if !found {
 		t.Fatal("no colliding flows found")
 	}
+	// Each connects: SYN, then the ACK that puts it into the flow table.
 	must(t, d.SetTable(1, tableFor(flowOf(a), 1, 2)))
-	if got := backendOf(t, d, a); got != 1 {
+	if got := connect(t, d, a); got != 1 {
 		t.Fatalf("a went to %d, want 1", got)
 	}
 	must(t, d.SetTable(1, tableFor(flowOf(b), 3, 2)))
-	if got := backendOf(t, d, b); got != 3 {
+	if got := connect(t, d, b); got != 3 {
 		t.Fatalf("b went to %d, want 3", got)
 	}
 	cachedKey := func() lbFlowKey {
@@ -454,7 +471,7 @@ func TestFlowCacheCollision(t *testing.T) {
 		return s.Key
 	}
 	if cachedKey() != flowKeyOf(b) {
-		t.Fatal("the slot does not hold b after b's SYN")
+		t.Fatal("the slot does not hold b after b's handshake")
 	}
 	must(t, d.SetTable(1, roundRobin(tableSize, 4)))
 	a.TCPFlags, b.TCPFlags = testutil.TCPAck, testutil.TCPAck

@@ -62,7 +62,7 @@ type lbFlowCacheSlot struct {
 	Hash      uint32
 	VipId     uint16
 	Mode      uint8
-	Pad       uint8
+	Flags     uint8
 	Hits      uint32
 	LastSeen  uint64
 	Backend   lbBackend

@@ -15,6 +15,9 @@ const (
 	familyV6 = 6
 
 	vipFlagHashSrcOnly = 0x1
+	// slotFlagPending is SLOT_F_PENDING: a flow cache slot holding a
+	// SYN's choice that is not in the flow table yet.
+	slotFlagPending = 0x1
 
 	backendUsableNew         = 0x1
 	backendUsableEstablished = 0x2
@@ -144,6 +147,12 @@ func (d *Datapath) PutVIP(k VIPKey, v VIP) error {
 	return nil
 }
 
+// ofVIP reports whether the flow fk, selected under VIP ID vipID, belongs
+// to the VIP key k with ID id.
+func ofVIP(fk lbFlowKey, vipID uint32, k lbVipKey, id uint32) bool {
+	return vipID == id && fk.Dst == k.Addr && fk.Proto == k.Proto && (k.Port == 0 || fk.Dport == k.Port)
+}
+
 // purgeFlows deletes the flows selected for the VIP key k under VIP ID id,
 // so that their next packet goes through the VIP lookup again.
 func (d *Datapath) purgeFlows(k lbVipKey, id uint32) error {
@@ -152,7 +161,7 @@ func (d *Datapath) purgeFlows(k lbVipKey, id uint32) error {
 	var stale []lbFlowKey
 	it := d.objs.Flows.Iterate()
 	for it.Next(&fk, &f) {
-		if f.VipId == id && fk.Dst == k.Addr && fk.Proto == k.Proto && (k.Port == 0 || fk.Dport == k.Port) {
+		if ofVIP(fk, f.VipId, k, id) {
 			stale = append(stale, fk)
 		}
 	}
@@ -167,10 +176,40 @@ func (d *Datapath) purgeFlows(k lbVipKey, id uint32) error {
 			return err
 		}
 	}
+	if err := d.uncachePending(k, id); err != nil {
+		return err
+	}
 	// A flow the flow table has already evicted can still sit in the
 	// flow cache, which xdp_lb reads before the VIP filter: the new
 	// generation retires every cached copy.
 	return d.bumpGen()
+}
+
+// uncachePending clears the flow cache slots that hold a SYN's pending
+// choice for the VIP key k under VIP ID id: such a flow is not in the flow
+// table yet, and its next packet would take the choice whatever the
+// generation (bpf/flowcache.h). The cache is read in batches.
+func (d *Datapath) uncachePending(k lbVipKey, id uint32) error {
+	const chunk = 1024
+	idx := make([]uint32, chunk)
+	slots := make([]lbFlowCacheSlot, chunk)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.objs.FlowCache.BatchLookup(&cursor, idx, slots, nil)
+		for _, s := range slots[:n] {
+			if s.Flags&slotFlagPending != 0 && ofVIP(s.Key, uint32(s.VipId), k, id) {
+				if err := d.uncache(s.Key); err != nil {
+					return err
+				}
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read flow cache: %w", err)
+		}
+	}
 }
 
 // uncache clears the flow cache slot of a flow if it holds that flow. A

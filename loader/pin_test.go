@@ -49,9 +49,13 @@ func pinFlow(t *testing.T, dir string, other uint32) (VIPKey, testutil.Packet) {
 	if got := backendOf(t, d, syn); got != 1 {
 		t.Fatalf("syn to %d, want 1", got)
 	}
-	must(t, d.Close())
+	// The handshake's ACK puts the flow into the flow table.
 	ack := syn
 	ack.TCPFlags = testutil.TCPAck
+	if got := backendOf(t, d, ack); got != 1 {
+		t.Fatalf("ack to %d, want 1", got)
+	}
+	must(t, d.Close())
 	return k, ack
 }
 
@@ -78,8 +82,8 @@ func TestPinAdopt(t *testing.T) {
 	if v, ok := vips[k]; !ok || v.ID != 1 {
 		t.Errorf("adopted vips %v, want %v id 1", vips, k)
 	}
-	if c, err := d2.BackendCounters(1); err != nil || c.Packets != 1 {
-		t.Errorf("adopted backend counters %+v %v, want 1 packet", c, err)
+	if c, err := d2.BackendCounters(1); err != nil || c.Packets != 2 {
+		t.Errorf("adopted backend counters %+v %v, want 2 packets (SYN, ACK)", c, err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, obsoletePins[0])); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("obsolete pin %s still there after Load: %v", obsoletePins[0], err)

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -98,6 +100,45 @@ type Rig struct {
 	count   *rigcountObjects
 	ifindex int
 	link    link.Link
+	// socketSeq numbers the frames RunSocket sent, so that its new flows
+	// stay new from run to run as the generator's do.
+	socketSeq uint32
+}
+
+// RigLoad is what a rig run sends: frames of Flows established flows (the
+// frame's source address with source ports 1024 .. 1024+Flows-1), and with
+// NewEvery n, every n-th frame a flow never sent before (source port and
+// the low half of the source address from a counter; a SYN when the frame
+// is TCP). NewEvery 1 makes every frame a new flow.
+type RigLoad struct {
+	Flows    uint32
+	NewEvery uint32
+}
+
+// Offsets in the rig's Ethernet + IPv4 (no options) frame, as in
+// bpf/rig_gen.c.
+const (
+	rigSportOff    = 14 + 20
+	rigSaddrLoOff  = 14 + 12 + 2
+	rigProtoOff    = 14 + 9
+	rigTCPFlagsOff = 14 + 20 + 13
+	rigNewPorts    = 60000
+	rigTCPSyn      = 0x02
+)
+
+// setRigFlow gives frame, a copy of the template, the flow of frame number
+// n of load, as xdp_rig_gen does.
+func setRigFlow(frame []byte, load RigLoad, n uint32) {
+	if load.NewEvery > 0 && n%load.NewEvery == load.NewEvery-1 {
+		u := n / load.NewEvery
+		binary.BigEndian.PutUint16(frame[rigSportOff:], uint16(1024+u%rigNewPorts))
+		binary.BigEndian.PutUint16(frame[rigSaddrLoOff:], uint16(1+u/rigNewPorts))
+		if frame[rigProtoOff] == unix.IPPROTO_TCP {
+			frame[rigTCPFlagsOff] = rigTCPSyn
+		}
+		return
+	}
+	binary.BigEndian.PutUint16(frame[rigSportOff:], uint16(1024+n%max(load.Flows, 1)))
 }
 
 // RigResult is one run of the rig.
@@ -158,22 +199,15 @@ type xdpMD struct {
 }
 
 // Run injects frames frames, each a copy of frame (at least 64 bytes, an
-// Ethernet + IPv4 + TCP frame) with its TCP source port cycled over flows
-// values, and counts the frames that come back. The calling goroutine
-// should be locked to one CPU: generator and both veth ends then run on it.
-func (r *Rig) Run(frame []byte, flows, frames uint32) (RigResult, error) {
+// Ethernet + IPv4 + TCP or UDP frame) given a flow of load, and counts the
+// frames that come back. The calling goroutine should be locked to one
+// CPU: generator and both veth ends then run on it.
+func (r *Rig) Run(frame []byte, load RigLoad, frames uint32) (RigResult, error) {
 	if len(frame) < rigHeaderLen {
 		return RigResult{}, fmt.Errorf("%w: rig frame of %d bytes: want at least %d", ErrInvalid, len(frame), rigHeaderLen)
 	}
-	var tmpl struct {
-		Bytes [rigHeaderLen]byte
-		Flows uint32
-		Pad   uint32
-	}
-	copy(tmpl.Bytes[:], frame)
-	tmpl.Flows = flows
-	if err := r.gen.RigTemplate.Put(uint32(0), &tmpl); err != nil {
-		return RigResult{}, fmt.Errorf("rig template: %w", err)
+	if err := putRigTemplate(r.gen.RigTemplate, frame, load); err != nil {
+		return RigResult{}, err
 	}
 	before, err := r.returned()
 	if err != nil {
@@ -201,36 +235,73 @@ func (r *Rig) Run(frame []byte, flows, frames uint32) (RigResult, error) {
 	return RigResult{Sent: uint64(frames), Returned: after - before, Elapsed: elapsed}, nil
 }
 
+// putRigTemplate writes frame and load into xdp_rig_gen's template map m
+// (struct rig_template).
+func putRigTemplate(m *ebpf.Map, frame []byte, load RigLoad) error {
+	var tmpl struct {
+		Bytes    [rigHeaderLen]byte
+		Flows    uint32
+		NewEvery uint32
+	}
+	copy(tmpl.Bytes[:], frame)
+	tmpl.Flows, tmpl.NewEvery = load.Flows, load.NewEvery
+	if err := m.Put(uint32(0), &tmpl); err != nil {
+		return fmt.Errorf("rig template: %w", err)
+	}
+	return nil
+}
+
+// rigSocketBatch is how many frames RunSocket hands the kernel per
+// sendmmsg call.
+const rigSocketBatch = 64
+
 // RunSocket sends the frames Run would generate through an AF_PACKET socket
-// on the generator's interface, one write per frame: far slower than live
-// frames, so it proves forwarding, not rate. Use it where the kernel refuses
-// live frames (ErrLiveFramesRefused). The calling thread must be in the
-// rig's network namespace.
-func (r *Rig) RunSocket(frame []byte, flows, frames uint32) (RigResult, error) {
+// on the generator's interface, rigSocketBatch frames per sendmmsg call:
+// far slower than live frames, so it proves forwarding, not rate (the
+// program under test still runs once per frame, in the receiving veth's
+// NAPI poll, which is what the kernel's run-time statistics measure). Use
+// it where the kernel refuses live frames (ErrLiveFramesRefused). The
+// calling thread must be in the rig's network namespace.
+func (r *Rig) RunSocket(frame []byte, load RigLoad, frames uint32) (RigResult, error) {
 	if len(frame) < rigHeaderLen {
 		return RigResult{}, fmt.Errorf("%w: rig frame of %d bytes: want at least %d", ErrInvalid, len(frame), rigHeaderLen)
-	}
-	if flows == 0 {
-		flows = 1
 	}
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
 	if err != nil {
 		return RigResult{}, fmt.Errorf("rig packet socket: %w", err)
 	}
 	defer unix.Close(fd)
-	to := &unix.SockaddrLinklayer{Ifindex: r.ifindex, Halen: 6}
+	to := unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Ifindex: int32(r.ifindex), Halen: 6}
 	copy(to.Addr[:], frame[:6])
 	before, err := r.returned()
 	if err != nil {
 		return RigResult{}, err
 	}
-	buf := append([]byte(nil), frame...)
+	bufs := make([][]byte, rigSocketBatch)
+	iovs := make([]unix.Iovec, rigSocketBatch)
+	msgs := make([]unix.Mmsghdr, rigSocketBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, len(frame))
+		iovs[i].Base = &bufs[i][0]
+		iovs[i].SetLen(len(frame))
+		msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&to))
+		msgs[i].Hdr.Namelen = unix.SizeofSockaddrLinklayer
+		msgs[i].Hdr.Iov = &iovs[i]
+		msgs[i].Hdr.SetIovlen(1)
+	}
 	start := time.Now()
-	for i := range frames {
-		binary.BigEndian.PutUint16(buf[rigSportOff:], uint16(1024+i%flows))
-		if err := unix.Sendto(fd, buf, 0, to); err != nil {
-			return RigResult{}, fmt.Errorf("rig packet socket: send frame %d: %w", i, err)
+	for sent := uint32(0); sent < frames; {
+		n := min(frames-sent, rigSocketBatch)
+		for i := range n {
+			copy(bufs[i], frame)
+			setRigFlow(bufs[i], load, r.socketSeq+i)
 		}
+		done, err := sendmmsg(fd, msgs[:n])
+		if err != nil {
+			return RigResult{}, fmt.Errorf("rig packet socket: send frame %d: %w", sent, err)
+		}
+		sent += done
+		r.socketSeq += done
 	}
 	elapsed := time.Since(start)
 	// veth hands a sent frame to its peer's NAPI, so the last ones come back
@@ -252,9 +323,15 @@ func (r *Rig) RunSocket(frame []byte, flows, frames uint32) (RigResult, error) {
 	return RigResult{Sent: uint64(frames), Returned: after - before, Elapsed: elapsed}, nil
 }
 
-// rigSportOff is where xdp_rig_gen writes the TCP source port (Ethernet +
-// IPv4 without options).
-const rigSportOff = 14 + 20
+// sendmmsg sends msgs with one system call and returns how many went.
+func sendmmsg(fd int, msgs []unix.Mmsghdr) (uint32, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
+	runtime.KeepAlive(msgs)
+	if errno != 0 {
+		return 0, errno
+	}
+	return uint32(n), nil
+}
 
 func (r *Rig) returned() (uint64, error) {
 	var per []struct{ Packets, Bytes uint64 }

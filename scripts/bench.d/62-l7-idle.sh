@@ -100,6 +100,7 @@ rss_kb() { # PID: VmRSS of the process, or of its children when it has some (ngi
 start be1 nginx -p "$tmp" -c "$tmp/be1.conf"
 wait_port "$B1"
 
+echo "file limit: $limit descriptors per process"
 echo "| proxy | idle connections | RSS before (KiB) | RSS with them (KiB) | bytes per idle connection |"
 echo "|---|---:|---:|---:|---:|"
 measure() { # NAME N CMD...
@@ -143,7 +144,6 @@ measure() { # NAME N CMD...
 	wait "$pid" 2>/dev/null || true
 	printf '| %s | %d | %d | %d | %.0f |\n' "$name" "$n" "$before" "$after" "$(awk -v a="$after" -v b="$before" -v n="$n" 'BEGIN {print (a - b) * 1024 / n}')"
 }
-echo "file limit: $limit descriptors per process"
 for n in $counts; do
 	measure nginx "$n" nginx -p "$tmp" -c "$tmp/proxy-nginx.conf" || true
 	measure "xlb proxy" "$n" env GOMAXPROCS=1 "$tmp/xlb" proxy --config "$tmp/xlb.yaml" || true

@@ -86,6 +86,10 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// Parked is called by the lean server when the connection parks: the
+// forwarding values are made again for the next request.
+func (c *trackedConn) Parked() { c.fwd.Store(nil) }
+
 // NetConn gives the connection underneath (the lean server peeks at its
 // socket through it).
 func (c *trackedConn) NetConn() net.Conn { return c.Conn }

@@ -323,8 +323,15 @@ func TestH1IdleTimeout(t *testing.T) {
 }
 
 // TestH1ShutdownClosesIdle: a graceful shutdown closes idle lean
-// connections at once and lets a request in flight finish.
+// connections at once, waiting or parked, and lets a request in flight
+// finish.
 func TestH1ShutdownClosesIdle(t *testing.T) {
+	for _, parked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("parked=%v", parked), func(t *testing.T) { testH1ShutdownClosesIdle(t, parked) })
+	}
+}
+
+func testH1ShutdownClosesIdle(t *testing.T, parked bool) {
 	release := make(chan struct{})
 	be := httpBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
@@ -360,9 +367,12 @@ func TestH1ShutdownClosesIdle(t *testing.T) {
 	if resp, _ := idle.read("GET"); resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
+	h := h1Of(t, p)
+	if parked {
+		waitFor(t, "the idle connection to park", func() bool { return h.Parked() == 1 })
+	}
 	busy := dialRaw(t, base)
 	busy.send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
-	h := h1Of(t, p)
 	waitFor(t, "slow request in flight", func() bool { return h.Served() == 2 })
 	cancel()
 	if !idle.closed() {
@@ -496,4 +506,39 @@ func TestH1ParkedConnectionsConcurrently(t *testing.T) {
 		}
 	}
 	waitFor(t, "no connection left parked", func() bool { return h.Parked() == 0 })
+}
+
+// TestH1ReloadKeepsParked: a reload that keeps the listener keeps its
+// parked connections, and their next requests follow the new routes.
+func TestH1ReloadKeepsParked(t *testing.T) {
+	const n = 5
+	_, a := echoBackend(t, "a")
+	_, b := echoBackend(t, "b")
+	p, base := startProxy(t, oneBackendConfig(a, ""), Options{})
+	h := h1Of(t, p)
+	conns := make([]*rawConn, n)
+	for i := range conns {
+		conns[i] = dialRaw(t, base)
+		conns[i].send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if resp, body := conns[i].read("GET"); resp.StatusCode != 200 || !strings.Contains(body, `"name":"a"`) {
+			t.Fatalf("conn %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	waitFor(t, "every connection to park", func() bool { return h.Parked() == n })
+	c, err := config.Parse([]byte(oneBackendConfig(b, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(c); err != nil {
+		t.Fatal(err)
+	}
+	if h1Of(t, p) != h || h.Parked() != n {
+		t.Fatalf("after the reload: same server %v, %d parked, want %d", h1Of(t, p) == h, h.Parked(), n)
+	}
+	for i, rc := range conns {
+		rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if resp, body := rc.read("GET"); resp.StatusCode != 200 || !strings.Contains(body, `"name":"b"`) {
+			t.Fatalf("parked conn %d after the reload: %d %s, want backend b", i, resp.StatusCode, body)
+		}
+	}
 }

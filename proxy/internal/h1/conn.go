@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"runtime"
 	"sync"
@@ -28,15 +27,8 @@ type conn struct {
 	cancel context.CancelFunc
 	remote string
 
-	// req, its URL, header and header values are reused by every request
-	// (a handler must not keep them once it returned); base holds the
-	// connection's context.
-	req  http.Request
-	base http.Request
-	url  url.URL
-	hdr  http.Header
-	vals []string
-	w    writer
+	// *reqState is nil while the connection is parked (idle.go).
+	*reqState
 
 	// state is connBusy, or connIdle while waiting for a request with
 	// nothing buffered (see idle.go for the others); idleSince is the
@@ -44,8 +36,12 @@ type conn struct {
 	state     atomic.Int32
 	idleSince atomic.Int64
 	wakeMu    sync.Mutex // orders the sweeper's wake-up with leaving idle
-	readyFn   func(uintptr) bool
-	started   atomic.Int64 // the sweeper's epoch when the request in flight began; 0: none
+	// parkID is the connection's id in the parked set (0: not in it) and
+	// inEpoll whether its socket was ever registered with the parker's
+	// epoll instance; both are guarded by the parker's lock.
+	parkID  uint64
+	inEpoll bool
+	started atomic.Int64 // the sweeper's epoch when the request in flight began; 0: none
 	// limit is when the wait for the next request ends (zero: never);
 	// deadline the read deadline set on nc.
 	limit    time.Time
@@ -60,18 +56,13 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	c.rc = rawConn(nc)
 	c.ctx, c.cancel = context.WithCancel(ctx)
-	c.base = *(&http.Request{}).WithContext(c.ctx)
-	c.w.c = c
 	c.acquireBuffers()
-	if c.rc != nil {
-		c.readyFn = c.ready
-	}
 	return c
 }
 
 // rawConn finds the socket under nc's wrappers (NetConn methods), so the
-// sweeper can peek at it without going through them; nil when there is
-// none.
+// sweeper can peek at it and the parker register it without going through
+// them; nil when there is none.
 func rawConn(nc net.Conn) syscall.RawConn {
 	for {
 		if sc, ok := nc.(syscall.Conn); ok {
@@ -100,12 +91,11 @@ func (c *conn) serve() {
 }
 
 // run serves requests until the connection ends, is handed off, or parks
-// (then a new goroutine, with a small stack, waits for it: see idle.go).
+// (then no goroutine waits for it: see parker.go).
 func (c *conn) run() {
 	for {
 		head, err := c.readHead()
 		if err == errParked {
-			go c.resume()
 			return
 		}
 		if err == nil && !c.parse(head) {
@@ -192,8 +182,7 @@ func (c *conn) fill(n int) error {
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && n == 1 && c.state.Load() == connWaking {
 			// The sweeper: idle long enough to give the buffers back.
-			c.park()
-			return errParked
+			return c.park()
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && !c.limit.IsZero() && time.Now().Before(c.limit) {
 			// A deadline set for an earlier wait.

@@ -3,23 +3,23 @@ package h1
 // Idle keep-alive connections give their buffers back.
 //
 // A connection between requests holds a read and a write buffer, the
-// held-back body buffer and two header maps, about 11 KiB, for nothing.
+// held-back body buffer and its request state (a reused request, URL,
+// response writer and two header maps), about 12 KiB, for nothing.
 // The sweeper wakes a connection that has been waiting for its next
 // request for a whole livenessInterval (a read deadline in the past); the
-// connection then returns those to pools and waits for readability on the
-// socket itself (syscall.RawConn.Read, nothing read), taking them back
-// when bytes arrive. Busy connections are never woken: between their
-// requests they wait microseconds, and the sweeper looks once a second.
+// connection then lets go of those and joins the server's parked set,
+// where it holds no goroutine either (parker.go); it takes them back when
+// bytes arrive. Busy connections are never woken: between their requests
+// they wait microseconds, and the sweeper looks once a second, so the
+// request path pays nothing for parking.
 
 import (
 	"bufio"
 	"errors"
 	"net/http"
-	"os"
+	"net/url"
 	"sync"
-	"syscall"
 	"time"
-	"unsafe"
 )
 
 // Values of conn.state.
@@ -27,24 +27,43 @@ const (
 	connBusy   int32 = iota // reading or serving a request
 	connIdle                // waiting for the next request, buffers held
 	connWaking              // the sweeper set a past read deadline to park it
-	connParked              // waiting for readability without buffers
+	connParked              // in the parked set: no buffers, no goroutine
 )
+
+// reqState is what a connection needs only while it reads or serves a
+// request: taken with the buffers, let go of while parked.
+type reqState struct {
+	// req, its URL, header and header values are reused by every request
+	// (a handler must not keep them once it returned); base holds the
+	// connection's context.
+	req  http.Request
+	base http.Request
+	url  url.URL
+	hdr  http.Header
+	vals []string
+	w    writer
+}
 
 var (
-	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
-	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
-	pends   = sync.Pool{New: func() any { b := make([]byte, 0, pendSize); return &b }}
+	readers   = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
+	writers   = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
+	pends     = sync.Pool{New: func() any { b := make([]byte, 0, pendSize); return &b }}
+	reqStates = sync.Pool{New: func() any {
+		return &reqState{hdr: make(http.Header, 16), w: writer{header: make(http.Header, 16)}}
+	}}
 )
 
-// acquireBuffers gives the connection its buffers and header maps.
+// acquireBuffers gives the connection its buffers and request state.
 func (c *conn) acquireBuffers() {
 	c.br = readers.Get().(*bufio.Reader)
 	c.br.Reset(c.nc)
 	c.bw = writers.Get().(*bufio.Writer)
 	c.bw.Reset(c.nc)
-	c.w.pend = (*pends.Get().(*[]byte))[:0]
-	c.hdr = make(http.Header, 16)
-	c.w.header = make(http.Header, 16)
+	rs := reqStates.Get().(*reqState)
+	rs.base = *(&http.Request{}).WithContext(c.ctx)
+	rs.w.c = c
+	rs.w.pend = (*pends.Get().(*[]byte))[:0]
+	c.reqState = rs
 }
 
 // releaseBuffers lets go of them, into the pools when toPool (for the
@@ -60,10 +79,16 @@ func (c *conn) releaseBuffers(toPool bool) {
 		readers.Put(c.br)
 		c.bw.Reset(nil)
 		writers.Put(c.bw)
-		pend := c.w.pend[:0]
+		rs := c.reqState
+		pend := rs.w.pend[:0]
 		pends.Put(&pend)
+		clear(rs.hdr)
+		clear(rs.w.header)
+		clear(rs.vals)
+		*rs = reqState{hdr: rs.hdr, vals: rs.vals[:0], w: writer{header: rs.w.header}}
+		reqStates.Put(rs)
 	}
-	c.br, c.bw, c.w.pend, c.hdr, c.w.header, c.vals = nil, nil, nil, nil, nil, nil
+	c.br, c.bw, c.reqState = nil, nil, nil
 }
 
 // wake asks an idle connection to park: a read deadline in the past ends
@@ -87,54 +112,52 @@ func (c *conn) leaveIdle() {
 	}
 }
 
-// errParked: the connection gave its buffers back; resume waits for it.
+// errParked: the connection gave its buffers back and joined the parked
+// set (parker.go); its goroutine returns.
 var errParked = errors.New("idle connection parked")
 
-// park gives the buffers back.
-func (c *conn) park() {
+// park gives the buffers back and hands the connection to the parker. On
+// errParked nothing of c may be touched any more: it may already be
+// resumed or closed by another goroutine.
+func (c *conn) park() error {
 	c.wakeMu.Lock()
 	c.state.Store(connParked)
 	c.wakeMu.Unlock()
 	c.releaseBuffers(false)
+	if p, ok := c.nc.(parkNotified); ok {
+		p.Parked()
+	}
 	c.s.parked.Add(1)
+	if err := c.s.parker.add(c); err != nil {
+		c.s.parked.Add(-1)
+		c.state.Store(connBusy)
+		return err // closed meanwhile: the caller ends the connection
+	}
+	return errParked
 }
 
-// resume runs in a new goroutine, so that what waits for a parked
-// connection is a small stack, not the one that grew serving requests: it
-// waits until the socket is readable (or closed, or the wait's limit
-// passes), takes the buffers again and serves on.
+// parkNotified is a connection wrapper that lets go of its own
+// per-request caches when the connection parks.
+type parkNotified interface{ Parked() }
+
+// resume runs in a new goroutine once the parker reported the socket
+// readable (bytes, end of stream or an error): it takes the buffers again
+// and serves on.
 func (c *conn) resume() {
-	err := c.waitReadable()
-	c.s.parked.Add(-1)
-	if err != nil {
+	c.acquireBuffers()
+	// The sweeper set a deadline in the past to wake the connection.
+	c.deadline = c.limit
+	if err := c.nc.SetReadDeadline(c.limit); err != nil {
 		c.end(false)
 		return
 	}
-	c.acquireBuffers()
 	c.state.Store(connIdle)
 	c.run()
 }
 
-func (c *conn) waitReadable() error {
-	for {
-		c.deadline = c.limit
-		if err := c.nc.SetReadDeadline(c.limit); err != nil {
-			return err
-		}
-		err := c.rc.Read(c.readyFn)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) || c.limit.IsZero() || !time.Now().Before(c.limit) {
-			return err // closed, or the wait's limit passed
-		}
-	}
-}
-
-// ready is the RawConn.Read callback of park: true once the socket has
-// something to read (bytes, end of stream or an error), false to wait.
-func (c *conn) ready(fd uintptr) bool {
-	var b [1]byte
-	_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	return errno != syscall.EAGAIN && errno != syscall.EWOULDBLOCK
+// closeParked closes a connection taken out of the parked set (idle
+// timeout, shutdown) and forgets it.
+func (c *conn) closeParked() {
+	c.state.Store(connBusy)
+	c.end(false)
 }

@@ -14,7 +14,7 @@ import (
 // the empty line).
 func parseLean(head string) (*http.Request, bool) {
 	s := &Server{}
-	c := &conn{s: s, hdr: http.Header{}, remote: "198.51.100.7:4000"}
+	c := &conn{s: s, reqState: &reqState{hdr: http.Header{}}, remote: "198.51.100.7:4000"}
 	c.base = *(&http.Request{}).WithContext(context.Background())
 	if !c.parse([]byte(head)) {
 		return nil, false

@@ -64,7 +64,7 @@ type Server struct {
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
 	closing atomic.Bool
-	done    chan struct{} // closed when serve returns
+	done    chan struct{} // closed when Serve returned and the last connection ended
 	wg      sync.WaitGroup
 	date    atomic.Pointer[dateValue]
 	// served counts requests served on the lean path, handedOff the
@@ -72,6 +72,9 @@ type Server struct {
 	served    atomic.Uint64
 	handedOff atomic.Uint64
 	parked    atomic.Int64 // connections parked now (idle.go)
+	// parker holds the parked connections; nil: connections never park
+	// (no epoll instance could be made).
+	parker *parker
 	// parkedSince counts connections woken to park since memory was last
 	// returned, at returnedAt (sweeper only).
 	parkedSince int
@@ -112,11 +115,24 @@ func NewServer(ln net.Listener, srv *http.Server, base context.Context, log *slo
 // off.
 func (s *Server) Serve() error {
 	ln := s.ln
+	if pk, err := newParker(); err != nil {
+		s.log.Warn("idle connections will keep their goroutines", "err", err)
+	} else {
+		s.parker = pk
+		go pk.run()
+	}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- s.srv.Serve(s.handoff) }()
 	go s.sweep()
 	defer func() {
-		close(s.done)
+		// The sweeper and the parker serve the connections still open.
+		go func() {
+			s.wg.Wait()
+			if s.parker != nil {
+				s.parker.close()
+			}
+			close(s.done)
+		}()
 		if err := <-srvDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server of handed-off connections stopped", "err", err)
 		}
@@ -192,26 +208,42 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // closeIdle closes the connections waiting for a request and returns how
 // many connections remain.
 func (s *Server) closeIdle() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		if c.state.Load() != connBusy {
-			_ = c.nc.Close()
-		}
-	}
-	return len(s.conns)
+	return s.closeConns(func(c *conn) bool { return c.state.Load() != connBusy })
 }
 
 // Close closes every connection now.
 func (s *Server) Close() error {
 	s.closing.Store(true)
 	_ = s.ln.Close()
+	s.closeConns(func(*conn) bool { return true })
+	return s.srv.Close()
+}
+
+// closeConns closes the connections for which match is true, ends those
+// that were parked (no goroutine of theirs would), and returns how many
+// connections remained before.
+func (s *Server) closeConns(match func(*conn) bool) int {
+	var parked []*conn
 	s.mu.Lock()
+	n := len(s.conns)
 	for c := range s.conns {
+		if !match(c) {
+			continue
+		}
 		_ = c.nc.Close()
+		// Read after the close: a connection that registered with the
+		// parker did so before the close, so it shows as parked here.
+		if c.state.Load() == connParked {
+			parked = append(parked, c)
+		}
 	}
 	s.mu.Unlock()
-	return s.srv.Close()
+	for _, c := range parked {
+		if s.parker.claim(c) {
+			c.closeParked()
+		}
+	}
+	return n
 }
 
 func (s *Server) remove(c *conn) {
@@ -225,11 +257,13 @@ func (s *Server) remove(c *conn) {
 // flight for longer than that are still there (net/http's background read
 // does that per request): a client that closed its connection cancels the
 // request's context, so a slow backend exchange is given up. Connections
-// idle for as long are woken to park (idle.go).
+// idle for as long are woken to park (idle.go); parked ones whose wait
+// has passed its limit (idle or header timeout) are closed, so those
+// timeouts hold to within livenessInterval while parked.
 func (s *Server) sweep() {
 	t := time.NewTicker(livenessInterval)
 	defer t.Stop()
-	var list, idle []*conn
+	var list, idle, parked []*conn
 	for {
 		select {
 		case <-s.done:
@@ -237,20 +271,30 @@ func (s *Server) sweep() {
 		case <-t.C:
 		}
 		epoch := s.epoch.Add(1)
-		list = list[:0]
-		idle = idle[:0]
+		list, idle, parked = list[:0], idle[:0], parked[:0]
 		s.mu.Lock()
 		for c := range s.conns {
 			// Begun before the previous tick: in flight for a whole interval.
 			if st := c.started.Load(); st != 0 && st <= epoch-2 {
 				list = append(list, c)
 			}
-			// Idle since before the previous tick: give its buffers back.
-			if c.readyFn != nil && c.state.Load() == connIdle && c.idleSince.Load() <= epoch-2 {
-				idle = append(idle, c)
+			switch c.state.Load() {
+			case connIdle:
+				// Idle since before the previous tick: park it.
+				if s.parker != nil && c.rc != nil && c.idleSince.Load() <= epoch-2 {
+					idle = append(idle, c)
+				}
+			case connParked:
+				parked = append(parked, c)
 			}
 		}
 		s.mu.Unlock()
+		now := time.Now().UnixNano()
+		for _, c := range parked {
+			if s.parker.claimExpired(c, now) {
+				c.closeParked()
+			}
+		}
 		for _, c := range list {
 			if c.clientGone() {
 				c.cancel()

@@ -84,6 +84,14 @@ type reconcileStats struct {
 	installs     uint64        // tables written
 	patches      uint64        // of which rewritten in place (the moved slots only)
 	lastDuration time.Duration // of the last reconcile that changed a table
+	lastPhases   reconcilePhases
+}
+
+// reconcilePhases split a reconcile's duration: planning (backends written
+// before the tables, tables computed), installing the tables, finishing
+// (VIP entries, backends written after, removals); the rest is bookkeeping.
+type reconcilePhases struct {
+	plan, install, finish time.Duration
 }
 
 // New returns a daemon with an empty desired state; call Apply with the

@@ -23,6 +23,7 @@ func maglevBuild(keys []string, weights []uint32, size uint32) ([]uint32, error)
 // tableData is a computed table, shared by the VIPs with its key (table
 // size, then each backend usable for new flows with its weight).
 type tableData struct {
+	key     string
 	pos     []uint32     // Maglev position of each slot; empty: no backend
 	members []netip.Addr // the backend at each position, in address order
 	slots   []int        // slots per position
@@ -71,10 +72,10 @@ func (d *Daemon) installTables(plans []*vipPlan) bool {
 	var wg sync.WaitGroup
 	for range min(installWorkers, len(todo)) {
 		wg.Go(func() {
-			var buf []uint32
+			var buf, ids []uint32 // the datapath copies both
 			for p := range work {
 				if p.moved != nil && patcher != nil {
-					ids := make([]uint32, len(p.moved))
+					ids = slices.Grow(ids[:0], len(p.moved))[:len(p.moved)]
 					for j, s := range p.moved {
 						ids[j] = p.ids[p.table.pos[s]]
 					}
@@ -92,7 +93,7 @@ func (d *Daemon) installTables(plans []*vipPlan) bool {
 				if cap(buf) < size {
 					buf = make([]uint32, size)
 				}
-				table := buf[:size] // the datapath copies it
+				table := buf[:size]
 				if len(p.table.pos) == size {
 					for i, pos := range p.table.pos {
 						table[i] = p.ids[pos]
@@ -124,21 +125,25 @@ func (d *Daemon) installTables(plans []*vipPlan) bool {
 
 // planTable computes the table of a VIP over its backends usable for new
 // flows, unless the installed one is up to date (p.table stays nil). Tables
-// are built once per distinct key and shared by the VIPs that have it.
+// are built once per distinct key and shared by the VIPs that have it; a
+// table no VIP uses any more is kept a while (keptTables), so that a backend
+// flipping back finds its table built. Nothing is allocated for a VIP whose
+// key is known: a flip touching 1,000 VIPs leaves the garbage collector
+// little to do.
 func (d *Daemon) planTable(p *vipPlan) error {
 	dv, v := p.dv, p.v
 	// The key: size, then each member's address (16 bytes) and weight.
-	kb := make([]byte, 0, 4+20*len(p.members))
-	kb = binary.LittleEndian.AppendUint32(kb, v.TableSize)
+	kb := binary.LittleEndian.AppendUint32(d.dp.keyBuf[:0], v.TableSize)
 	for _, b := range p.members {
 		a := b.Addr.As16()
 		kb = binary.LittleEndian.AppendUint32(append(kb, a[:]...), b.Weight)
 	}
-	p.key = string(kb)
-	if p.key == dv.tableKey && dv.table {
+	d.dp.keyBuf = kb
+	if dv.table && string(kb) == dv.tableKey {
+		p.key = dv.tableKey
 		return nil
 	}
-	td, ok := d.dp.tables[p.key]
+	td, ok := d.dp.tables[string(kb)]
 	if !ok {
 		keys := make([]string, len(p.members))
 		weights := make([]uint32, len(p.members))
@@ -152,29 +157,65 @@ func (d *Daemon) planTable(p *vipPlan) error {
 		if len(pos) != int(v.TableSize) {
 			pos = make([]uint32, 0) // no backend: an empty table
 		}
-		td = &tableData{pos: pos, members: make([]netip.Addr, len(p.members)), slots: make([]int, len(p.members))}
+		td = &tableData{key: string(kb), pos: pos, members: make([]netip.Addr, len(p.members)), slots: make([]int, len(p.members))}
 		for i, b := range p.members {
 			td.members[i] = b.Addr
 		}
 		for _, pos := range td.pos {
 			td.slots[pos]++
 		}
-		d.dp.tables[p.key] = td
+		d.dp.tables[td.key] = td
 		d.stats.rebuilds++
 	}
+	p.key = td.key
 	p.table = td
 	if old := d.dp.tables[dv.tableKey]; dv.table && old != nil && len(old.pos) > 0 && len(old.pos) == len(td.pos) {
-		p.moved = d.movedSlots(dv.tableKey, old, p.key, td)
+		p.moved = d.movedSlots(old, td)
 	}
 	return nil
 }
 
+// keptTables is how many tables no VIP uses are kept for a VIP to come
+// back to (a backend flipping unhealthy and healthy again).
+const keptTables = 8
+
+// forgetTables drops the tables no VIP uses, beyond the keptTables most
+// recently left, and the moves of this reconcile.
+func (d *Daemon) forgetTables() {
+	inUse := make(map[*tableData]bool, len(d.dp.tables))
+	for _, dv := range d.dp.vips {
+		if td := d.dp.tables[dv.tableKey]; td != nil {
+			inUse[td] = true
+		}
+	}
+	for _, td := range d.dp.tables {
+		if !inUse[td] && !slices.Contains(d.dp.unused, td) {
+			d.dp.unused = append(d.dp.unused, td) // newly unused: the most recent
+		}
+	}
+	kept := d.dp.unused[:0]
+	for _, td := range d.dp.unused {
+		if !inUse[td] && d.dp.tables[td.key] == td {
+			kept = append(kept, td)
+		}
+	}
+	clear(d.dp.unused[len(kept):])
+	d.dp.unused = kept
+	if n := len(kept) - keptTables; n > 0 {
+		for _, td := range kept[:n] {
+			delete(d.dp.tables, td.key)
+		}
+		d.dp.unused = slices.Delete(kept, 0, n)
+	}
+	clear(d.dp.moves)
+}
+
 // movedSlots lists the slots whose backend differs between two tables of
 // one size, by backend identity (positions shift when a backend joins or
-// leaves). Each pair of keys is compared once per reconcile: VIPs with the
-// same backend set and the same change share the list.
-func (d *Daemon) movedSlots(oldKey string, old *tableData, newKey string, td *tableData) []uint32 {
-	pair := oldKey + "\x00" + newKey
+// leaves). Each pair of tables is compared once per reconcile: VIPs with
+// the same backend set and the same change share the list.
+func (d *Daemon) movedSlots(old, td *tableData) []uint32 {
+	pair := [2]*tableData{old, td}
 	if m, ok := d.dp.moves[pair]; ok {
 		return m
 	}

@@ -31,11 +31,23 @@ func (d *Daemon) reconcileLocked() error {
 		}
 		plans = append(plans, p)
 	}
+	// Backends that become (more) usable, before any table names them.
+	plans = d.keepPlans(plans, d.putSteps(plans, func(p *vipPlan) []backendStep { return p.before }), &errs)
 	planned := time.Now()
 	changedTable := d.installTables(plans)
 	installed := time.Now()
+	var done []*vipPlan
 	for _, p := range plans {
-		if err := d.finishVIP(p); err != nil {
+		if err := d.putVIPEntry(p); err != nil {
+			errs = append(errs, fmt.Errorf("vip %s: %w", p.v.Key, err))
+			continue
+		}
+		done = append(done, p)
+	}
+	// Backends that become less usable, once no new table names them.
+	done = d.keepPlans(done, d.putSteps(done, func(p *vipPlan) []backendStep { return p.after }), &errs)
+	for _, p := range done {
+		if err := d.removeUndesired(p); err != nil {
 			errs = append(errs, fmt.Errorf("vip %s: %w", p.v.Key, err))
 		}
 	}
@@ -64,17 +76,20 @@ func (d *Daemon) reconcileLocked() error {
 	return d.lastErr
 }
 
-// vipPlan is the work of one VIP in a reconcile, in three phases: backends
-// that become (more) usable are written first (prepareVIP), then the tables
-// of all VIPs are installed in parallel (installTables), then the VIP entry,
-// backends that become less usable, and removals (finishVIP). So a backend
-// is written before a slot names it, and a slot stops naming it before its
-// ID is freed.
+// vipPlan is the work of one VIP in a reconcile, in phases, each done for
+// all VIPs before the next: backends that become (more) usable are written
+// (prepareVIP computes them, putSteps writes them in one batch), the tables
+// are installed in parallel (installTables), the VIP entries written
+// (putVIPEntry), backends that become less usable written in one batch,
+// backends no longer desired removed (removeUndesired). So a backend is
+// written before a slot names it, and a slot stops naming it before its ID
+// is freed.
 type vipPlan struct {
 	v       *VIP
 	dv      *dpVIP
 	want    loader.VIP
-	after   []backendStep
+	before  []backendStep // backends to write before the table
+	after   []backendStep // after it
 	members []*Backend
 	ids     []uint32   // backend ID of each member
 	table   *tableData // to install; nil: the installed table is up to date
@@ -187,9 +202,7 @@ func (d *Daemon) prepareVIP(v *VIP) (*vipPlan, error) {
 		switch s := (backendStep{b, db, nb}); {
 		case !db.written, !bytes.Equal(db.b.MAC, nb.MAC),
 			nb.UsableNew && !db.b.UsableNew, nb.UsableEstablished && !db.b.UsableEstablished:
-			if err := d.putBackend(s); err != nil {
-				return nil, errors.Join(append(errs, err)...)
-			}
+			p.before = append(p.before, s)
 		case !backendEqual(nb, db.b):
 			p.after = append(p.after, s)
 		}
@@ -204,10 +217,8 @@ func (d *Daemon) prepareVIP(v *VIP) (*vipPlan, error) {
 	return p, nil
 }
 
-// finishVIP writes the VIP entry once its table is there, then the
-// backends that became less usable, then removes backends no longer
-// desired (no slot names them any more).
-func (d *Daemon) finishVIP(p *vipPlan) error {
+// putVIPEntry writes the VIP entry once its table is there.
+func (d *Daemon) putVIPEntry(p *vipPlan) error {
 	dv, v := p.dv, p.v
 	if p.table != nil && p.err != nil {
 		return fmt.Errorf("set table: %w", p.err)
@@ -218,11 +229,13 @@ func (d *Daemon) finishVIP(p *vipPlan) error {
 		}
 		dv.vip, dv.written = p.want, true
 	}
-	for _, s := range p.after {
-		if err := d.putBackend(s); err != nil {
-			return err
-		}
-	}
+	return nil
+}
+
+// removeUndesired removes the backends of a VIP no longer desired; no slot
+// names them any more.
+func (d *Daemon) removeUndesired(p *vipPlan) error {
+	dv, v := p.dv, p.v
 	if len(dv.backends) == p.present {
 		return nil // every backend there is desired
 	}

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -136,5 +137,68 @@ func TestPatchTableOldPins(t *testing.T) {
 			t.Fatalf("size %d: table read back differs", size)
 		}
 		must(t, d.RemoveTable(1))
+	}
+}
+
+// While slots are patched, a reader of the table sees each slot whole, with
+// its old backend or its new one, never a torn or other value: what makes a
+// table read mid-patch safe, given that both backends are in the backends
+// map (the caller's ordering rule). The two IDs differ in both low bytes,
+// so a store split in two would show.
+func TestPatchTableReadMidPatch(t *testing.T) {
+	d := newTestDatapath(t)
+	const moved = 0x0f0e // replaces backend 1
+	must(t, d.PutBackend(moved, testBackend(1)))
+	start, err := d.Table(1)
+	must(t, err)
+	var slots, to, back []uint32
+	for s, id := range start {
+		if id == 1 {
+			slots, to, back = append(slots, uint32(s)), append(to, moved), append(back, 1)
+		}
+	}
+	done := make(chan struct{})
+	reads := make(chan int)
+	var bad error
+	go func() {
+		n := 0
+		defer func() { reads <- n }()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			got, err := d.Table(1)
+			if err != nil {
+				bad = err
+				return
+			}
+			n++
+			for s, id := range got {
+				if id != start[s] && !(start[s] == 1 && id == moved) {
+					bad = fmt.Errorf("slot %d read %#x mid-patch, want %#x or %#x", s, id, start[s], moved)
+					return
+				}
+			}
+		}
+	}()
+	for i := range 2000 {
+		ids := to
+		if i%2 == 1 {
+			ids = back
+		}
+		if err := d.PatchTable(1, tableSize, slots, ids); err != nil {
+			close(done)
+			<-reads
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	if n := <-reads; n == 0 && bad == nil {
+		t.Fatal("no read while patching: the test tested nothing")
+	}
+	if bad != nil {
+		t.Fatal(bad)
 	}
 }

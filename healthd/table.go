@@ -41,24 +41,26 @@ func (t *tableData) slotsOf(a netip.Addr) int {
 	return 0
 }
 
-// tablePatcher is implemented by datapaths that rewrite single slots of an
-// installed table in place (loader.Datapath); an error wrapping
-// loader.ErrNoPatch says that this table cannot be, and nothing was written.
+// tablePatcher is implemented by datapaths that rewrite single slots of
+// installed tables in place (loader.Datapath): errs[i] is the error of
+// ps[i]; one wrapping loader.ErrNoPatch says that this table cannot be
+// patched, and nothing was written to it.
 type tablePatcher interface {
-	PatchTable(vipID, size uint32, slots, ids []uint32) error
+	PatchTables(ps []loader.TablePatch) (errs []error)
 }
 
-// installWorkers install tables concurrently: a whole table is a new (or
+// installWorkers install whole tables concurrently: each is a new (or
 // recycled) inner map swapped in, whose kernel work overlaps.
 const installWorkers = 8
 
 // installTables writes the new tables of all plans; it reports whether any
 // was written. A VIP whose installed table has the same size and another
 // non-empty backend set is patched: only the slots whose backend changed are
-// rewritten (the moves are computed once per pair of backend sets); any
-// other, or one the datapath cannot patch, is installed whole.
+// rewritten (the moves are computed once per pair of backend sets), all
+// VIPs in one call; any other, or one the datapath cannot patch, is
+// installed whole.
 func (d *Daemon) installTables(plans []*vipPlan) bool {
-	var todo []*vipPlan
+	var todo, whole []*vipPlan
 	for _, p := range plans {
 		if p.table != nil {
 			todo = append(todo, p)
@@ -68,27 +70,54 @@ func (d *Daemon) installTables(plans []*vipPlan) bool {
 		return false
 	}
 	patcher, _ := d.opts.Datapath.(tablePatcher)
+	var patches []loader.TablePatch
+	var patched []*vipPlan
+	for _, p := range todo {
+		if p.moved == nil || patcher == nil {
+			whole = append(whole, p)
+			continue
+		}
+		ids := d.dp.idArena.take(len(p.moved))[:len(p.moved)]
+		for j, s := range p.moved {
+			ids[j] = p.ids[p.table.pos[s]]
+		}
+		patches = append(patches, loader.TablePatch{VIPID: p.dv.id, Size: p.v.TableSize, Slots: p.moved, IDs: ids})
+		patched = append(patched, p)
+	}
+	if len(patches) > 0 {
+		for i, err := range patcher.PatchTables(patches) {
+			switch p := patched[i]; {
+			case err == nil:
+				p.patched = true
+			case errors.Is(err, loader.ErrNoPatch):
+				whole = append(whole, p)
+			default:
+				p.err = err
+			}
+		}
+	}
+	d.setWholeTables(whole)
+	for _, p := range todo {
+		if p.err != nil {
+			continue
+		}
+		p.dv.tableKey, p.dv.table, p.dv.installed = p.key, true, p.table
+		d.stats.installs++
+		if p.patched {
+			d.stats.patches++
+		}
+	}
+	return true
+}
+
+// setWholeTables installs whole tables, installWorkers at a time.
+func (d *Daemon) setWholeTables(plans []*vipPlan) {
 	work := make(chan *vipPlan)
 	var wg sync.WaitGroup
-	for range min(installWorkers, len(todo)) {
+	for range min(installWorkers, len(plans)) {
 		wg.Go(func() {
-			var buf, ids []uint32 // the datapath copies both
+			var buf []uint32 // the datapath copies it
 			for p := range work {
-				if p.moved != nil && patcher != nil {
-					ids = slices.Grow(ids[:0], len(p.moved))[:len(p.moved)]
-					for j, s := range p.moved {
-						ids[j] = p.ids[p.table.pos[s]]
-					}
-					err := patcher.PatchTable(p.dv.id, p.v.TableSize, p.moved, ids)
-					if err == nil {
-						p.patched = true
-						continue
-					}
-					if !errors.Is(err, loader.ErrNoPatch) {
-						p.err = err
-						continue
-					}
-				}
 				size := int(p.v.TableSize)
 				if cap(buf) < size {
 					buf = make([]uint32, size)
@@ -105,22 +134,11 @@ func (d *Daemon) installTables(plans []*vipPlan) bool {
 			}
 		})
 	}
-	for _, p := range todo {
+	for _, p := range plans {
 		work <- p
 	}
 	close(work)
 	wg.Wait()
-	for _, p := range todo {
-		if p.err != nil {
-			continue
-		}
-		p.dv.tableKey, p.dv.table, p.dv.installed = p.key, true, p.table
-		d.stats.installs++
-		if p.patched {
-			d.stats.patches++
-		}
-	}
-	return true
 }
 
 // planTable computes the table of a VIP over its backends usable for new

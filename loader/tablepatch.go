@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -108,40 +109,141 @@ func (t *tableView) unmap() { _ = unix.Munmap(t.mem) }
 // nothing was written then. Like SetTable, calls for different VIP IDs may
 // run in parallel, calls for the same VIP ID must not.
 func (d *Datapath) PatchTable(vipID, size uint32, slots, ids []uint32) error {
-	if vipID >= MaxVIPs {
-		return fmt.Errorf("%w: vip id %d: want 0..%d", ErrInvalid, vipID, MaxVIPs-1)
-	}
-	outer, ok := d.tables[size]
-	if !ok {
-		return fmt.Errorf("%w: table size %d: want one of %v", ErrInvalid, size, SupportedTableSizes)
-	}
-	if len(slots) != len(ids) {
-		return fmt.Errorf("%w: %d slots but %d backend ids", ErrInvalid, len(slots), len(ids))
-	}
-	for i, s := range slots {
-		if s >= size {
-			return fmt.Errorf("%w: slot %d of a %d-slot table", ErrInvalid, s, size)
+	return d.PatchTables([]TablePatch{{VIPID: vipID, Size: size, Slots: slots, IDs: ids}})[0]
+}
+
+// TablePatch is a change of one VIP's installed table for PatchTables:
+// table[Slots[i]] = IDs[i] in the Size-slot table of VIP ID VIPID.
+type TablePatch struct {
+	VIPID, Size uint32
+	Slots, IDs  []uint32
+}
+
+// batchLookupMin is how many patches make one batch lookup of the outer
+// maps cheaper than a lookup per VIP: looking up one VIP's table in a hash
+// of maps takes about 7 µs here, a batch of 1,000 about 0.5 ms.
+const batchLookupMin = 16
+
+// PatchTables applies patches to distinct VIP IDs, each as PatchTable
+// would (errs[i] is that of ps[i], nil when it was written), spreading the
+// writes over the CPUs. Which table each VIP has installed is read with one
+// batch lookup per table size when there are many patches: a flip that
+// moves slots of 1,000 tables does not pay 1,000 lookups.
+func (d *Datapath) PatchTables(ps []TablePatch) []error {
+	errs := make([]error, len(ps))
+	seen := make(map[uint32]bool, len(ps))
+	sizes := map[uint32]bool{}
+	for i, p := range ps {
+		errs[i] = d.checkPatch(p)
+		if errs[i] == nil && seen[p.VIPID] {
+			errs[i] = fmt.Errorf("%w: vip id %d patched twice in one call", ErrInvalid, p.VIPID)
 		}
-		if ids[i] >= d.maxBackends {
-			return fmt.Errorf("%w: table slot %d: backend id %d: want 0..%d", ErrInvalid, s, ids[i], d.maxBackends-1)
+		seen[p.VIPID] = true
+		if errs[i] == nil {
+			sizes[p.Size] = true
 		}
 	}
-	var cur ebpf.MapID
-	if err := outer.Lookup(vipID, &cur); err != nil {
+	installed := map[uint32]map[uint32]ebpf.MapID{} // size → VIP ID → inner map
+	if len(ps) >= batchLookupMin {
+		for size := range sizes {
+			m, err := installedTables(d.tables[size])
+			if err != nil {
+				for i, p := range ps {
+					if errs[i] == nil && p.Size == size {
+						errs[i] = fmt.Errorf("patch table of vip %d: %w", p.VIPID, err)
+					}
+				}
+				continue
+			}
+			installed[size] = m
+		}
+	}
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), (len(ps)+batchLookupMin-1)/batchLookupMin) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(ps); i = int(next.Add(1) - 1) {
+				if errs[i] != nil {
+					continue
+				}
+				p := ps[i]
+				var cur ebpf.MapID
+				var ok bool
+				if m := installed[p.Size]; m != nil {
+					cur, ok = m[p.VIPID]
+				} else if err := d.tables[p.Size].Lookup(p.VIPID, &cur); err == nil {
+					ok = true
+				} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+					errs[i] = fmt.Errorf("patch table of vip %d: %w", p.VIPID, err)
+					continue
+				}
+				if !ok {
+					errs[i] = fmt.Errorf("patch table of vip %d: no %d-slot table installed: %w", p.VIPID, p.Size, ErrNoPatch)
+					continue
+				}
+				errs[i] = d.patchInstalled(p, cur)
+			}
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// checkPatch checks a patch's arguments.
+func (d *Datapath) checkPatch(p TablePatch) error {
+	if p.VIPID >= MaxVIPs {
+		return fmt.Errorf("%w: vip id %d: want 0..%d", ErrInvalid, p.VIPID, MaxVIPs-1)
+	}
+	if _, ok := d.tables[p.Size]; !ok {
+		return fmt.Errorf("%w: table size %d: want one of %v", ErrInvalid, p.Size, SupportedTableSizes)
+	}
+	if len(p.Slots) != len(p.IDs) {
+		return fmt.Errorf("%w: %d slots but %d backend ids", ErrInvalid, len(p.Slots), len(p.IDs))
+	}
+	for i, s := range p.Slots {
+		if s >= p.Size {
+			return fmt.Errorf("%w: slot %d of a %d-slot table", ErrInvalid, s, p.Size)
+		}
+		if p.IDs[i] >= d.maxBackends {
+			return fmt.Errorf("%w: table slot %d: backend id %d: want 0..%d", ErrInvalid, s, p.IDs[i], d.maxBackends-1)
+		}
+	}
+	return nil
+}
+
+// installedTables reads an outer table map whole: VIP ID → inner map ID.
+func installedTables(outer *ebpf.Map) (map[uint32]ebpf.MapID, error) {
+	out := map[uint32]ebpf.MapID{}
+	keys := make([]uint32, 256)
+	ids := make([]uint32, 256)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := outer.BatchLookup(&cursor, keys, ids, nil)
+		for i := range n {
+			if keys[i] != probeKey {
+				out[keys[i]] = ebpf.MapID(ids[i])
+			}
+		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("patch table of vip %d: no %d-slot table installed: %w", vipID, size, ErrNoPatch)
+			return out, nil // the last batch
 		}
-		return fmt.Errorf("patch table of vip %d: %w", vipID, err)
+		if err != nil {
+			return nil, fmt.Errorf("read installed tables: %w", err)
+		}
 	}
-	t := d.views.take(vipID)
+}
+
+// patchInstalled writes a checked patch into the installed inner map cur.
+func (d *Datapath) patchInstalled(p TablePatch, cur ebpf.MapID) error {
+	t := d.views.take(p.VIPID)
 	if t != nil && t.mapID != cur {
 		t.unmap() // replaced behind this view's back (another Datapath on the same pins)
 		t = nil
 	}
 	if t == nil {
 		var err error
-		if t, err = mapTable(cur, size); err != nil {
-			return fmt.Errorf("patch table of vip %d: %w", vipID, err)
+		if t, err = mapTable(cur, p.Size); err != nil {
+			return fmt.Errorf("patch table of vip %d: %w", p.VIPID, err)
 		}
 	}
 	// Plain stores: an aligned 32-bit store is never torn (hardware, and
@@ -150,13 +252,13 @@ func (d *Datapath) PatchTable(vipID, size uint32, slots, ids []uint32) error {
 	// scattered slots overlap (about 5x faster here). The atomic store at
 	// the end publishes them all before PatchTable returns, so a caller's
 	// next step (freeing an ID the old slots named) comes after.
-	for i, s := range slots {
-		t.slots[s] = ids[i]
+	for i, s := range p.Slots {
+		t.slots[s] = p.IDs[i]
 	}
-	if n := len(slots); n > 0 {
-		atomic.StoreUint32(&t.slots[slots[n-1]], ids[n-1])
+	if n := len(p.Slots); n > 0 {
+		atomic.StoreUint32(&t.slots[p.Slots[n-1]], p.IDs[n-1])
 	}
-	d.views.keep(vipID, t)
+	d.views.keep(p.VIPID, t)
 	return nil
 }
 

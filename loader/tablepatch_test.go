@@ -202,3 +202,56 @@ func TestPatchTableReadMidPatch(t *testing.T) {
 		t.Fatal(bad)
 	}
 }
+
+// PatchTables patches many tables (reading the installed ones in one
+// batch), and reports each patch's refusal on its own: the others are
+// written.
+func TestPatchTables(t *testing.T) {
+	d := newTestDatapath(t)
+	want := map[uint32][]uint32{}
+	var ps []TablePatch
+	for v := uint32(20); v < 20+2*batchLookupMin; v++ {
+		table := roundRobin(tableSize, 1, 2, 3)
+		must(t, d.SetTable(v, table))
+		slots := []uint32{v % tableSize, (v * 7) % tableSize}
+		ids := []uint32{4, 0}
+		table[slots[0]], table[slots[1]] = 4, 0
+		want[v] = table
+		ps = append(ps, TablePatch{VIPID: v, Size: tableSize, Slots: slots, IDs: ids})
+	}
+	bad := []struct {
+		p    TablePatch
+		want error
+	}{
+		{TablePatch{VIPID: 9, Size: tableSize, Slots: []uint32{0}, IDs: []uint32{2}}, ErrNoPatch},
+		{TablePatch{VIPID: 1, Size: tableSize, Slots: []uint32{tableSize}, IDs: []uint32{2}}, ErrInvalid},
+		{TablePatch{VIPID: 20, Size: tableSize, Slots: []uint32{0}, IDs: []uint32{2}}, ErrInvalid}, // twice
+		{TablePatch{VIPID: 2, Size: 4093, Slots: []uint32{0}, IDs: []uint32{2}}, ErrNoPatch},
+	}
+	for _, b := range bad {
+		ps = append(ps, b.p)
+	}
+	before1, err := d.Table(1)
+	must(t, err)
+	errs := d.PatchTables(ps)
+	for i, b := range bad {
+		if err := errs[len(ps)-len(bad)+i]; !errors.Is(err, b.want) {
+			t.Errorf("patch of vip %d: error %v, want %v", b.p.VIPID, err, b.want)
+		}
+	}
+	for i, err := range errs[:len(ps)-len(bad)] {
+		if err != nil {
+			t.Fatalf("patch of vip %d: %v", ps[i].VIPID, err)
+		}
+	}
+	for v, table := range want {
+		got, err := d.Table(v)
+		must(t, err)
+		if !slices.Equal(got, table) {
+			t.Fatalf("table of vip %d read back differs from the patched one", v)
+		}
+	}
+	if after1, err := d.Table(1); err != nil || !slices.Equal(after1, before1) {
+		t.Fatalf("a refused patch changed the table of vip 1 (%v)", err)
+	}
+}

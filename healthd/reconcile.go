@@ -182,7 +182,9 @@ func (d *Daemon) prepareVIP(v *VIP) (*vipPlan, error) {
 		dv.order[i] = db
 		p.present++
 		mac, merr := d.resolveFor(db, b.Addr, v.Mode == "l2dsr")
-		db.err = ""
+		if db.err != "" {
+			db.err = "" // written only when it changes: 100,000 pairs stay clean in the cache
+		}
 		if merr != nil {
 			db.err = merr.Error()
 			if db.written {

@@ -143,19 +143,14 @@ func (d *Datapath) PatchTables(ps []TablePatch) []error {
 			sizes[p.Size] = true
 		}
 	}
-	installed := map[uint32]map[uint32]ebpf.MapID{} // size → VIP ID → inner map
+	// size → VIP ID → inner map; a size missing (the batch lookup failed,
+	// e.g. a kernel without batch operations) is looked up per VIP.
+	installed := map[uint32]map[uint32]ebpf.MapID{}
 	if len(ps) >= batchLookupMin {
 		for size := range sizes {
-			m, err := installedTables(d.tables[size])
-			if err != nil {
-				for i, p := range ps {
-					if errs[i] == nil && p.Size == size {
-						errs[i] = fmt.Errorf("patch table of vip %d: %w", p.VIPID, err)
-					}
-				}
-				continue
+			if m, err := installedTables(d.tables[size]); err == nil {
+				installed[size] = m
 			}
-			installed[size] = m
 		}
 	}
 	next := atomic.Int64{}

@@ -3,10 +3,13 @@ package healthd
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xlb-project/xlb/healthd/api"
 )
@@ -146,4 +149,119 @@ func TestFailedPatchKeepsLeavingBackend(t *testing.T) {
 		}
 	}
 	namesOnlyPresent(t, r)
+}
+
+// A reconcile that reads only the backends whose health changed (the VIP's
+// memo) writes and reports exactly what one reading every backend does: two
+// daemons, one with the memo off, go through the same random health flips
+// (panic included), lost, found and changed next hops, drains and injected
+// write failures; their datapaths and backend status stay equal after
+// every step.
+func TestMemoReconcileMatchesFullWalk(t *testing.T) {
+	yaml, vips := sharedSet(4)
+	rigs := []*rig{newRig(t, yaml), newRig(t, yaml)}
+	rigs[1].d.noMemo = true
+	rnd := rand.New(rand.NewPCG(16, 6))
+	addr := func(b int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", b)) }
+	states := []string{HealthHealthy, HealthUnhealthy, HealthUnknown}
+	for _, r := range rigs {
+		for b := 11; b <= 16; b++ {
+			r.setHealth(addr(b).String(), HealthHealthy)
+		}
+		r.clock.fire()
+	}
+	missing := 0 // the backend whose next hop is gone, at most one
+	for step := range 600 {
+		b := 11 + rnd.IntN(6)
+		vip := mustKey(t, vips[rnd.IntN(len(vips))])
+		action := rnd.IntN(20)
+		state := states[rnd.IntN(len(states))]
+		failAt := 0
+		if rnd.IntN(8) == 0 {
+			failAt = 1 + rnd.IntN(3) // the nth write fails, in both
+		}
+		var what string
+		switch {
+		case action < 14:
+			what = fmt.Sprintf("health of .%d: %s", b, state)
+		case action < 16:
+			if missing == 0 {
+				missing = b
+				what = fmt.Sprintf("next hop of .%d lost", b)
+			} else {
+				what = fmt.Sprintf("next hop of .%d found", missing)
+				b, missing = missing, 0
+			}
+		case action == 16:
+			what = fmt.Sprintf("next hop of .%d changed", b)
+		case action == 17:
+			what = fmt.Sprintf("drain .%d", b)
+		case action == 18:
+			what = fmt.Sprintf("undrain .%d", b)
+		default:
+			what = "refresh"
+		}
+		for _, r := range rigs {
+			writes := 0
+			r.dp.Fail = func(op string) error {
+				if op == "PutBackend" || op == "PatchTable" {
+					if writes++; writes == failAt {
+						return errors.New("injected")
+					}
+				}
+				return nil
+			}
+			switch {
+			case action < 14:
+				r.setHealth(addr(b).String(), state)
+				r.clock.fire()
+			case action < 17:
+				r.res.mu.Lock()
+				if action == 16 {
+					r.res.shift[addr(b)]++
+				} else {
+					r.res.missing[addr(b)] = missing == b
+				}
+				r.res.mu.Unlock()
+				r.d.Refresh()
+				r.clock.fire()
+			case action == 17:
+				_ = r.d.Drain(vip, addr(b), time.Hour)
+			case action == 18:
+				_ = r.d.Undrain(vip, addr(b))
+			default:
+				r.d.Refresh()
+				r.clock.fire()
+			}
+			r.dp.Fail = nil
+		}
+		a, c := rigs[0], rigs[1]
+		a.dp.Lock()
+		c.dp.Lock()
+		same := reflect.DeepEqual(a.dp.Backends, c.dp.Backends) && reflect.DeepEqual(a.dp.Tables, c.dp.Tables)
+		c.dp.Unlock()
+		a.dp.Unlock()
+		if !same {
+			t.Fatalf("step %d (%s): the datapaths differ", step, what)
+		}
+		if sa, sc := backendStatus(a), backendStatus(c); !reflect.DeepEqual(sa, sc) {
+			t.Fatalf("step %d (%s): status differs:\n%v\n%v", step, what, sa, sc)
+		}
+	}
+	// Most pairs were not read: the test tested the memo.
+	if skips, pairs := rigs[0].d.stats.memoSkips, uint64(600*len(vips)*6); skips < pairs/5 {
+		t.Fatalf("the memo spared %d of about %d pair reads: the test tested little", skips, pairs)
+	}
+}
+
+// backendStatus is what the daemon reports of each backend that a
+// reconcile decides.
+func backendStatus(r *rig) []string {
+	var out []string
+	for _, v := range r.d.Status().VIPs {
+		for _, b := range v.Backends {
+			out = append(out, fmt.Sprintf("%s %s id=%d new=%v est=%v hop=%s hoperr=%q slots=%d err=%q", v.Address, b.Address, b.ID, b.UsableNew, b.UsableEst, b.NextHop, b.NextHopErr, b.Slots, b.LastError))
+		}
+	}
+	return out
 }

@@ -73,7 +73,22 @@ type dpVIP struct {
 	order     []*dpBackend // backends in the order of orderOf.Backends (prepareVIP)
 	orderOf   *VIP
 	checks    []*healthInfo // health of each of order; nil: no check running
-	err       string        // why the VIP is not (fully) installed
+	// memo holds, per position of orderOf.Backends, what the last
+	// reconcile decided; when that reconcile wrote everything (memoOK),
+	// with the same next hops (memoHop) and panic state, the next one
+	// reads only the backends whose health changed: a flip of a backend
+	// in 1,000 VIPs does not walk the 99,000 others.
+	memo    []backendMemo
+	memoOK  bool
+	memoHop uint64
+	err     string // why the VIP is not (fully) installed
+}
+
+type backendMemo struct {
+	unchecked, active bool // of the desired backend (no check; admin state active)
+	healthy           bool // as the reconcile saw it
+	usableNew         bool // a table member
+	id                uint32
 }
 
 type dpBackend struct {

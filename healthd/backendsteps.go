@@ -47,8 +47,9 @@ func (d *Daemon) putSteps(plans []*vipPlan, steps func(*vipPlan) []backendStep) 
 		if err == nil {
 			return failed
 		}
-		// Write the rest one by one, to tell which VIPs they fail for (the
-		// last again when only what follows the writes failed).
+		// Write the rest one by one, to tell which VIPs they fail for.
+		// When all were written and only the generation bump after them
+		// failed, write the last again: its write bumps the generation.
 		start = min(n, len(all)-1)
 	}
 	for _, o := range all[start:] {

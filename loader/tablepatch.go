@@ -131,6 +131,9 @@ const batchLookupMin = 16
 // moves slots of 1,000 tables does not pay 1,000 lookups.
 func (d *Datapath) PatchTables(ps []TablePatch) []error {
 	errs := make([]error, len(ps))
+	if len(ps) == 0 {
+		return errs
+	}
 	seen := make(map[uint32]bool, len(ps))
 	sizes := map[uint32]bool{}
 	for i, p := range ps {
@@ -153,35 +156,47 @@ func (d *Datapath) PatchTables(ps []TablePatch) []error {
 			}
 		}
 	}
-	next := atomic.Int64{}
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), (len(ps)+batchLookupMin-1)/batchLookupMin) {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < len(ps); i = int(next.Add(1) - 1) {
-				if errs[i] != nil {
-					continue
-				}
-				p := ps[i]
-				var cur ebpf.MapID
-				var ok bool
-				if m := installed[p.Size]; m != nil {
-					cur, ok = m[p.VIPID]
-				} else if err := d.tables[p.Size].Lookup(p.VIPID, &cur); err == nil {
-					ok = true
-				} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
-					errs[i] = fmt.Errorf("patch table of vip %d: %w", p.VIPID, err)
-					continue
-				}
-				if !ok {
-					errs[i] = fmt.Errorf("patch table of vip %d: no %d-slot table installed: %w", p.VIPID, p.Size, ErrNoPatch)
-					continue
-				}
-				errs[i] = d.patchInstalled(p, cur)
+	// The caller patches too, helped by a goroutine per other CPU. It
+	// waits for the patches, not for the helpers: on a busy machine a
+	// helper may get a CPU only after the caller has done all the work, and
+	// then finds none left. Only a patch a helper has started (a few µs)
+	// can hold the caller up.
+	var next, finished atomic.Int64
+	allDone := make(chan struct{})
+	work := func() {
+		for i := int(next.Add(1) - 1); i < len(ps); i = int(next.Add(1) - 1) {
+			if errs[i] == nil {
+				errs[i] = d.patchOne(ps[i], installed[ps[i].Size])
 			}
-		})
+			if finished.Add(1) == int64(len(ps)) {
+				close(allDone)
+			}
+		}
 	}
-	wg.Wait()
+	for range min(runtime.GOMAXPROCS(0), (len(ps)+batchLookupMin-1)/batchLookupMin) - 1 {
+		go work()
+	}
+	work()
+	<-allDone
 	return errs
+}
+
+// patchOne writes a checked patch into the VIP's installed table, found in
+// installed (VIP ID → inner map) or, when that is nil, looked up.
+func (d *Datapath) patchOne(p TablePatch, installed map[uint32]ebpf.MapID) error {
+	var cur ebpf.MapID
+	var ok bool
+	if installed != nil {
+		cur, ok = installed[p.VIPID]
+	} else if err := d.tables[p.Size].Lookup(p.VIPID, &cur); err == nil {
+		ok = true
+	} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("patch table of vip %d: %w", p.VIPID, err)
+	}
+	if !ok {
+		return fmt.Errorf("patch table of vip %d: no %d-slot table installed: %w", p.VIPID, p.Size, ErrNoPatch)
+	}
+	return d.patchInstalled(p, cur)
 }
 
 // checkPatch checks a patch's arguments.

@@ -67,6 +67,7 @@ type Daemon struct {
 	// nextHops caches resolutions; cleared on neighbour changes.
 	nextHops   map[nextHopKey]nextHopResult
 	nextHopGen uint64 // counts clearings, from 1; backends keep their answer for one
+	noMemo     bool   // tests: every reconcile reads every backend (prepareVIP)
 	nextHopsAt time.Time
 	stats      reconcileStats
 	metrics    *metrics
@@ -83,7 +84,16 @@ type reconcileStats struct {
 	rebuilds     uint64        // tables computed
 	installs     uint64        // tables written
 	patches      uint64        // of which rewritten in place (the moved slots only)
+	memoSkips    uint64        // VIP-backend pairs a reconcile did not read (dpVIP.memo)
 	lastDuration time.Duration // of the last reconcile that changed a table
+	lastPhases   reconcilePhases
+}
+
+// reconcilePhases split a reconcile's duration: planning (backends written
+// before the tables, tables computed), installing the tables, finishing
+// (VIP entries, backends written after, removals); the rest is bookkeeping.
+type reconcilePhases struct {
+	plan, install, finish time.Duration
 }
 
 // New returns a daemon with an empty desired state; call Apply with the

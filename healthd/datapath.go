@@ -18,7 +18,7 @@ type Datapath interface {
 	RemoveBackend(id uint32) error
 	// SetTable installs a whole table atomically; slot value 0 is empty.
 	// A datapath that can also rewrite single slots in place implements
-	// PatchTable (tablePatcher), which reconciles use when few slots move.
+	// PatchTables (tablePatcher), which reconciles use when slots move.
 	SetTable(vipID uint32, table []uint32) error
 	BackendCounters(id uint32) (loader.Counters, error)
 	// The datapath counts per backend only: a VIP's traffic is its

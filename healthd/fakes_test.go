@@ -81,6 +81,7 @@ func (p *fakeProber) Remove(id string) {
 type fakeResolver struct {
 	mu      sync.Mutex
 	missing map[netip.Addr]bool
+	shift   map[netip.Addr]byte // changes the MAC an address resolves to
 }
 
 func (r *fakeResolver) Resolve(a netip.Addr, _ bool) (net.HardwareAddr, error) {
@@ -90,7 +91,7 @@ func (r *fakeResolver) Resolve(a netip.Addr, _ bool) (net.HardwareAddr, error) {
 		return nil, errors.New("no neighbour entry")
 	}
 	b := a.As16()
-	return net.HardwareAddr{0x02, 0, b[12], b[13], b[14], b[15]}, nil
+	return net.HardwareAddr{0x02, r.shift[a], b[12], b[13], b[14], b[15]}, nil
 }
 
 type rig struct {
@@ -104,7 +105,7 @@ type rig struct {
 
 func newRig(t *testing.T, yaml string) *rig {
 	t.Helper()
-	r := &rig{dp: healthdtest.NewMemDatapath(), clock: newFakeClock(), prober: &fakeProber{}, res: &fakeResolver{missing: map[netip.Addr]bool{}}, dir: t.TempDir()}
+	r := &rig{dp: healthdtest.NewMemDatapath(), clock: newFakeClock(), prober: &fakeProber{}, res: &fakeResolver{missing: map[netip.Addr]bool{}, shift: map[netip.Addr]byte{}}, dir: t.TempDir()}
 	r.start(t, yaml)
 	return r
 }

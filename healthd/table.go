@@ -23,6 +23,7 @@ func maglevBuild(keys []string, weights []uint32, size uint32) ([]uint32, error)
 // tableData is a computed table, shared by the VIPs with its key (table
 // size, then each backend usable for new flows with its weight).
 type tableData struct {
+	key     string
 	pos     []uint32     // Maglev position of each slot; empty: no backend
 	members []netip.Addr // the backend at each position, in address order
 	slots   []int        // slots per position
@@ -40,24 +41,26 @@ func (t *tableData) slotsOf(a netip.Addr) int {
 	return 0
 }
 
-// tablePatcher is implemented by datapaths that rewrite single slots of an
-// installed table in place (loader.Datapath); an error wrapping
-// loader.ErrNoPatch says that this table cannot be, and nothing was written.
+// tablePatcher is implemented by datapaths that rewrite single slots of
+// installed tables in place (loader.Datapath): errs[i] is the error of
+// ps[i]; one wrapping loader.ErrNoPatch says that this table cannot be
+// patched, and nothing was written to it.
 type tablePatcher interface {
-	PatchTable(vipID, size uint32, slots, ids []uint32) error
+	PatchTables(ps []loader.TablePatch) (errs []error)
 }
 
-// installWorkers install tables concurrently: a whole table is a new (or
+// installWorkers install whole tables concurrently: each is a new (or
 // recycled) inner map swapped in, whose kernel work overlaps.
 const installWorkers = 8
 
 // installTables writes the new tables of all plans; it reports whether any
 // was written. A VIP whose installed table has the same size and another
 // non-empty backend set is patched: only the slots whose backend changed are
-// rewritten (the moves are computed once per pair of backend sets); any
-// other, or one the datapath cannot patch, is installed whole.
+// rewritten (the moves are computed once per pair of backend sets), all
+// VIPs in one call; any other, or one the datapath cannot patch, is
+// installed whole.
 func (d *Daemon) installTables(plans []*vipPlan) bool {
-	var todo []*vipPlan
+	var todo, whole []*vipPlan
 	for _, p := range plans {
 		if p.table != nil {
 			todo = append(todo, p)
@@ -67,48 +70,33 @@ func (d *Daemon) installTables(plans []*vipPlan) bool {
 		return false
 	}
 	patcher, _ := d.opts.Datapath.(tablePatcher)
-	work := make(chan *vipPlan)
-	var wg sync.WaitGroup
-	for range min(installWorkers, len(todo)) {
-		wg.Go(func() {
-			var buf []uint32
-			for p := range work {
-				if p.moved != nil && patcher != nil {
-					ids := make([]uint32, len(p.moved))
-					for j, s := range p.moved {
-						ids[j] = p.ids[p.table.pos[s]]
-					}
-					err := patcher.PatchTable(p.dv.id, p.v.TableSize, p.moved, ids)
-					if err == nil {
-						p.patched = true
-						continue
-					}
-					if !errors.Is(err, loader.ErrNoPatch) {
-						p.err = err
-						continue
-					}
-				}
-				size := int(p.v.TableSize)
-				if cap(buf) < size {
-					buf = make([]uint32, size)
-				}
-				table := buf[:size] // the datapath copies it
-				if len(p.table.pos) == size {
-					for i, pos := range p.table.pos {
-						table[i] = p.ids[pos]
-					}
-				} else {
-					clear(table)
-				}
-				p.err = d.opts.Datapath.SetTable(p.dv.id, table)
-			}
-		})
-	}
+	var patches []loader.TablePatch
+	var patched []*vipPlan
 	for _, p := range todo {
-		work <- p
+		if p.moved == nil || patcher == nil {
+			whole = append(whole, p)
+			continue
+		}
+		ids := d.dp.idArena.take(len(p.moved))[:len(p.moved)]
+		for j, s := range p.moved {
+			ids[j] = p.ids[p.table.pos[s]]
+		}
+		patches = append(patches, loader.TablePatch{VIPID: p.dv.id, Size: p.v.TableSize, Slots: p.moved, IDs: ids})
+		patched = append(patched, p)
 	}
-	close(work)
-	wg.Wait()
+	if len(patches) > 0 {
+		for i, err := range patcher.PatchTables(patches) {
+			switch p := patched[i]; {
+			case err == nil:
+				p.patched = true
+			case errors.Is(err, loader.ErrNoPatch):
+				whole = append(whole, p)
+			default:
+				p.err = err
+			}
+		}
+	}
+	d.setWholeTables(whole)
 	for _, p := range todo {
 		if p.err != nil {
 			continue
@@ -122,23 +110,58 @@ func (d *Daemon) installTables(plans []*vipPlan) bool {
 	return true
 }
 
+// setWholeTables installs whole tables, installWorkers at a time.
+func (d *Daemon) setWholeTables(plans []*vipPlan) {
+	work := make(chan *vipPlan)
+	var wg sync.WaitGroup
+	for range min(installWorkers, len(plans)) {
+		wg.Go(func() {
+			var buf []uint32 // the datapath copies it
+			for p := range work {
+				size := int(p.v.TableSize)
+				if cap(buf) < size {
+					buf = make([]uint32, size)
+				}
+				table := buf[:size]
+				if len(p.table.pos) == size {
+					for i, pos := range p.table.pos {
+						table[i] = p.ids[pos]
+					}
+				} else {
+					clear(table)
+				}
+				p.err = d.opts.Datapath.SetTable(p.dv.id, table)
+			}
+		})
+	}
+	for _, p := range plans {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
+}
+
 // planTable computes the table of a VIP over its backends usable for new
 // flows, unless the installed one is up to date (p.table stays nil). Tables
-// are built once per distinct key and shared by the VIPs that have it.
+// are built once per distinct key and shared by the VIPs that have it; a
+// table no VIP uses any more is kept a while (keptTables), so that a backend
+// flipping back finds its table built. Nothing is allocated for a VIP whose
+// key is known: a flip touching 1,000 VIPs leaves the garbage collector
+// little to do.
 func (d *Daemon) planTable(p *vipPlan) error {
 	dv, v := p.dv, p.v
 	// The key: size, then each member's address (16 bytes) and weight.
-	kb := make([]byte, 0, 4+20*len(p.members))
-	kb = binary.LittleEndian.AppendUint32(kb, v.TableSize)
+	kb := binary.LittleEndian.AppendUint32(d.dp.keyBuf[:0], v.TableSize)
 	for _, b := range p.members {
 		a := b.Addr.As16()
 		kb = binary.LittleEndian.AppendUint32(append(kb, a[:]...), b.Weight)
 	}
-	p.key = string(kb)
-	if p.key == dv.tableKey && dv.table {
+	d.dp.keyBuf = kb
+	if dv.table && string(kb) == dv.tableKey {
+		p.key = dv.tableKey
 		return nil
 	}
-	td, ok := d.dp.tables[p.key]
+	td, ok := d.dp.tables[string(kb)]
 	if !ok {
 		keys := make([]string, len(p.members))
 		weights := make([]uint32, len(p.members))
@@ -152,29 +175,65 @@ func (d *Daemon) planTable(p *vipPlan) error {
 		if len(pos) != int(v.TableSize) {
 			pos = make([]uint32, 0) // no backend: an empty table
 		}
-		td = &tableData{pos: pos, members: make([]netip.Addr, len(p.members)), slots: make([]int, len(p.members))}
+		td = &tableData{key: string(kb), pos: pos, members: make([]netip.Addr, len(p.members)), slots: make([]int, len(p.members))}
 		for i, b := range p.members {
 			td.members[i] = b.Addr
 		}
 		for _, pos := range td.pos {
 			td.slots[pos]++
 		}
-		d.dp.tables[p.key] = td
+		d.dp.tables[td.key] = td
 		d.stats.rebuilds++
 	}
+	p.key = td.key
 	p.table = td
 	if old := d.dp.tables[dv.tableKey]; dv.table && old != nil && len(old.pos) > 0 && len(old.pos) == len(td.pos) {
-		p.moved = d.movedSlots(dv.tableKey, old, p.key, td)
+		p.moved = d.movedSlots(old, td)
 	}
 	return nil
 }
 
+// keptTables is how many tables no VIP uses are kept for a VIP to come
+// back to (a backend flipping unhealthy and healthy again).
+const keptTables = 8
+
+// forgetTables drops the tables no VIP uses, beyond the keptTables most
+// recently left, and the moves of this reconcile.
+func (d *Daemon) forgetTables() {
+	inUse := make(map[*tableData]bool, len(d.dp.tables))
+	for _, dv := range d.dp.vips {
+		if td := d.dp.tables[dv.tableKey]; td != nil {
+			inUse[td] = true
+		}
+	}
+	for _, td := range d.dp.tables {
+		if !inUse[td] && !slices.Contains(d.dp.unused, td) {
+			d.dp.unused = append(d.dp.unused, td) // newly unused: the most recent
+		}
+	}
+	kept := d.dp.unused[:0]
+	for _, td := range d.dp.unused {
+		if !inUse[td] && d.dp.tables[td.key] == td {
+			kept = append(kept, td)
+		}
+	}
+	clear(d.dp.unused[len(kept):])
+	d.dp.unused = kept
+	if n := len(kept) - keptTables; n > 0 {
+		for _, td := range kept[:n] {
+			delete(d.dp.tables, td.key)
+		}
+		d.dp.unused = slices.Delete(kept, 0, n)
+	}
+	clear(d.dp.moves)
+}
+
 // movedSlots lists the slots whose backend differs between two tables of
 // one size, by backend identity (positions shift when a backend joins or
-// leaves). Each pair of keys is compared once per reconcile: VIPs with the
-// same backend set and the same change share the list.
-func (d *Daemon) movedSlots(oldKey string, old *tableData, newKey string, td *tableData) []uint32 {
-	pair := oldKey + "\x00" + newKey
+// leaves). Each pair of tables is compared once per reconcile: VIPs with
+// the same backend set and the same change share the list.
+func (d *Daemon) movedSlots(old, td *tableData) []uint32 {
+	pair := [2]*tableData{old, td}
 	if m, ok := d.dp.moves[pair]; ok {
 		return m
 	}

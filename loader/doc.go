@@ -18,7 +18,8 @@
 //   - VIPs: VIPKey (address, port or 0 for any port, protocol) → VIP (ID, mode,
 //     hashing option, table size). PutVIP, RemoveVIP.
 //   - Backends: backend ID → Backend (address, next-hop MAC, usable for new and
-//     for established flows). PutBackend, RemoveBackend. IDs run from 1 to
+//     for established flows). PutBackend, PutBackends (many in one map
+//     update and one generation bump), RemoveBackend. IDs run from 1 to
 //     Options.MaxBackends-1 (default MaxBackends); 0 marks an empty table
 //     slot.
 //   - Tables: one hash-of-maps per supported table size; VIP ID → a one-entry
@@ -28,7 +29,8 @@
 //     slots of the installed table in place (inner maps are mmapable), each
 //     slot one atomic 32-bit store: a packet reads its slot's old or new
 //     backend, and a new flow arriving during a patch may follow either
-//     table.
+//     table. PatchTables patches the tables of many VIPs in one call,
+//     reading which inner map each VIP has in one batch lookup.
 //   - Config: balancer MAC, outer source prefixes, flow hash seed, UDP flow
 //     timeout, MTU towards the backends, ICMP "too big" rate limit (a map of
 //     its own, icmp_limits). SetConfig. A VIP packet that exceeds the MTU

@@ -375,24 +375,37 @@ func (d *Datapath) validBackendID(id uint32) error {
 // PutBackend creates or replaces a backend. Its counters start at zero when
 // the ID was free.
 func (d *Datapath) PutBackend(id uint32, b Backend) error {
-	if err := d.validBackendID(id); err != nil {
+	v, err := d.backendValue(id, b)
+	if err != nil {
 		return err
 	}
+	if err := d.objs.Backends.Put(id, &v); err != nil {
+		return fmt.Errorf("put backend %d: %w", id, err)
+	}
+	d.written[id/64].Or(uint64(1) << (id % 64))
+	return d.bumpGen()
+}
+
+// backendValue checks a backend and returns its map value; the first write
+// of an ID that was free zeroes its counters.
+func (d *Datapath) backendValue(id uint32, b Backend) (lbBackend, error) {
+	if err := d.validBackendID(id); err != nil {
+		return lbBackend{}, err
+	}
 	if !b.Addr.IsValid() {
-		return fmt.Errorf("%w: backend %d address %q: want an IPv4 or IPv6 address", ErrInvalid, id, b.Addr)
+		return lbBackend{}, fmt.Errorf("%w: backend %d address %q: want an IPv4 or IPv6 address", ErrInvalid, id, b.Addr)
 	}
 	if len(b.MAC) != 6 {
-		return fmt.Errorf("%w: backend %d mac %q: want a 6-byte Ethernet address", ErrInvalid, id, b.MAC)
+		return lbBackend{}, fmt.Errorf("%w: backend %d mac %q: want a 6-byte Ethernet address", ErrInvalid, id, b.MAC)
 	}
-	word, bit := &d.written[id/64], uint64(1)<<(id%64)
-	if word.Load()&bit == 0 {
+	if d.written[id/64].Load()&(uint64(1)<<(id%64)) == 0 {
 		var old lbBackend
 		if err := d.objs.Backends.Lookup(id, &old); err != nil {
-			return fmt.Errorf("put backend %d: %w", id, err)
+			return lbBackend{}, fmt.Errorf("put backend %d: %w", id, err)
 		}
 		if old.Family == 0 {
 			if err := d.resetCounters(d.objs.BackendStats, id); err != nil {
-				return err
+				return lbBackend{}, err
 			}
 		}
 	}
@@ -405,11 +418,7 @@ func (d *Datapath) PutBackend(id uint32, b Backend) error {
 	if b.UsableEstablished || b.UsableNew {
 		v.Flags |= backendUsableEstablished
 	}
-	if err := d.objs.Backends.Put(id, &v); err != nil {
-		return fmt.Errorf("put backend %d: %w", id, err)
-	}
-	word.Or(bit)
-	return d.bumpGen()
+	return v, nil
 }
 
 // RemoveBackend clears a backend. Flows on it are re-steered; table slots

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -108,40 +109,151 @@ func (t *tableView) unmap() { _ = unix.Munmap(t.mem) }
 // nothing was written then. Like SetTable, calls for different VIP IDs may
 // run in parallel, calls for the same VIP ID must not.
 func (d *Datapath) PatchTable(vipID, size uint32, slots, ids []uint32) error {
-	if vipID >= MaxVIPs {
-		return fmt.Errorf("%w: vip id %d: want 0..%d", ErrInvalid, vipID, MaxVIPs-1)
+	return d.PatchTables([]TablePatch{{VIPID: vipID, Size: size, Slots: slots, IDs: ids}})[0]
+}
+
+// TablePatch is a change of one VIP's installed table for PatchTables:
+// table[Slots[i]] = IDs[i] in the Size-slot table of VIP ID VIPID.
+type TablePatch struct {
+	VIPID, Size uint32
+	Slots, IDs  []uint32
+}
+
+// batchLookupMin is how many patches make one batch lookup of the outer
+// maps cheaper than a lookup per VIP: looking up one VIP's table in a hash
+// of maps takes about 7 µs here, a batch of 1,000 about 0.5 ms.
+const batchLookupMin = 16
+
+// PatchTables applies patches to distinct VIP IDs, each as PatchTable
+// would (errs[i] is that of ps[i], nil when it was written), spreading the
+// writes over the CPUs. Which table each VIP has installed is read with one
+// batch lookup per table size when there are many patches: a flip that
+// moves slots of 1,000 tables does not pay 1,000 lookups.
+func (d *Datapath) PatchTables(ps []TablePatch) []error {
+	errs := make([]error, len(ps))
+	if len(ps) == 0 {
+		return errs
 	}
-	outer, ok := d.tables[size]
-	if !ok {
-		return fmt.Errorf("%w: table size %d: want one of %v", ErrInvalid, size, SupportedTableSizes)
-	}
-	if len(slots) != len(ids) {
-		return fmt.Errorf("%w: %d slots but %d backend ids", ErrInvalid, len(slots), len(ids))
-	}
-	for i, s := range slots {
-		if s >= size {
-			return fmt.Errorf("%w: slot %d of a %d-slot table", ErrInvalid, s, size)
+	seen := make(map[uint32]bool, len(ps))
+	sizes := map[uint32]bool{}
+	for i, p := range ps {
+		errs[i] = d.checkPatch(p)
+		if errs[i] == nil && seen[p.VIPID] {
+			errs[i] = fmt.Errorf("%w: vip id %d patched twice in one call", ErrInvalid, p.VIPID)
 		}
-		if ids[i] >= d.maxBackends {
-			return fmt.Errorf("%w: table slot %d: backend id %d: want 0..%d", ErrInvalid, s, ids[i], d.maxBackends-1)
+		seen[p.VIPID] = true
+		if errs[i] == nil {
+			sizes[p.Size] = true
 		}
 	}
+	// size → VIP ID → inner map; a size missing (the batch lookup failed,
+	// e.g. a kernel without batch operations) is looked up per VIP.
+	installed := map[uint32]map[uint32]ebpf.MapID{}
+	if len(ps) >= batchLookupMin {
+		for size := range sizes {
+			if m, err := installedTables(d.tables[size]); err == nil {
+				installed[size] = m
+			}
+		}
+	}
+	// The caller patches too, helped by a goroutine per other CPU. It
+	// waits for the patches, not for the helpers: on a busy machine a
+	// helper may get a CPU only after the caller has done all the work, and
+	// then finds none left. Only a patch a helper has started (a few µs)
+	// can hold the caller up.
+	var next, finished atomic.Int64
+	allDone := make(chan struct{})
+	work := func() {
+		for i := int(next.Add(1) - 1); i < len(ps); i = int(next.Add(1) - 1) {
+			if errs[i] == nil {
+				errs[i] = d.patchOne(ps[i], installed[ps[i].Size])
+			}
+			if finished.Add(1) == int64(len(ps)) {
+				close(allDone)
+			}
+		}
+	}
+	for range min(runtime.GOMAXPROCS(0), (len(ps)+batchLookupMin-1)/batchLookupMin) - 1 {
+		go work()
+	}
+	work()
+	<-allDone
+	return errs
+}
+
+// patchOne writes a checked patch into the VIP's installed table, found in
+// installed (VIP ID → inner map) or, when that is nil, looked up.
+func (d *Datapath) patchOne(p TablePatch, installed map[uint32]ebpf.MapID) error {
 	var cur ebpf.MapID
-	if err := outer.Lookup(vipID, &cur); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("patch table of vip %d: no %d-slot table installed: %w", vipID, size, ErrNoPatch)
-		}
-		return fmt.Errorf("patch table of vip %d: %w", vipID, err)
+	var ok bool
+	if installed != nil {
+		cur, ok = installed[p.VIPID]
+	} else if err := d.tables[p.Size].Lookup(p.VIPID, &cur); err == nil {
+		ok = true
+	} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("patch table of vip %d: %w", p.VIPID, err)
 	}
-	t := d.views.take(vipID)
+	if !ok {
+		return fmt.Errorf("patch table of vip %d: no %d-slot table installed: %w", p.VIPID, p.Size, ErrNoPatch)
+	}
+	return d.patchInstalled(p, cur)
+}
+
+// checkPatch checks a patch's arguments.
+func (d *Datapath) checkPatch(p TablePatch) error {
+	if p.VIPID >= MaxVIPs {
+		return fmt.Errorf("%w: vip id %d: want 0..%d", ErrInvalid, p.VIPID, MaxVIPs-1)
+	}
+	if _, ok := d.tables[p.Size]; !ok {
+		return fmt.Errorf("%w: table size %d: want one of %v", ErrInvalid, p.Size, SupportedTableSizes)
+	}
+	if len(p.Slots) != len(p.IDs) {
+		return fmt.Errorf("%w: %d slots but %d backend ids", ErrInvalid, len(p.Slots), len(p.IDs))
+	}
+	for i, s := range p.Slots {
+		if s >= p.Size {
+			return fmt.Errorf("%w: slot %d of a %d-slot table", ErrInvalid, s, p.Size)
+		}
+		if p.IDs[i] >= d.maxBackends {
+			return fmt.Errorf("%w: table slot %d: backend id %d: want 0..%d", ErrInvalid, s, p.IDs[i], d.maxBackends-1)
+		}
+	}
+	return nil
+}
+
+// installedTables reads an outer table map whole: VIP ID → inner map ID.
+func installedTables(outer *ebpf.Map) (map[uint32]ebpf.MapID, error) {
+	out := map[uint32]ebpf.MapID{}
+	keys := make([]uint32, 256)
+	ids := make([]uint32, 256)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := outer.BatchLookup(&cursor, keys, ids, nil)
+		for i := range n {
+			if keys[i] != probeKey {
+				out[keys[i]] = ebpf.MapID(ids[i])
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil // the last batch
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read installed tables: %w", err)
+		}
+	}
+}
+
+// patchInstalled writes a checked patch into the installed inner map cur.
+func (d *Datapath) patchInstalled(p TablePatch, cur ebpf.MapID) error {
+	t := d.views.take(p.VIPID)
 	if t != nil && t.mapID != cur {
 		t.unmap() // replaced behind this view's back (another Datapath on the same pins)
 		t = nil
 	}
 	if t == nil {
 		var err error
-		if t, err = mapTable(cur, size); err != nil {
-			return fmt.Errorf("patch table of vip %d: %w", vipID, err)
+		if t, err = mapTable(cur, p.Size); err != nil {
+			return fmt.Errorf("patch table of vip %d: %w", p.VIPID, err)
 		}
 	}
 	// Plain stores: an aligned 32-bit store is never torn (hardware, and
@@ -150,13 +262,13 @@ func (d *Datapath) PatchTable(vipID, size uint32, slots, ids []uint32) error {
 	// scattered slots overlap (about 5x faster here). The atomic store at
 	// the end publishes them all before PatchTable returns, so a caller's
 	// next step (freeing an ID the old slots named) comes after.
-	for i, s := range slots {
-		t.slots[s] = ids[i]
+	for i, s := range p.Slots {
+		t.slots[s] = p.IDs[i]
 	}
-	if n := len(slots); n > 0 {
-		atomic.StoreUint32(&t.slots[slots[n-1]], ids[n-1])
+	if n := len(p.Slots); n > 0 {
+		atomic.StoreUint32(&t.slots[p.Slots[n-1]], p.IDs[n-1])
 	}
-	d.views.keep(vipID, t)
+	d.views.keep(p.VIPID, t)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -136,5 +137,121 @@ func TestPatchTableOldPins(t *testing.T) {
 			t.Fatalf("size %d: table read back differs", size)
 		}
 		must(t, d.RemoveTable(1))
+	}
+}
+
+// While slots are patched, a reader of the table sees each slot whole, with
+// its old backend or its new one, never a torn or other value: what makes a
+// table read mid-patch safe, given that both backends are in the backends
+// map (the caller's ordering rule). The two IDs differ in both low bytes,
+// so a store split in two would show.
+func TestPatchTableReadMidPatch(t *testing.T) {
+	d := newTestDatapath(t)
+	const moved = 0x0f0e // replaces backend 1
+	must(t, d.PutBackend(moved, testBackend(1)))
+	start, err := d.Table(1)
+	must(t, err)
+	var slots, to, back []uint32
+	for s, id := range start {
+		if id == 1 {
+			slots, to, back = append(slots, uint32(s)), append(to, moved), append(back, 1)
+		}
+	}
+	done := make(chan struct{})
+	reads := make(chan int)
+	var bad error
+	go func() {
+		n := 0
+		defer func() { reads <- n }()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			got, err := d.Table(1)
+			if err != nil {
+				bad = err
+				return
+			}
+			n++
+			for s, id := range got {
+				if id != start[s] && !(start[s] == 1 && id == moved) {
+					bad = fmt.Errorf("slot %d read %#x mid-patch, want %#x or %#x", s, id, start[s], moved)
+					return
+				}
+			}
+		}
+	}()
+	for i := range 2000 {
+		ids := to
+		if i%2 == 1 {
+			ids = back
+		}
+		if err := d.PatchTable(1, tableSize, slots, ids); err != nil {
+			close(done)
+			<-reads
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	if n := <-reads; n == 0 && bad == nil {
+		t.Fatal("no read while patching: the test tested nothing")
+	}
+	if bad != nil {
+		t.Fatal(bad)
+	}
+}
+
+// PatchTables patches many tables (reading the installed ones in one
+// batch), and reports each patch's refusal on its own: the others are
+// written.
+func TestPatchTables(t *testing.T) {
+	d := newTestDatapath(t)
+	want := map[uint32][]uint32{}
+	var ps []TablePatch
+	for v := uint32(20); v < 20+2*batchLookupMin; v++ {
+		table := roundRobin(tableSize, 1, 2, 3)
+		must(t, d.SetTable(v, table))
+		slots := []uint32{v % tableSize, (v * 7) % tableSize}
+		ids := []uint32{4, 0}
+		table[slots[0]], table[slots[1]] = 4, 0
+		want[v] = table
+		ps = append(ps, TablePatch{VIPID: v, Size: tableSize, Slots: slots, IDs: ids})
+	}
+	bad := []struct {
+		p    TablePatch
+		want error
+	}{
+		{TablePatch{VIPID: 9, Size: tableSize, Slots: []uint32{0}, IDs: []uint32{2}}, ErrNoPatch},
+		{TablePatch{VIPID: 1, Size: tableSize, Slots: []uint32{tableSize}, IDs: []uint32{2}}, ErrInvalid},
+		{TablePatch{VIPID: 20, Size: tableSize, Slots: []uint32{0}, IDs: []uint32{2}}, ErrInvalid}, // twice
+		{TablePatch{VIPID: 2, Size: 4093, Slots: []uint32{0}, IDs: []uint32{2}}, ErrNoPatch},
+	}
+	for _, b := range bad {
+		ps = append(ps, b.p)
+	}
+	before1, err := d.Table(1)
+	must(t, err)
+	errs := d.PatchTables(ps)
+	for i, b := range bad {
+		if err := errs[len(ps)-len(bad)+i]; !errors.Is(err, b.want) {
+			t.Errorf("patch of vip %d: error %v, want %v", b.p.VIPID, err, b.want)
+		}
+	}
+	for i, err := range errs[:len(ps)-len(bad)] {
+		if err != nil {
+			t.Fatalf("patch of vip %d: %v", ps[i].VIPID, err)
+		}
+	}
+	for v, table := range want {
+		got, err := d.Table(v)
+		must(t, err)
+		if !slices.Equal(got, table) {
+			t.Fatalf("table of vip %d read back differs from the patched one", v)
+		}
+	}
+	if after1, err := d.Table(1); err != nil || !slices.Equal(after1, before1) {
+		t.Fatalf("a refused patch changed the table of vip 1 (%v)", err)
 	}
 }

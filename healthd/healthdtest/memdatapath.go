@@ -128,6 +128,37 @@ func (m *MemDatapath) PutBackend(id uint32, b loader.Backend) error {
 	return nil
 }
 
+// PatchTables patches each table as PatchTable does (each counted and
+// failed as one).
+func (m *MemDatapath) PatchTables(ps []loader.TablePatch) []error {
+	m.mu.Lock()
+	m.Ops["PatchTables"]++
+	m.mu.Unlock()
+	errs := make([]error, len(ps))
+	for i, p := range ps {
+		errs[i] = m.PatchTable(p.VIPID, p.Size, p.Slots, p.IDs)
+	}
+	return errs
+}
+
+// PutBackends writes backends in order as PutBackend does (each counted
+// and failed as one), stopping at the first error; it returns how many it
+// wrote, as loader.Datapath's batch does.
+func (m *MemDatapath) PutBackends(ids []uint32, bs []loader.Backend) (int, error) {
+	if len(ids) != len(bs) {
+		return 0, fmt.Errorf("put backends: %d ids, %d backends: %w", len(ids), len(bs), loader.ErrInvalid)
+	}
+	m.mu.Lock()
+	m.Ops["PutBackends"]++
+	m.mu.Unlock()
+	for i, id := range ids {
+		if err := m.PutBackend(id, bs[i]); err != nil {
+			return i, err
+		}
+	}
+	return len(ids), nil
+}
+
 // RemoveBackend implements Datapath.
 func (m *MemDatapath) RemoveBackend(id uint32) error {
 	m.mu.Lock()

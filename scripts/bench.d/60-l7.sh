@@ -7,8 +7,8 @@
 # and the backends share CPU L7_LOAD_CPU. For every proxy: a warm-up, then
 # L7_RUNS closed-loop wrk runs (medians of requests/s, p50, p99, and the
 # proxy's CPU time per request = utime+stime from /proc ÷ requests, and its
-# system calls per request counted by perf, which machine noise does not
-# change: most of a proxy's CPU time here is in the kernel), then
+# system calls per request counted by perf: most of a proxy's CPU time here
+# is in the kernel, and a read that finds nothing is a call wasted), then
 # open-loop runs at 50% and 80% of its own maximum for tail latency. The xlb
 # proxy runs twice: the same job, and with features on (sticky cookies when
 # the config supports them, header rewriting, JSON access log to a file),

@@ -181,7 +181,7 @@ func BenchmarkXDPCost(b *testing.B) {
 	for _, p := range paths {
 		ns := median(p)
 		fmt.Printf("%-26s %10.0f %7.2fx\n", p.name, ns, ns/ref)
-		b.ReportMetric(ns/ref, "x-"+metricName(p.name))
+		b.ReportMetric(ns/ref, "x-"+testutil.MetricUnit(p.name))
 	}
 	b.ReportMetric(ref, "ns-swap")
 }
@@ -246,19 +246,6 @@ func pinThread(tb testing.TB) {
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
 		tb.Fatalf("pin thread: %v", err)
 	}
-}
-
-func metricName(s string) string {
-	out := []byte{}
-	for _, c := range []byte(s) {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-			out = append(out, c)
-		case len(out) > 0 && out[len(out)-1] != '-':
-			out = append(out, '-')
-		}
-	}
-	return string(out)
 }
 
 func envInt(name string) int {

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xlb-project/xlb/internal/testutil"
 	"github.com/xlb-project/xlb/loader"
 )
 
@@ -61,7 +62,7 @@ func BenchmarkPacketPath(b *testing.B) {
 			ns := median(rounds[i], func(f figures) float64 { return f.ns })
 			ret := median(rounds[i], func(f figures) float64 { return f.returned })
 			b.Logf("%-26s %10.1f %8.2fx %8.1f%%", c.name, ns, ns/ref, 100*ret)
-			b.ReportMetric(ns/ref, "x-"+metricName(c.name))
+			b.ReportMetric(ns/ref, "x-"+testutil.MetricUnit(c.name))
 		}
 		b.ReportMetric(ref, "swap_ns/pkt")
 	}
@@ -110,18 +111,4 @@ func runPath(rb *rigBench, c rigCase) (float64, float64, error) {
 		return 0, 0, fmt.Errorf("program ran %d times for %d frames", n1-n0, pathFrames)
 	}
 	return float64(t1-t0) / float64(n1-n0), float64(res.Returned) / float64(res.Sent), nil
-}
-
-// metricName turns a row name into a benchmark metric unit.
-func metricName(s string) string {
-	out := []byte{}
-	for _, c := range []byte(s) {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-			out = append(out, c)
-		case len(out) > 0 && out[len(out)-1] != '-':
-			out = append(out, '-')
-		}
-	}
-	return string(out)
 }

@@ -143,6 +143,23 @@ static __always_inline void cache_touch(struct flow_cache_slot *s,
 		bpf_map_lookup_elem(&flows, key);
 }
 
+/* slot_take makes this CPU slot s's writer: its sequence number from even
+ * to odd. 0 when another CPU is writing it (the slot is left alone). */
+static __always_inline int slot_take(struct flow_cache_slot *s)
+{
+	__u32 seq = READ_ONCE_U32(s->seq);
+
+	if (seq & 1)
+		return 0;
+	return __sync_val_compare_and_swap(&s->seq, seq, seq + 1) == seq;
+}
+
+/* slot_release ends a write slot_take began: the sequence number even. */
+static __always_inline void slot_release(struct flow_cache_slot *s)
+{
+	__sync_fetch_and_add(&s->seq, 1);
+}
+
 /* cache_put stores f and its backend be, read at generation gen, as the
  * cached entry of key with flags (SLOT_F_*), unless another CPU is writing
  * the slot. */
@@ -152,11 +169,7 @@ static __always_inline void cache_put(struct flow_cache_slot *s,
 				      const struct backend *be, __u32 gen,
 				      __u8 flags)
 {
-	__u32 seq = READ_ONCE_U32(s->seq);
-
-	if (seq & 1)
-		return;
-	if (__sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
+	if (!slot_take(s))
 		return;
 	if (!same_key(&s->key, key))
 		write_back(s);
@@ -170,7 +183,7 @@ static __always_inline void cache_put(struct flow_cache_slot *s,
 	s->last_seen = f->last_seen;
 	s->backend = *be;
 	s->gen = gen;
-	__sync_fetch_and_add(&s->seq, 1);
+	slot_release(s);
 }
 
 /* cache_pending fills f from slot s if s holds key's pending SYN choice,
@@ -202,11 +215,8 @@ static __always_inline void cache_commit(struct flow_cache_slot *s,
 					 const struct flow_key *key)
 {
 	struct flow f = {};
-	__u32 seq = READ_ONCE_U32(s->seq);
 
-	if (seq & 1)
-		return;
-	if (__sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
+	if (!slot_take(s))
 		return;
 	if ((s->flags & SLOT_F_PENDING) && same_key(&s->key, key)) {
 		f.backend_id = s->backend_id;
@@ -216,7 +226,7 @@ static __always_inline void cache_commit(struct flow_cache_slot *s,
 		if (!bpf_map_update_elem(&flows, key, &f, BPF_ANY))
 			s->flags &= ~SLOT_F_PENDING;
 	}
-	__sync_fetch_and_add(&s->seq, 1);
+	slot_release(s);
 }
 
 #endif

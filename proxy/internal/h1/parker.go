@@ -96,8 +96,13 @@ func (p *parker) claim(c *conn) bool {
 	return p.claimLocked(c)
 }
 
+// holdsLocked reports whether c is in the parked set.
+func (p *parker) holdsLocked(c *conn) bool {
+	return c.parkID != 0 && p.conns[c.parkID] == c
+}
+
 func (p *parker) claimLocked(c *conn) bool {
-	if c.parkID == 0 || p.conns[c.parkID] != c {
+	if !p.holdsLocked(c) {
 		return false
 	}
 	delete(p.conns, c.parkID)
@@ -113,7 +118,7 @@ func (p *parker) claimExpired(c *conn, now int64) bool {
 	defer p.mu.Unlock()
 	// c.limit is written before c joins the set and not again until it
 	// is claimed: reading it under the lock, while c is in the set, is safe.
-	if c.parkID == 0 || p.conns[c.parkID] != c || c.limit.IsZero() || c.limit.UnixNano() > now {
+	if !p.holdsLocked(c) || c.limit.IsZero() || c.limit.UnixNano() > now {
 		return false
 	}
 	return p.claimLocked(c)

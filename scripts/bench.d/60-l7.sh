@@ -104,7 +104,7 @@ clk=$(getconf CLK_TCK)
 # workers), in clock ticks.
 cpu_ticks() {
 	local total=0 p t
-	for p in "$1" $(pgrep -P "$1" || true); do
+	for p in $(procs "$1" | tr , ' '); do
 		[ -r "/proc/$p/stat" ] || continue
 		t=$(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')
 		total=$((total + t))

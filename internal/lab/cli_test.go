@@ -47,7 +47,7 @@ func TestLabCLI(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "both backends healthy", func() bool {
 		n := 0
 		for _, b := range listBackends(t, l, "lb1", vipTCP) {
-			if b.Health == "healthy" {
+			if b.Health == "healthy" && b.UsableNew {
 				n++
 			}
 		}

@@ -229,8 +229,11 @@ func TestL4InFrontOfL7(t *testing.T) {
 		}()
 		// The app server on the victim still answers: only a check of the
 		// proxy itself sees it gone.
-		testutil.Eventually(t, 15*time.Second, "lb1 to mark "+victim.Name+" unhealthy in "+proxyVIPKey, func() bool {
-			return proxyBackendHealth(l, victim) == "unhealthy"
+		// Health changes at once; the table follows after the daemon's
+		// debounce, and usable_new turns false only once it is installed.
+		testutil.Eventually(t, 15*time.Second, "lb1 to mark "+victim.Name+" unhealthy in "+proxyVIPKey+" and take it out of the table", func() bool {
+			b := proxyBackend(l, victim)
+			return b.Health == "unhealthy" && !b.UsableNew
 		})
 		served := map[string]int{}
 		for round := range 8 {
@@ -251,7 +254,7 @@ func TestL4InFrontOfL7(t *testing.T) {
 		}
 		restarted = true
 		testutil.Eventually(t, 15*time.Second, "lb1 to mark "+victim.Name+" healthy again", func() bool {
-			return proxyBackendHealth(l, victim) == "healthy"
+			return proxyBackend(l, victim).Health == "healthy"
 		})
 		back := 0
 		testutil.Eventually(t, 10*time.Second, "new connections to reach "+victim.Name+"'s proxy again", func() bool {
@@ -323,23 +326,23 @@ func TestL4InFrontOfL7(t *testing.T) {
 
 var proxyVIPKey = ProxyVIP().String() + "/tcp"
 
-// proxyBackendHealth is be's health in the L7 VIP as lb1's daemon reports
-// it ("xlb backend list -o json"), "" when it cannot be read.
-func proxyBackendHealth(l *Lab, be Host) string {
+// proxyBackend is be's state in the L7 VIP as lb1's daemon reports
+// it ("xlb backend list -o json"), the zero value when it cannot be read.
+func proxyBackend(l *Lab, be Host) backendJSON {
 	out, err := l.CLI(context.Background(), "lb1", "backend", "list", "-o", "json")
 	if err != nil {
-		return ""
+		return backendJSON{}
 	}
 	var bs []backendJSON
 	if err := json.Unmarshal([]byte(out), &bs); err != nil {
-		return ""
+		return backendJSON{}
 	}
 	for _, b := range bs {
 		if b.VIP == proxyVIPKey && b.Address == be.IPv4.String() {
-			return b.Health
+			return b
 		}
 	}
-	return ""
+	return backendJSON{}
 }
 
 // The proxy config the lab writes for a backend host is one "xlb proxy

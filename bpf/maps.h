@@ -74,9 +74,11 @@ struct {
 /* tables_N: VIP ID -> one-entry array whose value is the VIP's whole Maglev
  * table of N slots (a backend ID per slot); written by the loader
  * (SetTable), which builds a new inner map and swaps it in. One outer map
- * per supported size, since inner maps share one value size. The value
- * size is declared with __uint: a struct used only here would reach BTF as
- * a forward declaration. */
+ * per supported size, since inner maps share one value size. The outer map
+ * is an array indexed by VIP ID: the verifier inlines its lookup (an
+ * index, no hash and no helper call), which a hash of maps costs on every
+ * new flow. The value size is declared with __uint: a struct used only
+ * here would reach BTF as a forward declaration. */
 #define TABLE_MAP(N)                                                    \
 	struct table_inner_##N {                                        \
 		__uint(type, BPF_MAP_TYPE_ARRAY);                       \
@@ -85,7 +87,7 @@ struct {
 		__uint(value_size, (N) * sizeof(__u32));                \
 	};                                                              \
 	struct {                                                        \
-		__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);                \
+		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);               \
 		__uint(max_entries, MAX_VIPS);                          \
 		__type(key, __u32);                                     \
 		__array(values, struct table_inner_##N);                \

@@ -21,7 +21,7 @@ var loadSpec = loadLb
 type Datapath struct {
 	objs   lbObjects
 	inner  map[uint32]*ebpf.MapSpec // table size → inner map template
-	tables map[uint32]*ebpf.Map     // table size → outer hash-of-maps
+	tables map[uint32]*ebpf.Map     // table size → outer array of maps
 	pool   *tablePool               // inner table maps to reuse
 	views  tableViews               // installed tables mapped for PatchTable
 	pinDir string
@@ -90,6 +90,10 @@ func Load(opts Options) (*Datapath, error) {
 			return nil, err
 		}
 	}
+	earlier, err := takeEarlierTables(opts.PinDir)
+	if err != nil {
+		return nil, err
+	}
 	d := &Datapath{
 		inner:  map[uint32]*ebpf.MapSpec{},
 		tables: map[uint32]*ebpf.Map{},
@@ -118,10 +122,10 @@ func Load(opts Options) (*Datapath, error) {
 	d.tables[251] = d.objs.Tables251
 	d.tables[4093] = d.objs.Tables4093
 	d.tables[65537] = d.objs.Tables65537
-	for _, size := range SupportedTableSizes {
-		if err := d.matchInnerTemplate(size); err != nil {
+	for vipID, table := range earlier {
+		if err := d.SetTable(vipID, table); err != nil {
 			d.Close()
-			return nil, err
+			return nil, fmt.Errorf("install table of vip %d from an earlier build's pins: %w", vipID, err)
 		}
 	}
 	if err := d.initConfig(); err != nil {

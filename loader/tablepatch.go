@@ -3,7 +3,6 @@ package loader
 import (
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -23,15 +22,12 @@ import (
 // some slots already rewritten and others not yet; each packet reads one
 // slot, so that only decides which of the two tables its new flow follows.
 
-// tableMapFlags are the flags of new inner table maps; tests clear them to
-// make pins as an earlier build did.
-var tableMapFlags = defaultTableMapFlags
-
-const defaultTableMapFlags uint32 = unix.BPF_F_MMAPABLE
+// tableMapFlags are the flags of inner table maps.
+const tableMapFlags uint32 = unix.BPF_F_MMAPABLE
 
 // ErrNoPatch: PatchTable cannot rewrite the VIP's table in place (none is
-// installed, it has another size, or its inner map is not mmapable because
-// an earlier build created it); install the whole table with SetTable.
+// installed, or it has another size); install the whole table with
+// SetTable.
 var ErrNoPatch = errors.New("table cannot be patched in place")
 
 // tableView is a writable mapping of one installed inner table map.
@@ -230,9 +226,7 @@ func installedTables(outer *ebpf.Map) (map[uint32]ebpf.MapID, error) {
 	for {
 		n, err := outer.BatchLookup(&cursor, keys, ids, nil)
 		for i := range n {
-			if keys[i] != probeKey {
-				out[keys[i]] = ebpf.MapID(ids[i])
-			}
+			out[keys[i]] = ebpf.MapID(ids[i])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return out, nil // the last batch
@@ -296,41 +290,4 @@ func mapInner(m *ebpf.Map, id ebpf.MapID, size uint32) (*tableView, error) {
 	// The kernel maps the array's value page-aligned, so the slots are
 	// aligned for 32-bit atomic stores.
 	return &tableView{mapID: id, mem: mem, slots: unsafe.Slice((*uint32)(unsafe.Pointer(&mem[0])), size)}, nil
-}
-
-// probeKey is a key of the outer table maps that no VIP ID reaches.
-const probeKey = math.MaxUint32
-
-// matchInnerTemplate makes the inner map template of a table size match the
-// outer map's: an outer map pinned by an earlier build takes only inner maps
-// without BPF_F_MMAPABLE (the kernel compares the flags), which SetTable then
-// creates, and PatchTable reports ErrNoPatch for them.
-func (d *Datapath) matchInnerTemplate(size uint32) error {
-	outer, spec := d.tables[size], d.inner[size]
-	var key uint32
-	var id ebpf.MapID
-	if err := outer.NextKey(nil, &key); err == nil && key != probeKey && outer.Lookup(key, &id) == nil {
-		if m, err := ebpf.NewMapFromID(id); err == nil {
-			spec.Flags = m.Flags()
-			m.Close()
-			return nil
-		}
-	}
-	// No table installed: try one under a key no VIP uses.
-	m, err := ebpf.NewMap(spec)
-	if err != nil {
-		return fmt.Errorf("create table map: %w", err)
-	}
-	defer m.Close()
-	if err := outer.Put(uint32(probeKey), m); err != nil {
-		if !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("probe table map of size %d: %w", size, err)
-		}
-		spec.Flags &^= unix.BPF_F_MMAPABLE
-		return nil
-	}
-	if err := outer.Delete(uint32(probeKey)); err != nil {
-		return fmt.Errorf("remove probe table of size %d: %w", size, err)
-	}
-	return nil
 }

@@ -3,8 +3,13 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/xlb-project/xlb/internal/testutil"
 )
@@ -111,33 +116,73 @@ func TestPatchAdoptedTable(t *testing.T) {
 	}
 }
 
-// Pins of an earlier build, whose table maps are not mmapable, still take
-// whole tables (the loader matches their inner map flags), and PatchTable
-// says it cannot patch them: with a table of that size installed, and
-// without one (then the loader probes the outer map).
-func TestPatchTableOldPins(t *testing.T) {
+// Pins of an earlier build hold the tables in hashes of maps, with inner
+// maps that may not be mmapable: Load moves them into this build's arrays
+// of maps (the kernel would refuse the old pins), after which the adopted
+// tables forward, read back and take patches like new ones.
+func TestTablesFromEarlierPins(t *testing.T) {
 	dir := pinDir(t)
-	tableMapFlags = 0
-	_, _ = pinFlow(t, dir, 2) // installs a 251-slot table; none of 4093
-	tableMapFlags = defaultTableMapFlags
+	_, ack := pinFlow(t, dir, 2) // a 251-slot table for VIP 1
 	d, err := Load(Options{PinDir: dir, FlowTableSize: 4096})
 	must(t, err)
+	want, err := d.Table(1)
+	must(t, err)
+	must(t, d.RemoveTable(1))
+	must(t, d.Close())
+
+	path := filepath.Join(dir, "tables_251")
+	must(t, os.Remove(path))
+	innerSpec := &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4 * tableSize, MaxEntries: 1}
+	outer, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.HashOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: MaxVIPs, InnerMap: innerSpec})
+	must(t, err)
+	defer outer.Close()
+	inner, err := ebpf.NewMap(innerSpec)
+	must(t, err)
+	must(t, inner.Put(uint32(0), want))
+	must(t, outer.Put(uint32(1), inner))
+	must(t, inner.Close())
+	must(t, outer.Put(uint32(math.MaxUint32), innerSpecMap(t, innerSpec))) // an earlier build's probe entry
+	must(t, outer.Pin(path))
+
+	d, err = Load(Options{PinDir: dir, FlowTableSize: 4096})
+	must(t, err)
 	defer d.Close()
-	for _, size := range []uint32{tableSize, 4093} {
-		table := roundRobin(int(size), 1, 2)
-		if err := d.SetTable(1, table); err != nil {
-			t.Fatalf("size %d: set table in old pins: %v", size, err)
-		}
-		if err := d.PatchTable(1, size, []uint32{0}, []uint32{2}); !errors.Is(err, ErrNoPatch) {
-			t.Fatalf("size %d: patch of an old table: %v, want ErrNoPatch", size, err)
-		}
-		got, err := d.Table(1)
-		must(t, err)
-		if !slices.Equal(got, table) {
-			t.Fatalf("size %d: table read back differs", size)
-		}
-		must(t, d.RemoveTable(1))
+	got, err := d.Table(1)
+	must(t, err)
+	if !slices.Equal(got, want) {
+		t.Fatal("table read back after the move differs from the earlier build's")
 	}
+	if info, err := d.tables[tableSize].Info(); err != nil || info.Type != ebpf.ArrayOfMaps {
+		t.Fatalf("tables_251 after Load: %v, %v; want an array of maps", info, err)
+	}
+	pinned, err := ebpf.LoadPinnedMap(path, nil)
+	must(t, err)
+	if pinned.Type() != ebpf.ArrayOfMaps {
+		t.Errorf("pinned tables_251 is a %v, want an array of maps", pinned.Type())
+	}
+	pinned.Close()
+	syn := tcpTo(vip4, client4, 80, testutil.TCPSyn)
+	syn.SrcPort += 7
+	s := slotOf(syn)
+	if b := backendOf(t, d, syn); b != want[s] {
+		t.Fatalf("new flow went to backend %d, want %d from the moved table", b, want[s])
+	}
+	if b := backendOf(t, d, ack); b != 1 {
+		t.Fatalf("established flow went to backend %d, want 1", b)
+	}
+	must(t, d.PatchTable(1, tableSize, []uint32{s}, []uint32{3 - want[s]}))
+	if b := backendOf(t, d, syn); b != 3-want[s] {
+		t.Fatalf("after a patch the new flow went to backend %d, want %d", b, 3-want[s])
+	}
+}
+
+// innerSpecMap is a new empty map of spec, closed when the test ends.
+func innerSpecMap(t *testing.T, spec *ebpf.MapSpec) *ebpf.Map {
+	t.Helper()
+	m, err := ebpf.NewMap(spec)
+	must(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
 }
 
 // While slots are patched, a reader of the table sees each slot whole, with

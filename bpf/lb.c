@@ -3,7 +3,8 @@
  * forwarded at once (the first packet after a SYN also puts the flow into
  * the flow table); otherwise leave when no VIP has the destination address
  * (VIP filter); an established flow goes where the flow table says; anything
- * else looks the VIP up and picks a backend in its Maglev table. Forward with
+ * else looks the VIP up and picks a backend in its Maglev table (a
+ * stateless UDP VIP's datagrams only that, recording nothing). Forward with
  * IPIP or L2 DSR, out of the same interface (XDP_TX) or an egress one
  * (devmap); a packet too big for the path to the backends is answered with
  * ICMP "too big" (icmp.h). Anything that is not for a VIP goes to the kernel untouched. */
@@ -111,8 +112,17 @@ int xdp_lb(struct xdp_md *ctx)
 	}
 	if (!maybe_vip(&p))
 		return count_exit(EXIT_NO_VIP, XDP_PASS);
+	/* A UDP datagram looks its VIP up first: a stateless VIP's datagrams
+	 * have no flow to look for. */
+	vip = 0;
+	if (p.key.proto == IPPROTO_UDP) {
+		vip = lookup_vip(&p);
+		if (!vip)
+			return count_exit(EXIT_NO_VIP, XDP_PASS);
+	}
 	/* Then the flow table. */
-	if (!(p.flags & (PKT_SYN | PKT_IP_OPTIONS))) {
+	if (!(p.flags & (PKT_SYN | PKT_IP_OPTIONS)) &&
+	    !(vip && (vip->flags & VIP_F_STATELESS))) {
 		f = bpf_map_lookup_elem(&flows, &p.key);
 		e = f;
 		/* Or a SYN's pending choice read at an older generation: its
@@ -129,7 +139,8 @@ int xdp_lb(struct xdp_md *ctx)
 		}
 	}
 
-	vip = lookup_vip(&p);
+	if (!vip)
+		vip = lookup_vip(&p);
 	if (!vip)
 		return count_exit(EXIT_NO_VIP, XDP_PASS);
 	/* IPv4 options (source routing, ...) are not carried to backends. */

@@ -126,7 +126,8 @@ static __always_inline int cache_established(const struct packet *p,
 
 /* select_new picks a backend from the VIP's table and records it: in the
  * flow table and the flow cache, or for a TCP SYN in the flow cache only,
- * pending (flowcache.h); ICMP errors only follow a flow and record nothing.
+ * pending (flowcache.h); ICMP errors only follow a flow, and datagrams of
+ * a stateless VIP only follow the table: they record nothing.
  * f is the flow's current entry, if any. */
 static __always_inline int select_new(const struct packet *p,
 				      const struct vip_meta *vip,
@@ -149,7 +150,7 @@ static __always_inline int select_new(const struct packet *p,
 	if (!be || !(be->flags & BACKEND_F_USABLE_NEW))
 		return 0;
 	c->mode = vip->mode;
-	if (p->flags & PKT_PTB)
+	if (p->flags & PKT_PTB || vip->flags & VIP_F_STATELESS)
 		return 1;
 	nf.backend_id = c->backend_id;
 	nf.hash = c->hash;

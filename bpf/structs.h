@@ -25,6 +25,10 @@ enum vip_mode {
 };
 
 #define VIP_F_HASH_SRC_ONLY 0x1
+/* A UDP VIP whose datagrams keep no flow state: each is placed by the
+ * Maglev table alone (one-packet scheduling, for request/response traffic
+ * such as DNS). */
+#define VIP_F_STATELESS 0x2
 
 struct vip_meta {
 	__u32 id;		/* indexes counters and the table maps */

@@ -71,6 +71,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unsupported prime", "vips:\n  - address: 203.0.113.1:80/tcp\n    table_size: 7\n", "7 is a prime the datapath does not hold: allowed are 251, 4093, 65537"},
 		{"bad mode", "vips:\n  - address: 203.0.113.1:80/tcp\n    mode: nat\n", `vips[0].mode: "nat": allowed are ipip, l2dsr`},
 		{"bad hash", "vips:\n  - address: 203.0.113.1:80/tcp\n    hash: md5\n", "vips[0].hash"},
+		{"stateless tcp", "vips:\n  - address: 203.0.113.1:80/tcp\n    stateless: true\n", "line 3: vips[0].stateless: only for udp VIPs"},
 		{"panic range", "vips:\n  - address: 203.0.113.1:80/tcp\n    panic_threshold: 101\n", "vips[0].panic_threshold: 101"},
 		{"duplicate vip", "vips:\n  - address: 203.0.113.1:80/tcp\n  - address: 203.0.113.1:80/tcp\n", "line 3: vips[1].address: 203.0.113.1:80/tcp is already defined by vips[0]"},
 		{"bad backend", "vips:\n  - address: 203.0.113.1:80/tcp\n    backends:\n      - address: 198.51.100.300\n", "line 4: vips[0].backends[0].address"},

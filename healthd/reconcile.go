@@ -132,7 +132,7 @@ func (d *Daemon) prepareVIP(v *VIP) (*vipPlan, error) {
 		d.dp.vips[v.Key] = dv
 	}
 	dv.err = ""
-	p := &vipPlan{v: v, dv: dv, want: loader.VIP{ID: dv.id, HashSrcIPOnly: v.Hash == "src-ip", TableSize: v.TableSize}}
+	p := &vipPlan{v: v, dv: dv, want: loader.VIP{ID: dv.id, HashSrcIPOnly: v.Hash == "src-ip", Stateless: v.Stateless, TableSize: v.TableSize}}
 	if v.Mode == "l2dsr" {
 		p.want.Mode = loader.ModeL2DSR
 	}

@@ -23,6 +23,7 @@ type VIP struct {
 	Key            api.VIPKey
 	Mode           string // ipip | l2dsr
 	Hash           string // 5tuple | src-ip
+	Stateless      bool   // UDP: no flow state (api.VIPConfig)
 	TableSize      uint32
 	PanicThreshold int // percent; 0 disables
 	DrainTimeout   time.Duration
@@ -128,6 +129,7 @@ func (s *State) AddVIP(c api.VIPConfig) error {
 		Key:            k,
 		Mode:           orDefault(c.Mode, "ipip"),
 		Hash:           orDefault(c.Hash, "5tuple"),
+		Stateless:      c.Stateless,
 		TableSize:      c.TableSize,
 		PanicThreshold: api.DefaultPanicThreshold,
 		DrainTimeout:   time.Duration(c.DrainTimeout),
@@ -250,6 +252,7 @@ func (v *VIP) config() api.VIPConfig {
 		Mode:           v.Mode,
 		TableSize:      v.TableSize,
 		Hash:           v.Hash,
+		Stateless:      v.Stateless,
 		PanicThreshold: &pt,
 		DrainTimeout:   api.Duration(v.DrainTimeout),
 		MinHealthy:     v.MinHealthy,

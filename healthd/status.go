@@ -25,7 +25,7 @@ func (d *Daemon) Status() api.Status {
 	st.BGP = d.bgpStatusLocked()
 	for _, v := range d.cur.SortedVIPs() {
 		vs := api.VIPStatus{
-			Address: v.Key.String(), Mode: v.Mode, Hash: v.Hash, TableSize: v.TableSize,
+			Address: v.Key.String(), Mode: v.Mode, Hash: v.Hash, Stateless: v.Stateless, TableSize: v.TableSize,
 			PanicThreshold: v.PanicThreshold, DrainTimeout: api.Duration(v.DrainTimeout), Check: v.Check,
 			Backends: []api.BackendStatus{},
 		}

@@ -75,8 +75,9 @@ func BenchmarkXDPCost(b *testing.B) {
 	newFlows.Src = client4.Next().Next()
 	newUDP := udp4
 	newUDP.Src = newFlows.Src.Next()
+	statelessUDP := udpTo(vip4, newUDP.Src.Next(), 5353)
 	handshake := syn4
-	handshake.Src = newUDP.Src.Next()
+	handshake.Src = statelessUDP.Src.Next()
 	mixed := est4
 	mixed.Src = handshake.Src.Next()
 	const mixedFlows = 1024
@@ -91,6 +92,7 @@ func BenchmarkXDPCost(b *testing.B) {
 		{name: "TCP SYN (selection)", prog: d.Program(), pkt: syn4.Bytes(), want: ActionTX},
 		{name: "new TCP flow per call", prog: d.Program(), pkt: newFlows.Bytes(), want: ActionTX, vary: setClient},
 		{name: "new UDP flow per call", prog: d.Program(), pkt: newUDP.Bytes(), want: ActionTX, vary: setClient},
+		{name: "UDP, stateless VIP", prog: d.Program(), pkt: statelessUDP.Bytes(), want: ActionTX, vary: setClient},
 		// A new connection's SYN and the ACK that puts it into the flow
 		// table, one figure for the pair.
 		{name: "TCP handshake (SYN+ACK)", prog: d.Program(), pkt: handshake.Bytes(), want: ActionTX, perFigure: 2,

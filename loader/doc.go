@@ -177,6 +177,12 @@ type VIP struct {
 	// HashSrcIPOnly selects the backend by the client address alone, so a
 	// client sticks to one backend across its ports.
 	HashSrcIPOnly bool
+	// Stateless (UDP VIPs only) keeps no flow state: each datagram goes
+	// where the Maglev table says, with no flow-table lookup or insert
+	// (one-packet scheduling, for request/response traffic such as DNS). A
+	// table change moves the 5-tuples of the slots it moves, and a
+	// draining backend gets no more datagrams.
+	Stateless bool
 	// TableSize is one of SupportedTableSizes; SetTable must be given a table
 	// of this length.
 	TableSize uint32

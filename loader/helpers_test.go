@@ -47,6 +47,7 @@ var testVIPs = []testVIP{
 	{VIPKey{vip4Src, 80, 6}, VIP{ID: 5, Mode: ModeIPIP, HashSrcIPOnly: true, TableSize: tableSize}},
 	{VIPKey{vip4Empty, 80, 6}, VIP{ID: 6, Mode: ModeIPIP, TableSize: tableSize}},
 	{VIPKey{vip4Mixed, 80, 6}, VIP{ID: 7, Mode: ModeIPIP, TableSize: tableSize}},
+	{VIPKey{vip4, 5353, 17}, VIP{ID: 8, Mode: ModeIPIP, Stateless: true, TableSize: tableSize}},
 	{VIPKey{vip6, 80, 6}, VIP{ID: 10, Mode: ModeIPIP, TableSize: tableSize}},
 	{VIPKey{vip6, 53, 17}, VIP{ID: 11, Mode: ModeIPIP, TableSize: tableSize}},
 	{VIPKey{vip6DSR, 53, 17}, VIP{ID: 12, Mode: ModeL2DSR, TableSize: tableSize}},
@@ -96,7 +97,7 @@ func newTestDatapath(t testing.TB) *Datapath {
 	}
 	v4 := roundRobin(tableSize, 1, 2, 3, 4)
 	v6 := roundRobin(tableSize, 11, 12, 13, 14)
-	for _, id := range []uint32{1, 2, 3, 4, 5} {
+	for _, id := range []uint32{1, 2, 3, 4, 5, 8} {
 		must(t, d.SetTable(id, v4))
 	}
 	must(t, d.SetTable(7, roundRobin(tableSize, 11)))

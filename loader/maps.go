@@ -15,6 +15,7 @@ const (
 	familyV6 = 6
 
 	vipFlagHashSrcOnly = 0x1
+	vipFlagStateless   = 0x2
 	// slotFlagPending is SLOT_F_PENDING: a flow cache slot holding a
 	// SYN's choice that is not in the flow table yet.
 	slotFlagPending = 0x1
@@ -117,6 +118,9 @@ func (d *Datapath) PutVIP(k VIPKey, v VIP) error {
 	if err := v.validate(); err != nil {
 		return err
 	}
+	if v.Stateless && k.Proto != 17 {
+		return fmt.Errorf("%w: vip %s port %d proto %d: stateless: only for UDP VIPs (TCP needs its flows kept)", ErrInvalid, k.Addr, k.Port, k.Proto)
+	}
 	used, err := d.vipIDUsed(v.ID, k)
 	if err != nil {
 		return err
@@ -130,6 +134,9 @@ func (d *Datapath) PutVIP(k VIPKey, v VIP) error {
 	if v.HashSrcIPOnly {
 		meta.Flags |= vipFlagHashSrcOnly
 	}
+	if v.Stateless {
+		meta.Flags |= vipFlagStateless
+	}
 	key := k.marshal()
 	var old lbVipMeta
 	existed := d.objs.Vips.Lookup(&key, &old) == nil
@@ -140,8 +147,9 @@ func (d *Datapath) PutVIP(k VIPKey, v VIP) error {
 		return fmt.Errorf("put vip %s port %d proto %d: %w", k.Addr, k.Port, k.Proto, err)
 	}
 	// Established flows carry the VIP's ID and mode: when either
-	// changes, they select again.
-	if existed && (old.Id != meta.Id || old.Mode != meta.Mode) {
+	// changes, they select again. A VIP turning stateless drops its flows
+	// too: the flow cache, read before the VIP, would keep serving them.
+	if existed && (old.Id != meta.Id || old.Mode != meta.Mode || (old.Flags^meta.Flags)&vipFlagStateless != 0) {
 		return d.purgeFlows(key, old.Id)
 	}
 	return nil
@@ -357,7 +365,7 @@ func (d *Datapath) VIPs() (map[VIPKey]VIP, error) {
 			a = netip.AddrFrom16(key.Addr)
 		}
 		k := VIPKey{Addr: a, Port: be16(key.Port), Proto: key.Proto}
-		out[k] = VIP{ID: meta.Id, Mode: Mode(meta.Mode), HashSrcIPOnly: meta.Flags&vipFlagHashSrcOnly != 0, TableSize: meta.TableSize}
+		out[k] = VIP{ID: meta.Id, Mode: Mode(meta.Mode), HashSrcIPOnly: meta.Flags&vipFlagHashSrcOnly != 0, Stateless: meta.Flags&vipFlagStateless != 0, TableSize: meta.TableSize}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("list vips: %w", err)

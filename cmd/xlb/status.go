@@ -57,7 +57,7 @@ func statusTable(t *table, st api.Status) {
 			p = "YES"
 		}
 		fmt.Fprintf(t.w, "VIP %s  mode %s  hash %s  table %d  healthy %d/%d  panic %s (threshold %d%%)  packets %d  bytes %d\n",
-			v.Address, v.Mode, v.Hash, v.TableSize, v.Healthy, v.Active, p, v.PanicThreshold, v.Packets, v.Bytes)
+			v.Address, v.Mode, v.HashText(), v.TableSize, v.Healthy, v.Active, p, v.PanicThreshold, v.Packets, v.Bytes)
 		if v.Error != "" {
 			fmt.Fprintf(t.w, "  error: %s\n", v.Error)
 		}

@@ -27,14 +27,16 @@ func vipAddCommand() *command {
 	return &command{
 		name:    "add",
 		summary: "add a VIP (persisted in the daemon's runtime overlay)",
-		usage:   "ADDR:PORT/PROTO [--mode ipip|l2dsr] [--table-size PRIME] [--hash 5tuple|src-ip] [--panic-threshold PCT] [--drain-timeout D]",
+		usage:   "ADDR:PORT/PROTO [--mode ipip|l2dsr] [--table-size PRIME] [--hash 5tuple|src-ip] [--stateless] [--panic-threshold PCT] [--drain-timeout D]",
 		examples: "  xlb vip add 203.0.113.10:80/tcp\n" +
 			"  xlb vip add [2001:db8:f::10]:443/tcp --mode ipip --table-size 4093\n" +
-			"  xlb vip add 203.0.113.10:*/udp --hash src-ip --panic-threshold 0",
+			"  xlb vip add 203.0.113.10:*/udp --hash src-ip --panic-threshold 0\n" +
+			"  xlb vip add 203.0.113.53:53/udp --stateless",
 		flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&c.Mode, "mode", "ipip", "forwarding: ipip (encapsulate) or l2dsr (rewrite MACs; backends on-link)")
 			fs.Uint32Var(&c.TableSize, "table-size", api.DefaultTableSize, "Maglev table size: 251, 4093 or 65537")
 			fs.StringVar(&c.Hash, "hash", "5tuple", "flow hash: 5tuple or src-ip (a client sticks to one backend)")
+			fs.BoolVar(&c.Stateless, "stateless", false, "UDP only: keep no flow state, place each datagram by the table (DNS-like traffic)")
 			fs.IntVar(&panicT, "panic-threshold", api.DefaultPanicThreshold, "percent of active backends that must be healthy, else all serve; 0 disables")
 			fs.StringVar(&drain, "drain-timeout", "30s", "default drain timeout of its backends")
 			sock.register(fs)
@@ -99,6 +101,7 @@ type vipRow struct {
 	Address        string `json:"address"`
 	Mode           string `json:"mode"`
 	Hash           string `json:"hash"`
+	Stateless      bool   `json:"stateless"`
 	TableSize      uint32 `json:"table_size"`
 	PanicThreshold int    `json:"panic_threshold"`
 	Panic          bool   `json:"panic"`
@@ -130,12 +133,12 @@ func vipListCommand() *command {
 			}
 			rows := []vipRow{}
 			for _, v := range st.VIPs {
-				rows = append(rows, vipRow{v.Address, v.Mode, v.Hash, v.TableSize, v.PanicThreshold, v.Panic, len(v.Backends), v.Active, v.Healthy, v.Packets, v.Bytes})
+				rows = append(rows, vipRow{v.Address, v.Mode, v.Hash, v.Stateless, v.TableSize, v.PanicThreshold, v.Panic, len(v.Backends), v.Active, v.Healthy, v.Packets, v.Bytes})
 			}
 			return out.print(io.out, rows, func(t *table) {
 				t.header("VIP", "MODE", "HASH", "TABLE", "BACKENDS", "HEALTHY", "PANIC", "PACKETS", "BYTES")
 				for _, r := range rows {
-					t.row(r.Address, r.Mode, r.Hash, strconv.Itoa(int(r.TableSize)), strconv.Itoa(r.Backends),
+					t.row(r.Address, r.Mode, api.VIPStatus{Hash: r.Hash, Stateless: r.Stateless}.HashText(), strconv.Itoa(int(r.TableSize)), strconv.Itoa(r.Backends),
 						fmt.Sprintf("%d/%d", r.Healthy, r.Active), panicText(r.Panic, r.PanicThreshold),
 						strconv.FormatUint(r.Packets, 10), strconv.FormatUint(r.Bytes, 10))
 				}

@@ -16,12 +16,22 @@ type Status struct {
 	BGP      *BGPStatus `json:"bgp,omitempty"` // nil without a bgp section
 }
 
+// HashText is the VIP's hash as shown to people: "5tuple", or
+// "5tuple stateless" for a stateless VIP.
+func (v VIPStatus) HashText() string {
+	if v.Stateless {
+		return v.Hash + " stateless"
+	}
+	return v.Hash
+}
+
 // VIPStatus is one VIP with its backends.
 type VIPStatus struct {
 	Address        string          `json:"address"`
 	ID             uint32          `json:"id"`
 	Mode           string          `json:"mode"`
 	Hash           string          `json:"hash"`
+	Stateless      bool            `json:"stateless,omitempty"`
 	TableSize      uint32          `json:"table_size"`
 	PanicThreshold int             `json:"panic_threshold"`
 	Panic          bool            `json:"panic"`

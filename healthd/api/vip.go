@@ -28,6 +28,7 @@ type VIPConfig struct {
 	Mode           string          `yaml:"mode,omitempty" json:"mode,omitempty"`                       // ipip (default) | l2dsr
 	TableSize      uint32          `yaml:"table_size,omitempty" json:"table_size,omitempty"`           // a prime; default 65537
 	Hash           string          `yaml:"hash,omitempty" json:"hash,omitempty"`                       // 5tuple (default) | src-ip
+	Stateless      bool            `yaml:"stateless,omitempty" json:"stateless,omitempty"`             // UDP only: no flow state, each datagram placed by the table
 	PanicThreshold *int            `yaml:"panic_threshold,omitempty" json:"panic_threshold,omitempty"` // percent; default 50; 0 disables
 	DrainTimeout   Duration        `yaml:"drain_timeout,omitempty" json:"drain_timeout,omitempty"`     // default 30s
 	Check          *CheckConfig    `yaml:"check,omitempty" json:"check,omitempty"`                     // none: backends count as healthy
@@ -109,6 +110,9 @@ func (v *VIPConfig) ValidateAt(field string) (VIPKey, error) {
 	case "", "5tuple", "src-ip":
 	default:
 		return VIPKey{}, FieldErr(field+".hash", "%q: allowed are 5tuple, src-ip", v.Hash)
+	}
+	if v.Stateless && k.Proto != UDP {
+		return VIPKey{}, FieldErr(field+".stateless", "only for udp VIPs (a TCP connection needs its flow kept)")
 	}
 	if v.PanicThreshold != nil && (*v.PanicThreshold < 0 || *v.PanicThreshold > 100) {
 		return VIPKey{}, FieldErr(field+".panic_threshold", "%d: allowed are 0 (disabled) to 100 percent", *v.PanicThreshold)

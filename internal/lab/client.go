@@ -138,18 +138,24 @@ func (c Client) UDP(addr netip.AddrPort, payload string) (string, error) {
 		return "", err
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(c.timeout()))
+	return ExchangeUDP(conn, payload, c.timeout())
+}
+
+// ExchangeUDP sends one datagram to the UDP echo server on a connected
+// socket and returns the name of the backend that answered.
+func ExchangeUDP(conn net.Conn, payload string, timeout time.Duration) (string, error) {
+	_ = conn.SetDeadline(time.Now().Add(timeout))
 	if _, err := conn.Write([]byte(payload)); err != nil {
-		return "", fmt.Errorf("send udp to %s: %w", addr, err)
+		return "", fmt.Errorf("send udp to %s: %w", conn.RemoteAddr(), err)
 	}
 	buf := make([]byte, 2048)
 	n, err := conn.Read(buf)
 	if err != nil {
-		return "", fmt.Errorf("read udp answer from %s: %w", addr, err)
+		return "", fmt.Errorf("read udp answer from %s: %w", conn.RemoteAddr(), err)
 	}
 	name, rest, ok := strings.Cut(string(buf[:n]), " ")
 	if !ok || rest != payload {
-		return "", fmt.Errorf("udp answer from %s = %q, want \"NAME %s\"", addr, buf[:n], payload)
+		return "", fmt.Errorf("udp answer from %s = %q, want \"NAME %s\"", conn.RemoteAddr(), buf[:n], payload)
 	}
 	return name, nil
 }

@@ -44,6 +44,8 @@ type DaemonConfig struct {
 	// L7 adds VIP4:ProxyPort/tcp, the proxies' port; StartDaemon sets it
 	// in a lab with Config.L7.
 	L7 bool
+	// StatelessUDP makes the UDP echo VIPs stateless (no flow state).
+	StatelessUDP bool
 }
 
 // VIPs returns the VIP keys the daemon serves, as ADDR:PORT/PROTO: the TCP
@@ -124,6 +126,9 @@ func (l *Lab) daemonYAML(lb Host, p DaemonPaths, c DaemonConfig) string {
 		fmt.Fprintf(&b, "  - address: \"%s\"\n    mode: %s\n    drain_timeout: %s\n", v, c.Mode, c.DrainTimeout)
 		if c.MinHealthy != 0 {
 			fmt.Fprintf(&b, "    min_healthy: %d\n", c.MinHealthy)
+		}
+		if c.StatelessUDP && strings.HasSuffix(v, "/udp") {
+			b.WriteString("    stateless: true\n")
 		}
 		// The L7 VIP's backends are the proxies: check the proxy (its own
 		// health route, on the socket that serves the VIP), not the app

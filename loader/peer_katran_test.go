@@ -2,6 +2,7 @@ package loader
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -91,4 +92,49 @@ func TestKatranForwards(t *testing.T) {
 			t.Errorf("cpu %d: %d packets used the fallback flow table", cpu, c.V1)
 		}
 	}
+}
+
+// katranCost is Katran's paths in BenchmarkXDPCost.
+type katranCost struct {
+	k     *Katran
+	calls int
+	paths []*benchPath
+}
+
+// katranCostPaths are BenchmarkXDPCost's rows for Katran when
+// XLB_KATRAN_OBJ names its object, else none: established, a SYN on a warm
+// 5-tuple, a new TCP flow (SYN) and a new UDP flow per call, on the test
+// VIP, with a flow table of xdp_lb's default size on each CPU. Clients
+// other than xdp_lb's rows'.
+func katranCostPaths(b *testing.B, calls int) katranCost {
+	if os.Getenv("XLB_KATRAN_OBJ") == "" {
+		return katranCost{}
+	}
+	k := katranForTests(b, DefaultFlowTableSize)
+	client := netip.MustParseAddr("198.51.100.101")
+	est := tcpTo(vip4, client, 80, testutil.TCPAck)
+	syn := tcpTo(vip4, client.Next(), 80, testutil.TCPSyn)
+	newTCP := tcpTo(vip4, client.Next().Next(), 80, testutil.TCPSyn)
+	newUDP := udpTo(vip4, client.Next().Next().Next(), 53)
+	p := k.Program()
+	return katranCost{k: k, calls: calls, paths: []*benchPath{
+		{name: "katran established TCP", prog: p, pkt: est.Bytes(), want: ActionTX},
+		{name: "katran SYN (warm 5-tuple)", prog: p, pkt: syn.Bytes(), want: ActionTX},
+		{name: "katran new TCP flow/call", prog: p, pkt: newTCP.Bytes(), want: ActionTX, vary: setClient},
+		{name: "katran new UDP flow/call", prog: p, pkt: newUDP.Bytes(), want: ActionTX, vary: setClient},
+	}}
+}
+
+// report says how many of the new flows Katran inserted: it skips the
+// insert above MAX_CONN_RATE new flows a second on a CPU (its flood
+// guard), which would make its new-flow rows cheaper.
+func (c katranCost) report(b *testing.B) {
+	if c.k == nil {
+		return
+	}
+	n, err := c.k.Flows()
+	must(b, err)
+	// The established and warm-SYN flows, and each call's new TCP and UDP
+	// flow.
+	fmt.Printf("katran: %d flows in its flow tables for %d distinct flows sent\n", n, 2+2*c.calls)
 }

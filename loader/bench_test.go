@@ -119,6 +119,8 @@ func BenchmarkXDPCost(b *testing.B) {
 		{name: "established, 64k flows", prog: d.Program(), pkt: many.Bytes(), want: ActionTX,
 			vary: func(pkt []byte, i int) { setClient(pkt, i%manyFlows) }},
 	}
+	katran := katranCostPaths(b, calls)
+	paths = append(paths, katran.paths...)
 	// Establish the flows the "established" paths hit.
 	for _, p := range paths {
 		n := 1
@@ -186,6 +188,7 @@ func BenchmarkXDPCost(b *testing.B) {
 		b.ReportMetric(ns/ref, "x-"+testutil.MetricUnit(p.name))
 	}
 	b.ReportMetric(ref, "ns-swap")
+	katran.report(b)
 }
 
 // BenchmarkXDPHot measures the work of xdp_lb's established path apart

@@ -33,6 +33,10 @@ const (
 // rigDNSPort is the UDP port of the rig's UDP VIP.
 const rigDNSPort = 53
 
+// rigFlowTableSize is the entries of the flow table of the program under
+// test.
+const rigFlowTableSize = 1 << 17
+
 // rigFrame is a 64-byte Ethernet + IPv4 + TCP frame from the client to the
 // VIP; the generator varies its flow.
 func rigFrame(dst, src net.HardwareAddr, flags byte) []byte {
@@ -235,7 +239,8 @@ func newRigBench(b *testing.B) *rigBench {
 			return dp.Program(), func() { _ = dp.Detach(); dp.Close() }, nil
 		}
 	}
-	return &rigBench{ns: ns, rig: rig, genMAC: genMAC, dutMAC: dutMAC, cases: rigCases(swap, lb)}
+	cases := append(rigCases(swap, lb), katranRigCases(genMAC)...)
+	return &rigBench{ns: ns, rig: rig, genMAC: genMAC, dutMAC: dutMAC, cases: cases}
 }
 
 // BenchmarkPacketRate reports frames per second forwarded by xdp_lb for
@@ -279,6 +284,10 @@ func BenchmarkPacketRate(b *testing.B) {
 				b.ReportMetric(figs[i].nsPerPkt, "lb_"+m+"_ns/pkt")
 			}
 		}
+		// Katran's rows, when XLB_KATRAN_OBJ adds them.
+		for i := 6; i < len(cases); i++ {
+			b.ReportMetric(figs[i].rate/ceil, testutil.MetricUnit(cases[i].name)+"_ratio")
+		}
 	}
 }
 
@@ -303,7 +312,7 @@ func medianFigures(rs []rigFigures) rigFigures {
 // mode over three backends whose next hop is the generator's interface, so
 // forwarded frames come back to the counter.
 func rigDatapath(self, next net.HardwareAddr, mode loader.Mode) (*loader.Datapath, error) {
-	dp, err := loader.Load(loader.Options{FlowTableSize: 1 << 17})
+	dp, err := loader.Load(loader.Options{FlowTableSize: rigFlowTableSize})
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ func (d *Daemon) FleetReport() fleet.Balancer {
 	out := fleet.Balancer{Name: name, VIPs: []fleet.VIP{}}
 	for _, v := range d.cur.SortedVIPs() {
 		fv := fleet.VIP{
-			VIP: v.Key.String(), TableSize: v.TableSize, Hash: v.Hash,
+			VIP: v.Key.String(), TableSize: v.TableSize, Hash: v.Hash, Stateless: v.Stateless,
 			// The daemon runs the datapath with the fixed default seed.
 			HashSeed: loader.DefaultHashSeed, Algorithm: maglev.AlgorithmVersion,
 			Backends: make([]fleet.Backend, 0, len(v.Backends)), Usable: []string{},

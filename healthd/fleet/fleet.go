@@ -28,9 +28,12 @@ type Backend struct {
 
 // VIP is what decides one VIP's table on one balancer.
 type VIP struct {
-	VIP       string    `json:"vip"` // ADDR:PORT/PROTO
-	TableSize uint32    `json:"table_size"`
-	Hash      string    `json:"hash"`      // 5tuple | src-ip
+	VIP       string `json:"vip"` // ADDR:PORT/PROTO
+	TableSize uint32 `json:"table_size"`
+	Hash      string `json:"hash"` // 5tuple | src-ip
+	// Stateless: the VIP keeps no flows (UDP), so a balancer that does
+	// would keep a flow another one moves.
+	Stateless bool      `json:"stateless,omitempty"`
 	HashSeed  uint32    `json:"hash_seed"` // the datapath's flow hash seed
 	Algorithm int       `json:"algorithm"` // maglev.AlgorithmVersion
 	Backends  []Backend `json:"backends"`  // configured, any order
@@ -60,6 +63,9 @@ func (v *VIP) Fill() {
 func ConfigDigest(v VIP) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "xlb-fleet-v1\nvip %s\nsize %d\nhash %s\nseed %d\nalgorithm %d\n", v.VIP, v.TableSize, v.Hash, v.HashSeed, v.Algorithm)
+	if v.Stateless { // only then: stateful VIPs keep the digests of earlier builds
+		fmt.Fprintf(h, "stateless\n")
+	}
 	for _, b := range v.Backends {
 		fmt.Fprintf(h, "backend %s %d %s\n", b.Address, b.Weight, b.Admin)
 	}
@@ -177,6 +183,9 @@ func configReasons(an string, a *VIP, bn string, b *VIP) []string {
 	}
 	if a.Hash != b.Hash {
 		diff("hash mode", a.Hash, b.Hash)
+	}
+	if a.Stateless != b.Stateless {
+		diff("stateless", a.Stateless, b.Stateless)
 	}
 	if a.HashSeed != b.HashSeed {
 		diff("hash seed", fmt.Sprintf("%#x", a.HashSeed), fmt.Sprintf("%#x", b.HashSeed))

@@ -73,6 +73,11 @@ func TestCompareNamesTheReason(t *testing.T) {
 				v.Hash = "src-ip"
 			}
 		}, "hash mode differs"},
+		{"stateless", func(i int, v *VIP) {
+			if i == 1 {
+				v.Stateless = true
+			}
+		}, "stateless differs: lb1 has false, lb2 has true"},
 		{"algorithm", func(i int, v *VIP) {
 			if i == 1 {
 				v.Algorithm = 2

@@ -30,8 +30,12 @@ const (
 	tcpACK    = 0x10
 )
 
-// rigDNSPort is the UDP port of the rig's UDP VIP.
-const rigDNSPort = 53
+// rigDNSPort is the UDP port of the rig's UDP VIP, rigStatelessPort that of
+// its stateless UDP VIP.
+const (
+	rigDNSPort       = 53
+	rigStatelessPort = 5353
+)
 
 // rigFlowTableSize is the entries of the flow table of the program under
 // test.
@@ -57,8 +61,8 @@ func rigFrame(dst, src net.HardwareAddr, flags byte) []byte {
 }
 
 // rigUDPFrame is a 64-byte Ethernet + IPv4 + UDP frame from the client to
-// the rig's UDP VIP (a DNS query's size, zero payload).
-func rigUDPFrame(dst, src net.HardwareAddr) []byte {
+// the rig's UDP VIP on port (a DNS query's size, zero payload).
+func rigUDPFrame(dst, src net.HardwareAddr, port uint16) []byte {
 	f := make([]byte, 64)
 	copy(f[0:], dst)
 	copy(f[6:], src)
@@ -67,23 +71,28 @@ func rigUDPFrame(dst, src net.HardwareAddr) []byte {
 	copy(f[14:], ip)
 	udp := f[34:]
 	binary.BigEndian.PutUint16(udp[0:], 1024)
-	binary.BigEndian.PutUint16(udp[2:], rigDNSPort)
+	binary.BigEndian.PutUint16(udp[2:], port)
 	binary.BigEndian.PutUint16(udp[4:], 30)
 	return f
 }
 
 type rigCase struct {
-	name   string
-	udp    bool // a UDP frame, else TCP with flags
-	flags  byte // TCP flags of the established frames
-	load   loader.RigLoad
-	attach func() (prog *loader.Program, detach func(), err error)
+	name string
+	udp  bool // a UDP frame, else TCP with flags
+	// stateless: the UDP frame goes to the stateless UDP VIP.
+	stateless bool
+	flags     byte // TCP flags of the established frames
+	load      loader.RigLoad
+	attach    func() (prog *loader.Program, detach func(), err error)
 }
 
 // frame is the case's template frame.
 func (c rigCase) frame(dst, src net.HardwareAddr) []byte {
+	if c.stateless {
+		return rigUDPFrame(dst, src, rigStatelessPort)
+	}
 	if c.udp {
-		return rigUDPFrame(dst, src)
+		return rigUDPFrame(dst, src, rigDNSPort)
 	}
 	return rigFrame(dst, src, c.flags)
 }
@@ -92,7 +101,8 @@ func (c rigCase) frame(dst, src net.HardwareAddr) []byte {
 // xdp_swap, then xdp_lb on established flows (1,024, after a warm-up that
 // fills the flow table), on new flows only (every frame a flow never seen:
 // TCP SYNs, UDP datagrams), on a mix (9 frames in 10 established, the tenth
-// a new flow's SYN), and established in L2 DSR mode.
+// a new flow's SYN), established in L2 DSR mode, and new UDP datagrams of a
+// stateless VIP.
 func rigCases(swap func() (*loader.Program, func(), error), lb func(loader.Mode) func() (*loader.Program, func(), error)) []rigCase {
 	est := loader.RigLoad{Flows: 1024}
 	return []rigCase{
@@ -102,6 +112,7 @@ func rigCases(swap func() (*loader.Program, func(), error), lb func(loader.Mode)
 		{name: "xdp_lb new UDP flows", udp: true, load: loader.RigLoad{NewEvery: 1}, attach: lb(loader.ModeIPIP)},
 		{name: "xdp_lb mixed 90/10", flags: tcpACK, load: loader.RigLoad{Flows: 1024, NewEvery: 10}, attach: lb(loader.ModeIPIP)},
 		{name: "xdp_lb established l2dsr", flags: tcpACK, load: est, attach: lb(loader.ModeL2DSR)},
+		{name: "xdp_lb UDP, stateless VIP", stateless: true, load: loader.RigLoad{NewEvery: 1}, attach: lb(loader.ModeIPIP)},
 	}
 }
 
@@ -278,14 +289,14 @@ func BenchmarkPacketRate(b *testing.B) {
 		}
 		b.ReportMetric(ceil/1e6, "swap_Mfps")
 		b.ReportMetric(figs[0].nsPerPkt, "swap_ns/pkt")
-		for i, m := range []string{"", "est", "new", "udp_new", "mixed", "dsr"} {
+		for i, m := range []string{"", "est", "new", "udp_new", "mixed", "dsr", "udp_stateless"} {
 			if i > 0 {
 				b.ReportMetric(figs[i].rate/ceil, m+"_ratio")
 				b.ReportMetric(figs[i].nsPerPkt, "lb_"+m+"_ns/pkt")
 			}
 		}
 		// Katran's rows, when XLB_KATRAN_OBJ adds them.
-		for i := 6; i < len(cases); i++ {
+		for i := 7; i < len(cases); i++ {
 			b.ReportMetric(figs[i].rate/ceil, testutil.MetricUnit(cases[i].name)+"_ratio")
 		}
 	}
@@ -342,10 +353,15 @@ func rigDatapath(self, next net.HardwareAddr, mode loader.Mode) (*loader.Datapat
 		if err := dp.PutVIP(loader.VIPKey{Addr: VIP4, Port: rigDNSPort, Proto: unix.IPPROTO_UDP}, loader.VIP{ID: 2, Mode: mode, TableSize: directTableSize}); err != nil {
 			return err
 		}
-		if err := dp.SetTable(1, table); err != nil {
+		if err := dp.PutVIP(loader.VIPKey{Addr: VIP4, Port: rigStatelessPort, Proto: unix.IPPROTO_UDP}, loader.VIP{ID: 3, Mode: mode, Stateless: true, TableSize: directTableSize}); err != nil {
 			return err
 		}
-		return dp.SetTable(2, table)
+		for id := range uint32(3) {
+			if err := dp.SetTable(id+1, table); err != nil {
+				return err
+			}
+		}
+		return nil
 	}()
 	if err != nil {
 		dp.Close()

@@ -241,6 +241,9 @@ func FuzzXDPLB(f *testing.F) {
 	f.Add(tcpTo(vip4, client4, 80, testutil.TCPAck).Bytes())
 	f.Add(tcpTo(vip6, client6, 80, testutil.TCPSyn).Bytes())
 	f.Add(udpTo(vip4DSR, client4, 53).Bytes())
+	// A stateless VIP's datagram, and ICMP "too big" about one.
+	f.Add(udpTo(vip4, client4, statelessVIP.Port).Bytes())
+	f.Add(ptb4(udpTo(vip4, client4, statelessVIP.Port)).Bytes())
 	f.Add(ptb4(tcpTo(vip4, client4, 80, 0)).Bytes())
 	f.Add(ptb6(tcpTo(vip6, client6, 80, 0)).Bytes())
 	f.Add(make([]byte, 14))

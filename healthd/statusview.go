@@ -24,10 +24,13 @@ func (d *Daemon) StatusView() statuspage.View {
 	for _, vip := range st.VIPs {
 		g := statuspage.Group{
 			Name:   vip.Address,
-			Detail: fmt.Sprintf("%s, %s hash, table %d", vip.Mode, vip.HashText(), vip.TableSize),
+			Detail: fmt.Sprintf("%s, %s hash, table %d", vip.Mode, vip.Hash, vip.TableSize),
 			Panic:  vip.Panic, Error: vip.Error, Active: vip.Active, Healthy: vip.Healthy,
 			Packets: vip.Packets, Bytes: vip.Bytes,
 			Members: make([]statuspage.Member, 0, len(vip.Backends)),
+		}
+		if vip.Stateless {
+			g.Detail += ", stateless"
 		}
 		for _, b := range vip.Backends {
 			lastErr := b.LastError

@@ -112,10 +112,10 @@ int xdp_lb(struct xdp_md *ctx)
 	}
 	if (!maybe_vip(&p))
 		return count_exit(EXIT_NO_VIP, XDP_PASS);
-	/* A UDP datagram looks its VIP up first: a stateless VIP's datagrams
-	 * have no flow to look for. */
+	/* While some VIP is stateless, a UDP datagram looks its VIP up first:
+	 * a stateless VIP's datagrams have no flow to look for. */
 	vip = 0;
-	if (p.key.proto == IPPROTO_UDP) {
+	if (p.key.proto == IPPROTO_UDP && (cfg->flags & CONFIG_F_STATELESS)) {
 		vip = lookup_vip(&p);
 		if (!vip)
 			return count_exit(EXIT_NO_VIP, XDP_PASS);

@@ -99,6 +99,7 @@ struct flow_cache_slot {
 #define CONFIG_F_SRC6 0x2
 #define CONFIG_F_REDIRECT 0x4	/* send through the egress devmap */
 #define CONFIG_F_ICMP_TOO_BIG 0x8	/* answer too big packets (icmp.h) */
+#define CONFIG_F_STATELESS 0x10	/* some VIP has VIP_F_STATELESS */
 
 struct config {
 	__u8 src_mac[6];

@@ -143,6 +143,7 @@ func (d *Datapath) SetConfig(c Config) error {
 		return fmt.Errorf("read datapath config: %w", err)
 	}
 	v.Gen = old.Gen
+	v.Flags |= old.Flags & configStateless // the VIPs' business (syncStatelessFlag)
 	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("set datapath config: %w", err)
 	}
@@ -178,11 +179,45 @@ func (d *Datapath) initConfig() error {
 	return nil
 }
 
+// syncStatelessFlag sets CONFIG_F_STATELESS while some VIP is stateless and
+// clears it when none is: only then does xdp_lb look a UDP datagram's VIP
+// up before the flow table, which every UDP packet missing the flow cache
+// would pay otherwise. Either value is safe at any moment (a stateless VIP
+// without the flag has its datagrams look for a flow first, in vain).
+func (d *Datapath) syncStatelessFlag() error {
+	found := false
+	var k lbVipKey
+	var m lbVipMeta
+	it := d.objs.Vips.Iterate()
+	for !found && it.Next(&k, &m) {
+		found = m.Flags&vipFlagStateless != 0
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("list vips: %w", err)
+	}
+	return d.updateSettings(func(v *lbConfig) {
+		v.Flags &^= configStateless
+		if found {
+			v.Flags |= configStateless
+		}
+	})
+}
+
 // bumpGen raises the generation in the settings map after a backend was
 // written: the flow cache's copies of backends (bpf/flowcache.h) taken
 // before are no longer used, so the change applies to the next packet of
 // every flow. Generation 0 is skipped.
 func (d *Datapath) bumpGen() error {
+	return d.updateSettings(func(v *lbConfig) {
+		v.Gen++
+		if v.Gen == 0 {
+			v.Gen = 1
+		}
+	})
+}
+
+// updateSettings applies change to the settings map's config.
+func (d *Datapath) updateSettings(change func(*lbConfig)) error {
 	d.settingsMu.Lock()
 	defer d.settingsMu.Unlock()
 	if !d.settingsOK { // read once: this Datapath is the map's only writer
@@ -192,12 +227,9 @@ func (d *Datapath) bumpGen() error {
 		d.settingsOK = true
 	}
 	v := d.settings
-	v.Gen++
-	if v.Gen == 0 {
-		v.Gen = 1
-	}
+	change(&v)
 	if err := d.objs.Settings.Put(uint32(0), &v); err != nil {
-		return fmt.Errorf("bump backend generation: %w", err)
+		return fmt.Errorf("write datapath config: %w", err)
 	}
 	d.settings = v
 	return nil

@@ -30,6 +30,7 @@ const (
 	configSrc6       = 0x2
 	configRedirect   = 0x4
 	configICMPTooBig = 0x8 // CONFIG_F_ICMP_TOO_BIG
+	configStateless  = 0x10
 )
 
 // ExitReasons names the datapath's non-forwarding exits; ExitReasons[i] is
@@ -145,6 +146,11 @@ func (d *Datapath) PutVIP(k VIPKey, v VIP) error {
 	}
 	if err := d.objs.Vips.Put(&key, &meta); err != nil {
 		return fmt.Errorf("put vip %s port %d proto %d: %w", k.Addr, k.Port, k.Proto, err)
+	}
+	if v.Stateless || existed && old.Flags&vipFlagStateless != 0 {
+		if err := d.syncStatelessFlag(); err != nil {
+			return err
+		}
 	}
 	// Established flows carry the VIP's ID and mode: when either
 	// changes, they select again. A VIP turning stateless drops its flows
@@ -340,6 +346,11 @@ func (d *Datapath) RemoveVIP(k VIPKey) error {
 	}
 	if err := d.clearFilterBit(k.Addr); err != nil {
 		return err
+	}
+	if meta.Flags&vipFlagStateless != 0 {
+		if err := d.syncStatelessFlag(); err != nil {
+			return err
+		}
 	}
 	if err := d.purgeFlows(key, meta.Id); err != nil {
 		return err

@@ -106,3 +106,34 @@ func TestVIPTurnsStateless(t *testing.T) {
 		t.Errorf("after the VIP turned stateless the datagram went to %d, want the table's 4", got)
 	}
 }
+
+// TestStatelessFlag: the config's stateless flag, which makes xdp_lb look a
+// UDP datagram's VIP up before the flow table, is set while some VIP is
+// stateless and only then, and SetConfig keeps it.
+func TestStatelessFlag(t *testing.T) {
+	d := newTestDatapath(t) // VIP 8 is stateless
+	flag := func() bool {
+		var c lbConfig
+		must(t, d.objs.Settings.Lookup(uint32(0), &c))
+		return c.Flags&configStateless != 0
+	}
+	if !flag() {
+		t.Fatal("flag clear with a stateless VIP")
+	}
+	must(t, d.SetConfig(Config{SourceMAC: balancerMAC, OuterSource4: outer4, MTU: 1500}))
+	if !flag() {
+		t.Error("SetConfig cleared the flag")
+	}
+	must(t, d.PutVIP(statelessVIP, VIP{ID: 8, TableSize: tableSize}))
+	if flag() {
+		t.Error("flag set after the only stateless VIP turned stateful")
+	}
+	must(t, d.PutVIP(statelessVIP, VIP{ID: 8, Stateless: true, TableSize: tableSize}))
+	if !flag() {
+		t.Error("flag clear after a VIP turned stateless")
+	}
+	must(t, d.RemoveVIP(statelessVIP))
+	if flag() {
+		t.Error("flag set after the only stateless VIP was removed")
+	}
+}

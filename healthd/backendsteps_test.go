@@ -33,12 +33,7 @@ func namesOnlyPresent(t *testing.T, r *rig) {
 // one batch, in the order the ordering rule asks (usable before the tables
 // name it, unusable after they stop naming it).
 func TestFlipWritesBackendsInOneBatch(t *testing.T) {
-	yaml, vips := sharedSet(3)
-	r := newRig(t, yaml)
-	for b := 11; b <= 16; b++ {
-		r.setHealth(fmt.Sprintf("198.51.100.%d", b), HealthHealthy)
-	}
-	r.clock.fire()
+	r, vips := healthySharedRig(t)
 	for _, state := range []string{HealthUnhealthy, HealthHealthy} {
 		batches, puts := r.dp.Ops["PutBackends"], r.dp.Ops["PutBackend"]
 		r.setHealth("198.51.100.13", state)
@@ -64,12 +59,7 @@ func TestFlipWritesBackendsInOneBatch(t *testing.T) {
 // keeps its table (which does not name the backend it could not make
 // usable), the others move on, and the next reconcile catches up.
 func TestFailedBackendWriteKeepsItsVIPTable(t *testing.T) {
-	yaml, vips := sharedSet(3)
-	r := newRig(t, yaml)
-	for b := 11; b <= 16; b++ {
-		r.setHealth(fmt.Sprintf("198.51.100.%d", b), HealthHealthy)
-	}
-	r.clock.fire()
+	r, vips := healthySharedRig(t)
 	r.setHealth("198.51.100.13", HealthUnhealthy)
 	r.clock.fire()
 	// Writes go in VIP order: fail the second VIP's, in the batch and
@@ -112,12 +102,7 @@ func TestFailedBackendWriteKeepsItsVIPTable(t *testing.T) {
 // backend must stay in the backends map until no table names it, or its
 // slots would forward to nothing.
 func TestFailedPatchKeepsLeavingBackend(t *testing.T) {
-	yaml, vips := sharedSet(3)
-	r := newRig(t, yaml)
-	for b := 11; b <= 16; b++ {
-		r.setHealth(fmt.Sprintf("198.51.100.%d", b), HealthHealthy)
-	}
-	r.clock.fire()
+	r, vips := healthySharedRig(t)
 	gone := netip.MustParseAddr("198.51.100.16")
 	patches := 0
 	r.dp.Fail = func(op string) error {

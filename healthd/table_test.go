@@ -68,6 +68,19 @@ func freshTable(t *testing.T, size uint32, members map[string]uint32) []string {
 	return out
 }
 
+// healthySharedRig is a rig with sharedSet(3), every backend healthy and
+// the tables installed.
+func healthySharedRig(t *testing.T) (*rig, []string) {
+	t.Helper()
+	yaml, vips := sharedSet(3)
+	r := newRig(t, yaml)
+	for b := 11; b <= 16; b++ {
+		r.setHealth(fmt.Sprintf("198.51.100.%d", b), HealthHealthy)
+	}
+	r.clock.fire()
+	return r, vips
+}
+
 // sharedSet is nVIPs VIPs with the same backends .11-.16 (weights 1-3),
 // checked, 4093-slot tables.
 func sharedSet(nVIPs int) (string, []string) {
@@ -89,12 +102,7 @@ func weightOf(b int) uint32 { return uint32(1 + b%3) }
 // After flips patched in place, every table is the one a fresh build gives,
 // slot for slot.
 func TestPatchedTablesMatchFreshBuild(t *testing.T) {
-	yaml, vips := sharedSet(3)
-	r := newRig(t, yaml)
-	for b := 11; b <= 16; b++ {
-		r.setHealth(fmt.Sprintf("198.51.100.%d", b), HealthHealthy)
-	}
-	r.clock.fire()
+	r, vips := healthySharedRig(t)
 	byID := func(id uint32) netip.Addr { return r.dp.Backends[id].Addr }
 	up := map[int]bool{11: true, 12: true, 13: true, 14: true, 15: true, 16: true}
 	for step, flip := range []int{12, 15, 12, 11, 15, 11, 16} {
@@ -127,12 +135,7 @@ func TestPatchedTablesMatchFreshBuild(t *testing.T) {
 // diverges (a backend of its own) gets its own table, is patched from its
 // own, and converges again when the backend leaves.
 func TestPatchedTablesDivergeAndConverge(t *testing.T) {
-	yaml, vips := sharedSet(3)
-	r := newRig(t, yaml)
-	for b := 11; b <= 16; b++ {
-		r.setHealth(fmt.Sprintf("198.51.100.%d", b), HealthHealthy)
-	}
-	r.clock.fire()
+	r, vips := healthySharedRig(t)
 	byID := func(id uint32) netip.Addr { return r.dp.Backends[id].Addr }
 	shared := map[string]uint32{}
 	for b := 11; b <= 16; b++ {

@@ -204,14 +204,7 @@ func (m *MemDatapath) SetTable(vipID uint32, table []uint32) error {
 		last = id
 	}
 	if m.Log != nil {
-		var ids []uint32
-		for _, id := range table {
-			if id != 0 && !slices.Contains(ids, id) {
-				ids = append(ids, id)
-			}
-		}
-		slices.Sort(ids)
-		m.logf("SetTable %d %v", vipID, ids)
+		m.logf("SetTable %d %v", vipID, backendsIn(table))
 	}
 	if m.sizes == nil {
 		m.sizes = map[uint32]uint32{}
@@ -255,16 +248,21 @@ func (m *MemDatapath) PatchTable(vipID, size uint32, slots, ids []uint32) error 
 		t[s] = ids[i]
 	}
 	if m.Log != nil {
-		var in []uint32
-		for _, id := range t {
-			if id != 0 && !slices.Contains(in, id) {
-				in = append(in, id)
-			}
-		}
-		slices.Sort(in)
-		m.logf("PatchTable %d %v", vipID, in)
+		m.logf("PatchTable %d %v", vipID, backendsIn(t))
 	}
 	return nil
+}
+
+// backendsIn returns the backend IDs a table names, sorted, each once.
+func backendsIn(table []uint32) []uint32 {
+	var ids []uint32
+	for _, id := range table {
+		if id != 0 && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // Table returns a VIP's installed table, like loader.Datapath.Table.

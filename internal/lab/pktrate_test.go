@@ -41,15 +41,21 @@ const (
 // test.
 const rigFlowTableSize = 1 << 17
 
-// rigFrame is a 64-byte Ethernet + IPv4 + TCP frame from the client to the
-// VIP; the generator varies its flow.
-func rigFrame(dst, src net.HardwareAddr, flags byte) []byte {
+// rigIPv4Frame is a 64-byte Ethernet + IPv4 frame from the client to VIP4
+// with protocol proto; the caller writes its transport header at f[34:].
+func rigIPv4Frame(dst, src net.HardwareAddr, proto byte) []byte {
 	f := make([]byte, 64)
 	copy(f[0:], dst)
 	copy(f[6:], src)
 	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := ipv4Header(netip.MustParseAddr("198.51.100.1"), VIP4, unix.IPPROTO_TCP, 50, 0, nil)
-	copy(f[14:], ip)
+	copy(f[14:], ipv4Header(netip.MustParseAddr("198.51.100.1"), VIP4, proto, 50, 0, nil))
+	return f
+}
+
+// rigFrame is a 64-byte Ethernet + IPv4 + TCP frame from the client to the
+// VIP; the generator varies its flow.
+func rigFrame(dst, src net.HardwareAddr, flags byte) []byte {
+	f := rigIPv4Frame(dst, src, unix.IPPROTO_TCP)
 	tcp := f[34:]
 	binary.BigEndian.PutUint16(tcp[0:], 1024)
 	binary.BigEndian.PutUint16(tcp[2:], HTTPPort)
@@ -63,12 +69,7 @@ func rigFrame(dst, src net.HardwareAddr, flags byte) []byte {
 // rigUDPFrame is a 64-byte Ethernet + IPv4 + UDP frame from the client to
 // the rig's UDP VIP on port (a DNS query's size, zero payload).
 func rigUDPFrame(dst, src net.HardwareAddr, port uint16) []byte {
-	f := make([]byte, 64)
-	copy(f[0:], dst)
-	copy(f[6:], src)
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := ipv4Header(netip.MustParseAddr("198.51.100.1"), VIP4, unix.IPPROTO_UDP, 50, 0, nil)
-	copy(f[14:], ip)
+	f := rigIPv4Frame(dst, src, unix.IPPROTO_UDP)
 	udp := f[34:]
 	binary.BigEndian.PutUint16(udp[0:], 1024)
 	binary.BigEndian.PutUint16(udp[2:], port)

@@ -138,12 +138,12 @@ func (c Client) UDP(addr netip.AddrPort, payload string) (string, error) {
 		return "", err
 	}
 	defer conn.Close()
-	return ExchangeUDP(conn, payload, c.timeout())
+	return exchangeUDP(conn, payload, c.timeout())
 }
 
-// ExchangeUDP sends one datagram to the UDP echo server on a connected
+// exchangeUDP sends one datagram to the UDP echo server on a connected
 // socket and returns the name of the backend that answered.
-func ExchangeUDP(conn net.Conn, payload string, timeout time.Duration) (string, error) {
+func exchangeUDP(conn net.Conn, payload string, timeout time.Duration) (string, error) {
 	_ = conn.SetDeadline(time.Now().Add(timeout))
 	if _, err := conn.Write([]byte(payload)); err != nil {
 		return "", fmt.Errorf("send udp to %s: %w", conn.RemoteAddr(), err)

@@ -50,7 +50,7 @@ func TestE2EStatelessUDP(t *testing.T) {
 	defer conn.Close()
 	ask := func(i int) string {
 		t.Helper()
-		name, err := ExchangeUDP(conn, fmt.Sprintf("socket %d", i), 5*time.Second)
+		name, err := exchangeUDP(conn, fmt.Sprintf("socket %d", i), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
